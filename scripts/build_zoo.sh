@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Rebuild zoo entries from scratch with their fixed recipes and copy them into the package.
+# Usage: scripts/build_zoo.sh [NAME ...]   (default: every entry, classifiers first so that
+# generator metrics are measured with the freshly trained auditor)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+  names=(mnist-labeller mnist-auditor faces-labeller faces-auditor
+         mnist-vae mnist-dcgan faces-vae faces-dcgan
+         mnist-vae-no-thick mnist-dcgan-no-thick faces-vae-no-eyeglasses faces-dcgan-no-eyeglasses)
+fi
+dest=unlearn/zoo/weights
+mkdir -p "$dest" runs/zoo
+for name in "${names[@]}"; do
+  echo "== $name $(date +%T)"
+  unlearn-cli pretrain --recipe "$name" --out "runs/zoo/$name"
+  cp "runs/zoo/$name/model.safetensors" "$dest/$name.safetensors"
+  cp "runs/zoo/$name/model.json" "$dest/$name.json"
+  if [ -f "runs/zoo/$name/samples.png" ]; then cp "runs/zoo/$name/samples.png" "$dest/$name.png"; fi
+done

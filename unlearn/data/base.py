@@ -1,0 +1,62 @@
+"""The image-set container every dataset returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images in [-1, 1] with per-image attribute labels.
+
+    images: [N, C, H, W] float32.  attrs[name]: [N] int64; ``classes[name]`` is 2 for a
+    binary attribute (0/1), K for a K-way categorical one.
+    """
+
+    name: str
+    images: torch.Tensor
+    attrs: dict[str, torch.Tensor]
+    classes: dict[str, int]
+
+    def __post_init__(self) -> None:
+        assert self.images.ndim == 4, f"images must be [N,C,H,W], got {tuple(self.images.shape)}"
+        n = self.images.shape[0]
+        for k, v in self.attrs.items():
+            assert v.shape == (n,), f"attribute {k}: expected shape ({n},), got {tuple(v.shape)}"
+            assert k in self.classes, f"attribute {k} has no class count"
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def binary_attrs(self) -> list[str]:
+        return [k for k, c in self.classes.items() if c == 2]
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return ImageSet(
+            self.name, self.images[index], {k: v[index] for k, v in self.attrs.items()}, dict(self.classes)
+        )
+
+    def split(self, holdout: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+        """A fixed random (train, held-out) split."""
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(self), generator=gen)
+        n_test = int(round(len(self) * holdout))
+        return self.subset(perm[n_test:]), self.subset(perm[:n_test])
+
+    def without(self, feature: str) -> ImageSet:
+        """The images that do not show a binary ``feature`` (an oracle's training data)."""
+        if self.classes.get(feature) != 2:
+            raise KeyError(feature)
+        return self.subset(torch.nonzero(self.attrs[feature] == 0).flatten())
+
+    def rates(self) -> dict[str, float]:
+        """Share of images showing each binary attribute."""
+        return {k: float(self.attrs[k].float().mean()) for k in self.binary_attrs}

@@ -1,0 +1,81 @@
+"""Model registry: rebuild any network from the architecture dict saved beside its weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearn.errors import CheckpointError, ConfigError
+from unlearn.models.classifier import AttributeClassifier, ClassifierConfig
+from unlearn.models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from unlearn.models.vae import VAE, VAEConfig, VAEDecoder, VAEEncoder
+
+__all__ = [
+    "AttributeClassifier", "ClassifierConfig", "DCGANConfig", "DCGANDiscriminator", "DCGANGenerator",
+    "VAE", "VAEConfig", "VAEDecoder", "VAEEncoder", "arch_dict", "build_generator", "build_classifier",
+    "check_generator",
+]  # fmt: skip
+
+GeneratorConfig = VAEConfig | DCGANConfig
+
+
+def arch_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise CheckpointError(f"{where}: unknown architecture fields {sorted(unknown)}")
+    return cls(**d)
+
+
+def build_generator(arch: dict[str, Any], where: str = "arch") -> nn.Module:
+    """A generator from its architecture dict: kind 'vae', 'dcgan' or 'plugin' (module:factory)."""
+    kind = arch.get("kind")
+    if kind == "vae":
+        return VAEDecoder(_from_dict(VAEConfig, arch, where))
+    if kind == "dcgan":
+        return DCGANGenerator(_from_dict(DCGANConfig, arch, where))
+    if kind == "plugin":
+        return load_factory(str(arch.get("factory")), arch.get("kwargs") or {})
+    raise CheckpointError(f"{where}: unknown generator kind {kind!r} (expected vae, dcgan or plugin)")
+
+
+def build_classifier(arch: dict[str, Any], where: str = "arch") -> AttributeClassifier:
+    return AttributeClassifier(_from_dict(ClassifierConfig, arch, where))
+
+
+def load_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Import ``module:factory`` and call it; the result must obey the generator contract."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--factory {spec!r}: expected the form 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--factory {spec!r}: cannot import {module_name!r} ({exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"--factory {spec!r}: {module_name} has no callable {attr!r}")
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module) or not isinstance(getattr(model, "z_dim", None), int):
+        raise ConfigError(f"--factory {spec!r}: must return an nn.Module with an int attribute z_dim")
+    return model
+
+
+@torch.no_grad()
+def check_generator(g: nn.Module, where: str = "generator") -> tuple[int, int, int]:
+    """Run the contract on two random latents; returns the image shape (C, H, W)."""
+    z = torch.randn(2, g.z_dim)
+    x = g(z)
+    if x.ndim != 4 or x.shape[0] != 2:
+        raise ConfigError(f"{where}: forward(z [2, {g.z_dim}]) must return [2, C, H, W], got {tuple(x.shape)}")
+    if not torch.isfinite(x).all() or x.min() < -1.0001 or x.max() > 1.0001:
+        raise ConfigError(f"{where}: images must be finite and in [-1, 1]")
+    return int(x.shape[1]), int(x.shape[2]), int(x.shape[3])

@@ -1,0 +1,1 @@
+"""Pre-training of the zoo: generators (VAE, DCGAN) and attribute classifiers."""

@@ -1,0 +1,48 @@
+"""Pieces shared by the training loops: batching, augmentation, EMA, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch: int = 64
+    lr: float = 2e-4
+    seed: int = 0
+    beta: float = 1.0  # VAE: KL weight
+    sigma: float = 0.2  # VAE: pixel noise scale of the Gaussian likelihood
+    ema: float = 0.999  # GAN: generator weight averaging
+    width: int = 32  # network width (ngf/ndf for the GAN, base width otherwise)
+    z_dim: int = 32
+
+
+def batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index batches of one shuffled epoch; the last partial batch is dropped."""
+    perm = torch.randperm(n, generator=gen)
+    for i in range(0, n - batch + 1, batch):
+        yield perm[i : i + batch]
+
+
+def jitter(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels (one shift per batch, reflect padding)."""
+    dx, dy = (int(v) for v in torch.randint(-pad, pad + 1, (2,), generator=gen))
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+@torch.no_grad()
+def ema_update(avg: nn.Module, live: nn.Module, decay: float) -> None:
+    for pa, pl in zip(avg.parameters(), live.parameters(), strict=True):
+        pa.lerp_(pl, 1.0 - decay)
+    for ba, bl in zip(avg.buffers(), live.buffers(), strict=True):
+        ba.copy_(bl)
+
+
+def progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=2.0)

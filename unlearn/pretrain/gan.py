@@ -1,0 +1,47 @@
+"""DCGAN training loop: non-saturating loss, Adam(0.5, 0.999), EMA of the generator."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from unlearn.data.base import ImageSet
+from unlearn.models import DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from unlearn.pretrain.common import TrainConfig, batches, ema_update, progress
+
+
+def train_dcgan(data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, DCGANGenerator], None] | None = None) -> DCGANGenerator:
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    arch = DCGANConfig(z_dim=cfg.z_dim, channels=data.shape[0], ngf=cfg.width, ndf=cfg.width)
+    g, d = DCGANGenerator(arch), DCGANDiscriminator(arch)
+    g_ema = copy.deepcopy(g).eval()
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    steps = cfg.epochs * (len(data) // cfg.batch)
+    bar = progress(steps, "dcgan")
+    for epoch in range(cfg.epochs):
+        g.train()
+        d.train()
+        for idx in batches(len(data), cfg.batch, gen):
+            real = data.images[idx]
+            z = torch.randn(len(idx), cfg.z_dim)
+            fake = g(z)
+            loss_d = F.softplus(-d(real)).mean() + F.softplus(d(fake.detach())).mean()
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            loss_g = F.softplus(-d(fake)).mean()
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            ema_update(g_ema, g, cfg.ema)
+            bar.update(1)
+            bar.set_postfix(d=f"{loss_d.item():.2f}", g=f"{loss_g.item():.2f}", refresh=False)
+        if on_epoch is not None:
+            on_epoch(epoch, g_ema)
+    bar.close()
+    return g_ema.eval()

@@ -1,0 +1,40 @@
+"""The exact training recipe of every zoo entry (``unlearn-cli pretrain --recipe NAME``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unlearn.pretrain.common import TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    dataset: str
+    model: str  # vae | dcgan | labeller | auditor
+    exclude: str | None
+    train: TrainConfig
+
+
+_MNIST_VAE = TrainConfig(epochs=60, batch=128, lr=2e-3, seed=0, beta=1.0, sigma=0.2, width=32, z_dim=16)
+_MNIST_GAN = TrainConfig(epochs=60, batch=64, lr=2e-4, seed=0, width=32, z_dim=32)
+_FACES_VAE = TrainConfig(epochs=20, batch=128, lr=2e-3, seed=0, beta=1.0, sigma=0.1, width=48, z_dim=32)
+_FACES_GAN = TrainConfig(epochs=15, batch=64, lr=2e-4, seed=0, width=48, z_dim=64)
+
+RECIPES: dict[str, Recipe] = {
+    "mnist-labeller": Recipe("mnist", "labeller", None, TrainConfig(epochs=40, batch=128, lr=3e-3, seed=1, width=16)),
+    "mnist-auditor": Recipe("mnist", "auditor", None, TrainConfig(epochs=40, batch=128, lr=3e-3, seed=2, width=16)),
+    "faces-labeller": Recipe("faces", "labeller", None, TrainConfig(epochs=6, batch=128, lr=3e-3, seed=1, width=16)),
+    "faces-auditor": Recipe("faces", "auditor", None, TrainConfig(epochs=4, batch=128, lr=3e-3, seed=2, width=16)),
+    "mnist-vae": Recipe("mnist", "vae", None, _MNIST_VAE),
+    "mnist-dcgan": Recipe("mnist", "dcgan", None, _MNIST_GAN),
+    "faces-vae": Recipe("faces", "vae", None, _FACES_VAE),
+    "faces-dcgan": Recipe("faces", "dcgan", None, _FACES_GAN),
+    "mnist-vae-no-thick": Recipe("mnist", "vae", "thick", _MNIST_VAE),
+    "mnist-dcgan-no-thick": Recipe("mnist", "dcgan", "thick", _MNIST_GAN),
+    "faces-vae-no-eyeglasses": Recipe("faces", "vae", "eyeglasses", _FACES_VAE),
+    "faces-dcgan-no-eyeglasses": Recipe("faces", "dcgan", "eyeglasses", _FACES_GAN),
+}
+
+
+def recipe_name(dataset: str, model: str, exclude: str | None) -> str:
+    return f"{dataset}-{model}" + (f"-no-{exclude}" if exclude else "")

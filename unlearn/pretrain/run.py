@@ -1,0 +1,111 @@
+"""``unlearn-cli pretrain``: train one zoo entry, write weights, sample grids and metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearn import __version__
+from unlearn.data import ImageSet, train_test
+from unlearn.errors import ConfigError
+from unlearn.images import save_grid
+from unlearn.io import save_checkpoint, write_json
+from unlearn.metrics import attribute_rates, fid, generate, latents
+from unlearn.models import arch_dict
+from unlearn.pretrain.classifier import accuracy, train_classifier
+from unlearn.pretrain.common import TrainConfig
+from unlearn.pretrain.gan import train_dcgan
+from unlearn.pretrain.vae import train_vae
+
+MODELS = ("vae", "dcgan", "labeller", "auditor")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    dataset: str
+    model: str
+    out: Path
+    train: TrainConfig
+    exclude: str | None = None
+    limit: int | None = None  # keep the first N images (tests, quick looks)
+    auditor: str | None = None  # classifier used for metrics; default: the zoo's <dataset>-auditor
+    eval_samples: int = 10_000
+    grid_every: int = 5  # epochs between sample grids
+
+
+def _check(cfg: PretrainConfig, data: ImageSet) -> None:
+    if cfg.model not in MODELS:
+        raise ConfigError(f"--model {cfg.model!r}: choose from {', '.join(MODELS)}")
+    if cfg.exclude is not None and data.classes.get(cfg.exclude) != 2:
+        raise ConfigError(f"--exclude {cfg.exclude!r}: not a binary attribute of {cfg.dataset} ({', '.join(data.binary_attrs)})")
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    train, test = train_test(cfg.dataset, cfg.limit)
+    _check(cfg, train)
+    if cfg.exclude:
+        train, test = train.without(cfg.exclude), test.without(cfg.exclude)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.out / "options.json", {**_jsonable(cfg), "version": __version__})
+    start = time.perf_counter()
+    if cfg.model in ("labeller", "auditor"):
+        model: nn.Module = train_classifier(train, "cnn" if cfg.model == "labeller" else "resnet", cfg.train)
+        metrics: dict[str, Any] = {"heldout_accuracy": accuracy(model, test), "heldout_n": len(test)}  # type: ignore[arg-type]
+        kind = "classifier"
+    else:
+        model = _train_generator(cfg, train)
+        metrics = _generator_metrics(cfg, model, train, test)
+        kind = "generator"
+    metrics["train_seconds"] = round(time.perf_counter() - start, 1)
+    meta = {
+        "kind": kind, "arch": arch_dict(model.cfg), "dataset": cfg.dataset, "exclude": cfg.exclude,
+        "role": cfg.model, "train_args": dataclasses.asdict(cfg.train), "train_images": len(train),
+        "metrics": metrics, "version": __version__,
+    }  # fmt: skip
+    save_checkpoint(cfg.out / "model", model.state_dict(), meta)
+    write_json(cfg.out / "metrics.json", metrics)
+    return metrics
+
+
+def _train_generator(cfg: PretrainConfig, train: ImageSet) -> nn.Module:
+    z_fixed = latents(64, cfg.train.z_dim, seed=1234)
+
+    def on_epoch(epoch: int, g: nn.Module) -> None:
+        last = epoch + 1 == cfg.train.epochs
+        if last or (epoch + 1) % cfg.grid_every == 0:
+            save_grid(generate(g, z_fixed), cfg.out / ("samples.png" if last else f"samples-epoch{epoch + 1:03d}.png"), nrow=8)
+
+    trainer = train_vae if cfg.model == "vae" else train_dcgan
+    return trainer(train, cfg.train, on_epoch)  # type: ignore[operator]
+
+
+def _generator_metrics(cfg: PretrainConfig, g: nn.Module, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+    from unlearn.zoo import load_classifier
+
+    name = cfg.auditor or f"{cfg.dataset}-auditor"
+    try:
+        auditor = load_classifier(name)
+    except Exception as exc:  # no auditor yet (e.g. building the zoo from scratch): skip metrics
+        return {"auditor": None, "note": f"no metrics: auditor {name!r} unavailable ({exc})"}
+    fake = generate(g, latents(cfg.eval_samples, g.z_dim, seed=777))
+    return {
+        "auditor": name,
+        "samples": cfg.eval_samples,
+        "generated_rates": attribute_rates(auditor, fake),
+        "data_rates": attribute_rates(auditor, train.images),
+        "data_label_rates": train.rates(),
+        "fid_heldout": round(fid(auditor, test.images, fake), 4),
+        "fid_train_vs_heldout": round(fid(auditor, test.images, train.images), 4),
+    }
+
+
+def _jsonable(cfg: PretrainConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d["out"] = str(cfg.out)
+    return d

@@ -26,10 +26,12 @@ class VAEDecoder(nn.Module):
         self.cfg, self.z_dim = cfg, cfg.z_dim
         w = cfg.width
         self.fc = nn.Linear(cfg.z_dim, 4 * w * 4 * 4)
+        # BatchNorm: without it the decoder sits on the mean image for hundreds of steps
+        # (measured); in eval mode it folds into the convolutions at export.
         self.net = nn.Sequential(
-            nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.LeakyReLU(0.2),  # 8x8
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.LeakyReLU(0.2),  # 16x16
+            nn.BatchNorm2d(4 * w), nn.ReLU(True),
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w), nn.ReLU(True),  # 16x16
             nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1), nn.Tanh(),  # 32x32
         )  # fmt: skip
 
@@ -47,8 +49,8 @@ class VAEEncoder(nn.Module):
         w = cfg.width
         self.net = nn.Sequential(
             nn.Conv2d(cfg.channels, w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2),
             nn.Flatten(), nn.Linear(4 * w * 16, 2 * cfg.z_dim),
         )  # fmt: skip
 

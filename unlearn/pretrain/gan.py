@@ -23,6 +23,7 @@ def train_dcgan(data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, DCGAN
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     steps = cfg.epochs * (len(data) // cfg.batch)
     bar = progress(steps, "dcgan")
+    step = 0
     for epoch in range(cfg.epochs):
         g.train()
         d.train()
@@ -38,7 +39,8 @@ def train_dcgan(data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, DCGAN
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
-            ema_update(g_ema, g, cfg.ema)
+            step += 1
+            ema_update(g_ema, g, min(cfg.ema, step / (step + 10)))  # warm-up: early weights fade fast
             bar.update(1)
             bar.set_postfix(d=f"{loss_d.item():.2f}", g=f"{loss_g.item():.2f}", refresh=False)
         if on_epoch is not None:

@@ -100,6 +100,114 @@ def pretrain(
     typer.echo(json.dumps(metrics, indent=2))
 
 
+@app.command()
+@user_errors
+def collect(
+    model: str = typer.Option("faces-dcgan", help="Zoo name, checkpoint or run directory."),
+    feature: list[str] = typer.Option([], "--feature", help="Feature(s) to label (default: the dataset's default)."),
+    n: int = typer.Option(5000, min=2, help="Number of samples."),
+    seed: int = typer.Option(0),
+    sheet: bool = typer.Option(False, "--sheet", help="Write numbered contact sheets for a person to label."),
+    labels: Optional[Path] = typer.Option(None, help="A person's positive tile numbers (beside the sheets' latents)."),
+    labeller: Optional[str] = typer.Option(None, help="Labelling classifier (default: the zoo's <dataset>-labeller)."),
+    out: Path = typer.Option(..., help="Output directory."),
+) -> None:
+    """Sample latents, generate and label them (labeller or a person's contact-sheet labels)."""
+    from unlearn.collect import CollectConfig, run_collect
+
+    stats = run_collect(CollectConfig(model, tuple(feature), n, seed, sheet, labels, labeller, out))
+    typer.echo(json.dumps(stats, indent=2))
+
+
+@app.command()
+@user_errors
+def fit(
+    model: str = typer.Option("faces-dcgan", help="Zoo name or checkpoint of the pre-trained generator."),
+    feature: list[str] = typer.Option([], "--feature", help="Feature to remove; repeat for several."),
+    out: Path = typer.Option(Path("runs/fit"), help="Run directory."),
+    steps: int = typer.Option(1500, min=1, help="Step budget over all rounds."),
+    steps_per_round: int = typer.Option(500, min=1, help="Steps before re-collecting on the current g."),
+    alpha: float = typer.Option(1.0, min=0.0, help="Weight of the unlearning terms."),
+    lr: float = typer.Option(1e-4, min=0.0),
+    batch: int = typer.Option(64, min=2, help="Global batch (split across torchrun processes)."),
+    target_frac: float = typer.Option(0.5, help="Share of each batch drawn from target latents."),
+    direction: str = typer.Option("mean", help="mean (paper) or logreg."),
+    threshold: str = typer.Option("recall", help="pooled (paper), midpoint, recall or f1."),
+    target_recall: float = typer.Option(0.95, help="Recall kept by --threshold recall."),
+    n_collect: int = typer.Option(5000, min=10, help="Samples labelled per round."),
+    goal: float = typer.Option(0.01, min=0.0, max=1.0, help="Stop when the labeller's target rate reaches this."),
+    labels: Optional[Path] = typer.Option(None, help="A person's positives file from collect --sheet."),
+    labeller: Optional[str] = typer.Option(None),
+    seed: int = typer.Option(0),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the generator."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (CUDA only)."),
+    device: str = typer.Option("auto"),
+    checkpoint_every: int = typer.Option(250, min=1),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a non-empty --out."),
+    threads: Optional[int] = typer.Option(None, min=1),
+) -> None:
+    """Unlearn a feature from a pre-trained generator (Moon, Cho & Kim, 2024)."""
+    from unlearn.fit import FitConfig
+    from unlearn.fit.run import fit as run
+
+    _threads(threads)
+    cfg = FitConfig(
+        out=out, model=model, features=tuple(feature), steps=steps, steps_per_round=steps_per_round, alpha=alpha,
+        lr=lr, batch=batch, target_frac=target_frac, direction=direction, threshold=threshold,
+        target_recall=target_recall, n_collect=n_collect, goal=goal, labeller=labeller, labels=labels, seed=seed,
+        compile=compile, precision=precision, device=device, checkpoint_every=checkpoint_every, resume=resume, force=force,
+    )  # fmt: skip
+    metrics = run(cfg)
+    if metrics:
+        typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: Path = typer.Argument(..., help="A fit run directory."),
+    attack: bool = typer.Option(False, "--attack", help="Also run the latent-space PGD attack."),
+    n: int = typer.Option(10_000, min=100, help="Random latents per model."),
+    seed: int = typer.Option(0),
+    eps: float = typer.Option(0.5, min=0.0, help="PGD radius per latent coordinate."),
+    attack_steps: int = typer.Option(20, min=1),
+    attack_starts: int = typer.Option(512, min=1),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON here."),
+    auditor: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, min=1),
+) -> None:
+    """Grade a fit run with the independent auditor: rates, FID, preservation, flips, attack."""
+    from unlearn.attack import AttackConfig
+    from unlearn.evaluate import EvalConfig, markdown, run_evaluate
+
+    _threads(threads)
+    cfg = EvalConfig(run=run, n=n, seed=seed, attack=attack, attack_cfg=AttackConfig(eps=eps, steps=attack_steps, starts=attack_starts), auditor=auditor)
+    typer.echo(markdown(run_evaluate(cfg, as_json)))
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    source: str = typer.Argument(..., help="Fit run directory, zoo id (e.g. faces-dcgan) or checkpoint path."),
+    out: Path = typer.Option(..., help="Output directory: model.onnx + manifest.json (refused if it exists)."),
+    guard: Optional[str] = typer.Option(None, help="shift, flag or off (default: shift for a fit run, off for a zoo id)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Half-precision generator (for GPUs); the guard stays fp32."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build DIR/model.plan (needs CUDA and tensorrt)."),
+    triton: Optional[Path] = typer.Option(None, help="Also write a Triton model repository entry under this directory."),
+    triton_name: Optional[str] = typer.Option(None, help="Model name in the Triton repository (default: the source's name)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out (and Triton entry)."),
+    threads: Optional[int] = typer.Option(None, min=1),
+) -> None:
+    """Export a generator behind its latent guard to validated ONNX (+ fp16, TensorRT, Triton)."""
+    from export import ExportConfig, export_model  # lazy: unlearn never imports export at module level
+
+    _threads(threads)
+    cfg = ExportConfig(source=source, out=out, guard=guard, fp16=fp16, tensorrt=tensorrt, triton=triton,
+                       triton_name=triton_name, force=force)  # fmt: skip
+    typer.echo(json.dumps(export_model(cfg), indent=2))
+
+
 def main() -> None:
     sys.exit(app())
 

@@ -1,0 +1,90 @@
+"""``export_model``: the one function behind ``unlearn-cli export``.
+
+Order: refuse what cannot work (existing --out, --tensorrt without a GPU, a guard without a
+target vector) before any work; export to a temporary name; full check; validate against
+PyTorch; build the engine; stamp the manifest; rename into place; then the Triton entries.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from export import fp16 as fp16_check
+from export import onnx_export, tensorrt, triton, validate
+from export.errors import ExportError
+from export.manifest import build_manifest
+from export.module import build_module
+from export.publish import refuse_existing, replace_dir, staging
+from export.source import guard_mode, load_source, safe_name
+from export.spec import ExportConfig
+from unlearn.io import write_json
+
+
+def _preflight(cfg: ExportConfig) -> None:
+    refuse_existing(cfg.out, cfg.force, "--out")
+    if cfg.triton is not None:
+        name = safe_name(cfg.triton_name) if cfg.triton_name else None
+        if name is not None:
+            refuse_existing(cfg.triton / name, cfg.force, "--triton")
+    if cfg.tensorrt:
+        tensorrt.require_tensorrt()
+
+
+def _build(cfg: ExportConfig, tmp: Path) -> dict[str, Any]:
+    """Everything inside the staging directory; returns the manifest."""
+    spec, started = cfg.spec, time.perf_counter()
+    source = load_source(cfg.source)
+    mode = guard_mode(cfg.guard, source)
+    module = build_module(source.generator, source.guard, mode, fp16=cfg.fp16)
+    model = onnx_export.to_onnx(module, spec)
+    graph_bytes = model.graph.SerializeToString()
+    fp16_ops = fp16_check.check_fp16(model, spec) if cfg.fp16 else None
+    candidate = tmp / "model.onnx.tmp"
+    onnx_export.save(model, candidate)
+    reference = build_module(source.generator, source.guard, mode, fp16=False) if cfg.fp16 else module
+    report = validate.validate(candidate, reference, spec, fp16=cfg.fp16)
+    manifest = build_manifest(source, module, model, spec, cfg.fp16)
+    manifest["validation"] = {**report, "fp16_ops": fp16_ops}
+    if cfg.tensorrt:
+        manifest["tensorrt"] = tensorrt.build_engine(
+            candidate, tmp / "model.plan", spec, module.z_dim, tmp / "timing.cache"
+        )
+    manifest["export_seconds"] = round(time.perf_counter() - started, 2)
+    onnx_export.stamp(model, manifest)
+    onnx_export.save(model, candidate)
+    if onnx.load_model(str(candidate)).graph.SerializeToString() != graph_bytes:
+        raise ExportError("the stamped model.onnx no longer matches the validated graph")
+    candidate.rename(tmp / "model.onnx")
+    write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def export_model(cfg: ExportConfig) -> dict[str, Any]:
+    """Export, validate and publish ``cfg.out`` (and ``cfg.triton`` entries); returns a summary."""
+    _preflight(cfg)
+    out = Path(cfg.out)
+    with staging(out) as tmp:
+        manifest = _build(cfg, tmp)
+        staged: dict[str, Path] = {}
+        repo = cfg.triton
+        if repo is not None:
+            name = safe_name(cfg.triton_name or manifest["name"])
+            refuse_existing(repo / name, cfg.force, "--triton")
+            staged = triton.stage_repository(repo, name, tmp, manifest, cfg.spec)
+        try:
+            replace_dir(tmp, out)
+            for final, staged_dir in staged.items():
+                assert repo is not None
+                replace_dir(staged_dir, repo / final)
+        finally:
+            for staged_dir in staged.values():
+                shutil.rmtree(staged_dir, ignore_errors=True)
+    files = sorted(p.name for p in out.iterdir())
+    return {"out": str(out), "files": files, "triton": sorted(str(repo / n) for n in staged) if repo and staged else None,
+            "guard": manifest["guard"]["mode"], "precision": manifest["precision"], "export_seconds": manifest["export_seconds"],
+            "validation": manifest["validation"]["cases"]}  # fmt: skip

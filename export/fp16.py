@@ -1,0 +1,69 @@
+"""fp16 graphs: a half-precision generator whose guard decision stays in fp32.
+
+Converters that keep float32 I/O (``keep_io_types``) still cast z to fp16 as the first node,
+so the projection p(z) is computed on a rounded z and decisions near t flip (REFERENCE.md:
+hundreds out of 4,096). We therefore never convert an fp32 graph: the module is built with the
+guard in fp32 and only ``z_out`` cast to fp16 in front of the generator (``HalfGenerator``),
+and this file checks the exported graph obeys that.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx
+
+from export.errors import ExportError
+from export.spec import ExportSpec
+
+FLOAT16 = onnx.TensorProto.FLOAT16
+
+
+def _types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    return types
+
+
+def ancestors(model: onnx.ModelProto, outputs: tuple[str, ...]) -> tuple[set[str], list[onnx.NodeProto]]:
+    """Every tensor and node that ``outputs`` depend on."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    tensors, nodes, todo = set(), [], list(outputs)
+    while todo:
+        name = todo.pop()
+        if name in tensors:
+            continue
+        tensors.add(name)
+        node = producer.get(name)
+        if node is not None and node not in nodes:
+            nodes.append(node)
+            todo.extend(i for i in node.input if i)
+    return tensors, nodes
+
+
+def guard_dtypes(model: onnx.ModelProto, spec: ExportSpec) -> Counter[int]:
+    """Element types of every tensor the flag and score are computed from."""
+    types = _types(model)
+    tensors, _ = ancestors(model, spec.output_names[1:])
+    return Counter(types[t] for t in tensors if t in types)
+
+
+def fp16_ops(model: onnx.ModelProto) -> Counter[str]:
+    """op_type -> count of nodes with an fp16 output (the half-precision part of the graph)."""
+    types = _types(model)
+    return Counter(n.op_type for n in model.graph.node if any(types.get(o) == FLOAT16 for o in n.output))
+
+
+def check_fp16(model: onnx.ModelProto, spec: ExportSpec) -> dict[str, int]:
+    """Raise unless the generator runs in fp16 and the guard's flag and score never touch fp16."""
+    guard = guard_dtypes(model, spec)
+    if guard[FLOAT16]:
+        raise ExportError(
+            f"fp16 graph: {guard[FLOAT16]} tensors feeding 'flagged'/'score' are fp16; the guard must stay fp32"
+        )
+    ops = fp16_ops(model)
+    if not any(op in ops for op in ("Conv", "ConvTranspose", "Gemm", "MatMul")):
+        raise ExportError(f"fp16 graph: no convolution or matmul runs in fp16 (fp16 ops: {dict(ops)})")
+    return dict(ops)

@@ -1,0 +1,80 @@
+"""The module that becomes the graph: guard -> generator -> uint8 NHWC image.
+
+The guard math lives in ``unlearn.guard`` only; this file wires it in front of the generator,
+optionally puts the generator (never the guard) in half precision, and converts the image to
+uint8 with ``unlearn.images.to_uint8`` so the conversion runs inside the graph.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.source import GuardVector
+from unlearn.guard import GuardedGenerator, LatentGuard
+from unlearn.images import to_uint8
+
+
+def z_dim_of(generator: nn.Module) -> int:
+    z_dim = getattr(generator, "z_dim", None)
+    if not isinstance(z_dim, int):
+        raise TypeError(f"{type(generator).__name__} has no integer z_dim")
+    return z_dim
+
+
+class HalfGenerator(nn.Module):
+    """The generator in fp16 behind an fp32 interface: z_out is cast to fp16 *after* the guard."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = copy.deepcopy(generator).half().eval()
+        self.z_dim = z_dim_of(generator)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z.to(torch.float16)).to(torch.float32)
+
+
+class ExportModule(nn.Module):
+    """z float32 [N, z_dim] -> (image uint8 [N, H, W, C], flagged bool [N], score float32 [N])."""
+
+    def __init__(self, guarded: GuardedGenerator, has_direction: bool) -> None:
+        super().__init__()
+        self.guarded = guarded
+        self.has_direction = has_direction  # static: no target vector means score is all zeros
+        self.z_dim = guarded.z_dim
+
+    @property
+    def guard(self) -> LatentGuard:
+        guard = self.guarded.guard
+        assert isinstance(guard, LatentGuard)
+        return guard
+
+    def guard_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's unit directions [K, z_dim] and thresholds [K], as float32 arrays."""
+        u, t = cast(torch.Tensor, self.guard.u), cast(torch.Tensor, self.guard.t)
+        return u.detach().numpy().copy(), t.detach().numpy().copy()
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image, flagged, score = self.guarded(z)
+        if not self.has_direction:
+            score = torch.zeros_like(score)
+        return to_uint8(image), flagged, score
+
+
+def make_guard(vector: Optional[GuardVector], z_dim: int, mode: str) -> LatentGuard:
+    """The guard for the graph; without a target vector only mode 'off' exists (a placeholder axis)."""
+    if vector is None:
+        assert mode == "off", "a guard without a target vector can only be off"
+        return LatentGuard(torch.eye(z_dim)[:1], torch.tensor([float("inf")]), "off")
+    return LatentGuard(torch.tensor(vector.direction), torch.tensor(vector.threshold), mode)
+
+
+def build_module(generator: nn.Module, vector: Optional[GuardVector], mode: str, fp16: bool = False) -> ExportModule:
+    """The eval-mode module to export (``fp16``: half generator, fp32 guard)."""
+    guard = make_guard(vector, z_dim_of(generator), mode)
+    gen = HalfGenerator(generator) if fp16 else generator
+    return ExportModule(GuardedGenerator(gen.eval(), guard).eval(), vector is not None).eval()

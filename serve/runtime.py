@@ -1,0 +1,209 @@
+"""The torch-free runtime: an exported model.onnx (+ manifest.json) on ONNX Runtime.
+
+Imports numpy and onnxruntime only, never torch, ``unlearn`` or ``export``: production
+images stay small and the guard cannot be skipped because it is inside the graph.
+
+    gen = SafeGenerator.load("exported/")      # a directory or a model.onnx
+    out = gen.generate(n=16, seed=0)           # out.images uint8 [16, H, W, C], out.flagged, out.scores
+    gen.provider                               # the execution provider that actually runs
+
+Thread safety: after ``load`` nothing is mutated; ``InferenceSession.run`` is safe to call
+from several threads, and unseeded sampling uses a fresh generator per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import onnxruntime as ort
+
+TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+PREFERENCE = (TENSORRT, CUDA, CPU)
+ALIASES = {"tensorrt": TENSORRT, "trt": TENSORRT, "cuda": CUDA, "gpu": CUDA, "cpu": CPU}
+DEFAULT_MAX_BATCH = 1024
+
+
+class RuntimeInputError(ValueError):
+    """A request the model cannot serve: wrong dtype, shape, NaN, batch out of range."""
+
+
+class ModelLoadError(RuntimeError):
+    """The model file or its manifest is missing, corrupt, or not an exported guarded generator."""
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    images: np.ndarray  # uint8 [N, H, W, C]
+    flagged: np.ndarray  # bool [N]: the latent held the removed feature (p(z) > t)
+    scores: np.ndarray  # float32 [N]: p(z)
+    z: np.ndarray  # float32 [N, z_dim]: the latents as given or sampled
+    provider: str  # the execution provider that ran
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def resolve_providers(providers: Union[str, Sequence[str]] = "auto") -> list[str]:
+    """'auto': TensorRT -> CUDA -> CPU, those this onnxruntime build has; else names or aliases, CPU last."""
+    available = ort.get_available_providers()
+    if isinstance(providers, str) and providers == "auto":
+        return [p for p in PREFERENCE if p in available] or [CPU]
+    names = [providers] if isinstance(providers, str) else list(providers)
+    chosen = [ALIASES.get(p.lower(), p) for p in names]
+    missing = [p for p in chosen if p not in available]
+    if missing:
+        raise ModelLoadError(f"execution provider(s) {missing} not in this onnxruntime build (available: {available}); "
+                             "for GPUs install onnxruntime-gpu *instead of* onnxruntime")  # fmt: skip
+    return chosen + ([CPU] if CPU not in chosen else [])
+
+
+def _paths(path: Union[str, Path]) -> tuple[Path, Optional[Path]]:
+    p = Path(path)
+    onnx_path = p / "model.onnx" if p.is_dir() else p
+    if not onnx_path.is_file():
+        raise ModelLoadError(f"{onnx_path}: not found (give an export directory or a model.onnx file)")
+    sidecar = onnx_path.with_name("manifest.json")
+    return onnx_path, sidecar if sidecar.is_file() else None
+
+
+def _session(onnx_path: Path, providers: list[str], threads: Optional[int]) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    cache = Path(tempfile.gettempdir()) / "feature-unlearn-trt-cache"
+    with_options: list[Any] = [
+        (p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}) if p == TENSORRT else p
+        for p in providers
+    ]
+    try:
+        return ort.InferenceSession(str(onnx_path), opts, providers=with_options)
+    except Exception as exc:  # onnxruntime raises InvalidProtobuf, InvalidGraph, Fail, NoSuchFile, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(
+            f"{onnx_path}: ONNX Runtime cannot load it; corrupt or not an ONNX model ({first[:300]})"
+        ) from None
+
+
+def _manifest(session: ort.InferenceSession, onnx_path: Path, sidecar: Optional[Path]) -> dict[str, Any]:
+    """The manifest embedded in the graph; manifest.json beside it must say the same."""
+    embedded = session.get_modelmeta().custom_metadata_map.get("manifest")
+    try:
+        inner = json.loads(embedded) if embedded else None
+        outer = json.loads(sidecar.read_text()) if sidecar else None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ModelLoadError(f"{onnx_path}: unreadable manifest ({exc})") from None
+    if inner is None and outer is None:
+        raise ModelLoadError(
+            f"{onnx_path}: no manifest (neither in its metadata nor a manifest.json); export it with unlearn-cli export"
+        )
+    if inner is not None and outer is not None and inner != outer:
+        raise ModelLoadError(f"{sidecar}: does not match the manifest embedded in {onnx_path.name} (mixed-up files?)")
+    manifest = inner if inner is not None else outer
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("z_dim"), int):
+        raise ModelLoadError(f"{onnx_path}: the manifest has no integer z_dim")
+    return manifest
+
+
+def _check_graph(session: ort.InferenceSession, manifest: dict[str, Any], onnx_path: Path) -> tuple[str, list[str]]:
+    """The graph's I/O must be the export contract: z float [batch, z_dim] -> image, flagged, score."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    want_out = [t["name"] for t in manifest.get("outputs", [])] or ["image", "flagged", "score"]
+    if len(inputs) != 1 or inputs[0].type != "tensor(float)" or list(inputs[0].shape[1:]) != [manifest["z_dim"]]:
+        got = [(i.name, i.type, i.shape) for i in inputs]
+        raise ModelLoadError(f"{onnx_path}: expected one float input [batch, {manifest['z_dim']}], the graph has {got}")
+    if [o.name for o in outputs] != want_out:
+        raise ModelLoadError(f"{onnx_path}: outputs {[o.name for o in outputs]} != manifest's {want_out}")
+    return inputs[0].name, want_out
+
+
+class SafeGenerator:
+    """A guarded generator on ONNX Runtime; build it with ``SafeGenerator.load``."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        manifest: dict[str, Any],
+        requested: list[str],
+        max_batch: int,
+        source: Path,
+    ) -> None:
+        self._session, self.manifest, self.max_batch, self.path = session, manifest, max_batch, source
+        self._input, self._outputs = _check_graph(session, manifest, source)
+        self.z_dim: int = manifest["z_dim"]
+        self.requested_providers = requested
+        self.providers: list[str] = session.get_providers()
+        self.provider: str = self.providers[0]
+        self.fallback: Optional[str] = None
+        if self.provider != requested[0]:
+            self.fallback = (f"asked for {requested[0]} but ONNX Runtime runs on {self.provider} "
+                             "(CUDA/TensorRT libraries missing or the device is unusable)")  # fmt: skip
+            warnings.warn(self.fallback, RuntimeWarning, stacklevel=3)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], providers: Union[str, Sequence[str]] = "auto", max_batch: int = DEFAULT_MAX_BATCH,
+             threads: Optional[int] = None) -> SafeGenerator:  # fmt: skip
+        """Open an export directory (model.onnx + manifest.json) or a model.onnx file."""
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+        onnx_path, sidecar = _paths(path)
+        requested = resolve_providers(providers)
+        session = _session(onnx_path, requested, threads)
+        return cls(session, _manifest(session, onnx_path, sidecar), requested, max_batch, onnx_path)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        im = self.manifest["image"]
+        return int(im["height"]), int(im["width"]), int(im["channels"])
+
+    @property
+    def guard(self) -> dict[str, Any]:
+        return dict(self.manifest.get("guard") or {"mode": "off"})
+
+    def info(self) -> dict[str, Any]:
+        return {"path": str(self.path), "name": self.manifest.get("name"), "z_dim": self.z_dim, "image": list(self.image_shape),
+                "guard": self.guard.get("mode"), "provider": self.provider, "fallback": self.fallback, "max_batch": self.max_batch}  # fmt: skip
+
+    def generate(
+        self, n: Optional[int] = None, z: Optional[np.ndarray] = None, seed: Optional[int] = None
+    ) -> GenerateResult:
+        """Images for ``z`` [N, z_dim] float32, or for ``n`` latents drawn from N(0, I) (``seed`` for repeatability)."""
+        latents = self._check_z(z, n, seed) if z is not None else self._sample(1 if n is None else n, seed)
+        image, flagged, score = self._session.run(self._outputs, {self._input: latents})
+        return GenerateResult(image, flagged, score, latents, self.provider)
+
+    def _check_batch(self, n: int, what: str) -> None:
+        if not 1 <= n <= self.max_batch:
+            raise RuntimeInputError(f"{what} = {n}: must be between 1 and {self.max_batch} (split larger requests)")
+
+    def _sample(self, n: Any, seed: Any) -> np.ndarray:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise RuntimeInputError(f"n must be an integer, got {type(n).__name__}")
+        self._check_batch(int(n), "n")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise RuntimeInputError(f"seed must be a non-negative integer, got {seed!r}")
+        return np.random.default_rng(seed).standard_normal((int(n), self.z_dim), dtype=np.float32)
+
+    def _check_z(self, z: Any, n: Optional[int], seed: Optional[int]) -> np.ndarray:
+        if n is not None or seed is not None:
+            raise RuntimeInputError("give z, or n (and seed) — not both")
+        if not isinstance(z, np.ndarray):
+            raise RuntimeInputError(f"z must be a numpy array of float32, got {type(z).__name__}")
+        if z.dtype != np.float32:
+            raise RuntimeInputError(f"z must be float32, got {z.dtype} (use z.astype(np.float32))")
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise RuntimeInputError(f"z must have shape [batch, {self.z_dim}], got {list(z.shape)}")
+        self._check_batch(z.shape[0], "batch")
+        bad = ~np.isfinite(z).all(axis=1)
+        if bad.any():
+            raise RuntimeInputError(
+                f"z holds NaN or infinity in {int(bad.sum())} of {len(z)} rows (first: row {int(np.argmax(bad))})"
+            )
+        return np.ascontiguousarray(z)

@@ -27,6 +27,9 @@ class LatentGuard(nn.Module):
     ``score`` is p(z) for one direction; with several, p of the most exceeded direction.
     """
 
+    u: torch.Tensor  # [K, z_dim] unit rows û_k (buffer)
+    t: torch.Tensor  # [K] thresholds t_k (buffer)
+
     def __init__(self, direction: torch.Tensor, threshold: torch.Tensor | float, mode: str = "shift") -> None:
         super().__init__()
         if mode not in MODES:
@@ -40,6 +43,7 @@ class LatentGuard(nn.Module):
         self.register_buffer("u", u / norm)  # [K, z_dim]
         self.register_buffer("t", t)  # [K]
         self.mode = mode
+        self.k = int(u.shape[0])  # a Python int, so tracing sees no tensor-valued branch
 
     @property
     def z_dim(self) -> int:
@@ -51,8 +55,8 @@ class LatentGuard(nn.Module):
 
     def translate(self, z: torch.Tensor) -> torch.Tensor:
         """ẑ: every latent moved along each û_k where p_k(z) > t_k, onto the threshold."""
-        for _ in range(_SHIFT_PASSES if self.u.shape[0] > 1 else 1):
-            for k in range(self.u.shape[0]):
+        for _ in range(_SHIFT_PASSES if self.k > 1 else 1):
+            for k in range(self.k):
                 excess = (z @ self.u[k] - self.t[k]).clamp(min=0.0)  # [N]
                 z = z - excess[:, None] * self.u[k]
         return z

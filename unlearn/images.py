@@ -36,7 +36,7 @@ def save_png(array: np.ndarray, path: str | Path, scale: int = 2) -> Path:
 
     im = Image.fromarray(array)
     if scale != 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
     return atomic_write(path, lambda p: im.save(p, format="PNG"))
 
 

@@ -39,7 +39,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text))
+    def write(p: Path) -> None:
+        p.write_text(text)
+
+    return atomic_write(path, write)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -14,10 +14,18 @@ def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(g: nn.Module, z: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """Images [N, C, H, W] in [-1, 1] for latents z [N, z_dim], batched, in eval mode."""
+def generate(g: nn.Module, z: torch.Tensor, batch: int = 512, out: int | None = None) -> torch.Tensor:
+    """Images [N, C, H, W] in [-1, 1] for latents z [N, z_dim], batched, in eval mode.
+
+    ``out`` picks one element when the module returns a tuple (a guarded generator).
+    """
     g.eval()
-    return torch.cat([g(chunk) for chunk in z.split(batch)])
+    device = next(iter(g.parameters()), torch.empty(0)).device
+    chunks = []
+    for chunk in z.split(batch):
+        x = g(chunk.to(device))
+        chunks.append((x[out] if out is not None else x).float().cpu())
+    return torch.cat(chunks)
 
 
 def attribute_rates(classifier: AttributeClassifier, images: torch.Tensor) -> dict[str, float]:

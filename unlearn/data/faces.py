@@ -142,7 +142,7 @@ def load_faces(n: int = 30_000, seed: int = 0, cache: bool = True) -> ImageSet:
     else:
         img, attrs = render_faces(n, seed)
         if cache:
-            atomic_write(path, lambda p: np.savez(open(p, "wb"), images=img, **attrs))
+            atomic_write(path, lambda p: np.savez(open(p, "wb"), images=img, **attrs))  # type: ignore[arg-type]
     images = torch.from_numpy(img) * 2.0 - 1.0
     labels = {k: torch.from_numpy(attrs[k].astype(np.int64)) for k in ATTRS}
     return ImageSet("faces", images.contiguous(), labels, {k: 2 for k in ATTRS})

@@ -17,7 +17,7 @@ from unlearn.models.vae import VAE, VAEConfig, VAEDecoder, VAEEncoder
 __all__ = [
     "AttributeClassifier", "ClassifierConfig", "DCGANConfig", "DCGANDiscriminator", "DCGANGenerator",
     "VAE", "VAEConfig", "VAEDecoder", "VAEEncoder", "arch_dict", "build_generator", "build_classifier",
-    "check_generator",
+    "check_generator", "z_dim_of",
 ]  # fmt: skip
 
 GeneratorConfig = VAEConfig | DCGANConfig
@@ -69,10 +69,15 @@ def load_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     return model
 
 
+def z_dim_of(g: nn.Module) -> int:
+    """The latent width of a generator (the contract's ``z_dim`` attribute)."""
+    return int(g.z_dim)  # type: ignore[arg-type]
+
+
 @torch.no_grad()
 def check_generator(g: nn.Module, where: str = "generator") -> tuple[int, int, int]:
     """Run the contract on two random latents; returns the image shape (C, H, W)."""
-    z = torch.randn(2, g.z_dim)
+    z = torch.randn(2, z_dim_of(g))
     x = g(z)
     if x.ndim != 4 or x.shape[0] != 2:
         raise ConfigError(f"{where}: forward(z [2, {g.z_dim}]) must return [2, C, H, W], got {tuple(x.shape)}")

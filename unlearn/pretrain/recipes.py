@@ -15,9 +15,9 @@ class Recipe:
     train: TrainConfig
 
 
-_MNIST_VAE = TrainConfig(epochs=60, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.2, width=32, z_dim=16)
+_MNIST_VAE = TrainConfig(epochs=60, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.4, width=32, z_dim=16)
 _MNIST_GAN = TrainConfig(epochs=60, batch=64, lr=2e-4, seed=0, width=32, z_dim=32)
-_FACES_VAE = TrainConfig(epochs=20, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.1, width=48, z_dim=32)
+_FACES_VAE = TrainConfig(epochs=20, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.2, width=48, z_dim=32)
 _FACES_GAN = TrainConfig(epochs=15, batch=64, lr=2e-4, seed=0, width=48, z_dim=64)
 
 RECIPES: dict[str, Recipe] = {

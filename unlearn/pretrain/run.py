@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from unlearn import __version__
@@ -17,7 +16,7 @@ from unlearn.errors import ConfigError
 from unlearn.images import save_grid
 from unlearn.io import save_checkpoint, write_json
 from unlearn.metrics import attribute_rates, fid, generate, latents
-from unlearn.models import arch_dict
+from unlearn.models import arch_dict, z_dim_of
 from unlearn.pretrain.classifier import accuracy, train_classifier
 from unlearn.pretrain.common import TrainConfig
 from unlearn.pretrain.gan import train_dcgan
@@ -93,7 +92,7 @@ def _generator_metrics(cfg: PretrainConfig, g: nn.Module, train: ImageSet, test:
         auditor = load_classifier(name)
     except Exception as exc:  # no auditor yet (e.g. building the zoo from scratch): skip metrics
         return {"auditor": None, "note": f"no metrics: auditor {name!r} unavailable ({exc})"}
-    fake = generate(g, latents(cfg.eval_samples, g.z_dim, seed=777))
+    fake = generate(g, latents(cfg.eval_samples, z_dim_of(g), seed=777))
     return {
         "auditor": name,
         "samples": cfg.eval_samples,

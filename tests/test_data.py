@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unlearn.data import load_dataset, load_folder, train_test
+from unlearn.data.faces import P_GLASSES_GIVEN_GREY, P_GLASSES_GIVEN_NOT_GREY, render_faces
+from unlearn.data.thinning import skeletonize, stroke_width
+from unlearn.errors import ConfigError, DataError
+
+
+def test_mnist_shape_range_and_attributes() -> None:
+    data = load_dataset("mnist")
+    assert data.images.shape == (5000, 1, 32, 32)
+    assert data.images.min() == -1.0 and data.images.max() == 1.0
+    assert torch.bincount(data.attrs["digit"]).tolist() == [500] * 10
+    assert torch.equal(data.attrs["eight"], (data.attrs["digit"] == 8).long())
+    assert abs(data.rates()["thick"] - 0.10) < 0.005  # top 10% of stroke widths
+
+
+def test_thick_digits_have_wider_strokes() -> None:
+    data = load_dataset("mnist")
+    gray = ((data.images[:, 0, 2:30, 2:30] + 1) / 2).numpy()
+    width = stroke_width(gray)
+    thick = data.attrs["thick"].numpy() == 1
+    assert width[thick].min() >= width[~thick].max()
+
+
+def test_skeleton_of_a_bar_is_one_pixel_wide() -> None:
+    bar = np.zeros((1, 12, 20), bool)
+    bar[0, 4:9, 2:18] = True  # 5 px thick, 16 px long
+    skel = skeletonize(bar)
+    assert skel.sum() <= 16 and (skel.sum(axis=1) <= 1).all()
+    # Thinning shortens the ends by about the half-width, so the measure overestimates a little.
+    assert 5.0 <= stroke_width(bar.astype(np.float32))[0] < 8.0
+
+
+def test_faces_are_deterministic_and_seed_dependent() -> None:
+    a, attrs_a = render_faces(64, seed=3)
+    b, attrs_b = render_faces(64, seed=3)
+    c, _ = render_faces(64, seed=4)
+    assert np.array_equal(a, b) and all(np.array_equal(attrs_a[k], attrs_b[k]) for k in attrs_a)
+    assert not np.array_equal(a, c)
+    assert a.shape == (64, 3, 32, 32) and 0.0 <= a.min() and a.max() <= 1.0
+
+
+def test_faces_attribute_rates_and_glasses_grey_correlation() -> None:
+    _, attrs = render_faces(6000, seed=0)
+    for k, v in attrs.items():
+        assert 0.10 <= v.mean() <= 0.20, (k, v.mean())
+    grey = attrs["grey_hair"]
+    assert abs(attrs["eyeglasses"][grey].mean() - P_GLASSES_GIVEN_GREY) < 0.05
+    assert abs(attrs["eyeglasses"][~grey].mean() - P_GLASSES_GIVEN_NOT_GREY) < 0.02
+
+
+def test_glasses_change_the_pixels_around_the_eyes() -> None:
+    img, attrs = render_faces(2000, seed=1)
+    eyes = img[:, :, 12:18, 8:24].mean(axis=(1, 2, 3))
+    glasses = attrs["eyeglasses"]
+    assert eyes[glasses].mean() < eyes[~glasses].mean() - 0.03  # dark frames
+
+
+def test_split_is_fixed_and_disjoint() -> None:
+    tr1, te1 = train_test("mnist")
+    tr2, te2 = train_test("mnist")
+    assert torch.equal(te1.images, te2.images) and len(te1) == 500 and len(tr1) == 4500
+    assert torch.equal(tr1.images, tr2.images)
+
+
+def test_without_removes_the_feature() -> None:
+    data = load_dataset("mnist").without("thick")
+    assert data.attrs["thick"].sum() == 0 and len(data) == 4500
+
+
+def test_unknown_dataset_is_a_user_error() -> None:
+    with pytest.raises(ConfigError, match="--dataset"):
+        load_dataset("cifar")
+
+
+def _save(path, arr) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+
+
+def test_folder_dataset_with_attributes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for i in range(3):
+        _save(tmp_path / f"im{i}.png", np.full((32, 32, 3), 40 * i, np.uint8))
+    (tmp_path / "attrs.csv").write_text("filename,glasses\nim0.png,1\nim1.png,0\nim2.png,1\n")
+    data = load_folder(tmp_path, tmp_path / "attrs.csv")
+    assert data.images.shape == (3, 3, 32, 32)
+    assert data.attrs["glasses"].tolist() == [1, 0, 1] and data.classes["glasses"] == 2
+    assert data.images[0].min() == -1.0
+
+
+def test_folder_rejects_mixed_sizes_naming_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _save(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
+    _save(tmp_path / "b.png", np.zeros((28, 28, 3), np.uint8))
+    with pytest.raises(DataError, match="b.png"):
+        load_folder(tmp_path)
+
+
+def test_folder_rejects_bad_csv(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _save(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "attrs.csv").write_text("filename,glasses\na.png,yes\n")
+    with pytest.raises(DataError, match="glasses"):
+        load_folder(tmp_path, tmp_path / "attrs.csv")
+    (tmp_path / "attrs.csv").write_text("filename,glasses\nother.png,1\n")
+    with pytest.raises(DataError, match="a.png"):
+        load_folder(tmp_path, tmp_path / "attrs.csv")

@@ -1,0 +1,57 @@
+"""Shared helpers for the export and runtime tests (tiny generators saved as fit runs / zoo-like checkpoints).
+
+Named test_export_* so it ships with the export tests; it holds no tests itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearn.io import save_checkpoint
+from unlearn.models import DCGANConfig, DCGANGenerator, VAEConfig, VAEDecoder, arch_dict
+
+Z_DIM = 8
+
+
+def make_generator(kind: str = "dcgan", z_dim: int = Z_DIM, channels: int = 1, seed: int = 0) -> nn.Module:
+    """A tiny generator with BatchNorm statistics that spread its pixels over [-1, 1] (like a trained one)."""
+    torch.manual_seed(seed)
+    g = DCGANGenerator(DCGANConfig(z_dim=z_dim, channels=channels, ngf=8)) if kind == "dcgan" else VAEDecoder(VAEConfig(z_dim=z_dim, channels=channels, width=8))
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.3)
+            m.running_var.uniform_(0.05, 0.3)
+    return g.eval()
+
+
+def unit_rows(k: int, z_dim: int = Z_DIM, seed: int = 1) -> list[list[float]]:
+    u = np.random.default_rng(seed).standard_normal((k, z_dim))
+    return (u / np.linalg.norm(u, axis=1, keepdims=True)).astype(np.float32).tolist()
+
+
+def save_run(root: Path, generator: nn.Module, guard: Optional[dict[str, Any]], base_model: str = "mnist-dcgan") -> Path:
+    """A fit run directory (generator.safetensors + generator.json, with a 'guard' entry when given)."""
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = generator.cfg  # type: ignore[attr-defined]
+    meta: dict[str, Any] = {"kind": "generator", "arch": arch_dict(cfg), "dataset": "mnist", "exclude": None}
+    if guard is not None:
+        meta.update({"guard": guard, "base_model": base_model, "base_sha256": "0" * 64})
+    save_checkpoint(root / "generator", generator.state_dict(), meta)
+    return root
+
+
+def guard_entry(k: int = 1, threshold: float = 0.4, z_dim: int = Z_DIM) -> dict[str, Any]:
+    return {"direction": unit_rows(k, z_dim), "threshold": [threshold + 0.1 * i for i in range(k)], "features": [f"f{i}" for i in range(k)]}
+
+
+def near_threshold(u: np.ndarray, t: float, n: int = 512, seed: int = 3, spread: float = 1e-6) -> np.ndarray:
+    """Latents whose projection on ``u`` lies within ``spread`` (in units of 1e-6..) of ``t``."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, u.shape[0])).astype(np.float32)
+    offsets = rng.uniform(-spread, spread, n).astype(np.float32)
+    return (z - ((z @ u) - (t + offsets))[:, None] * u).astype(np.float32)

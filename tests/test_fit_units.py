@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unlearn.collect import read_positive_tiles
+from unlearn.device import resolve_runtime
+from unlearn.errors import ConfigError, DataError, UserError
+from unlearn.fit.loss import UnlearnLoss, msssim_loss
+from unlearn.fit.sampler import LatentPool
+from unlearn.fit.state import FitState, load_state, save_state
+from unlearn.guard import LatentGuard
+from unlearn.models import DCGANConfig, DCGANGenerator
+
+
+def _guard(t: float = 1.0) -> LatentGuard:
+    return LatentGuard(torch.eye(8)[0], t)
+
+
+def test_pool_batches_carry_the_asked_share_of_targets() -> None:
+    guard = _guard(1.0)  # about 16% of N(0, I) latents are targets
+    pool = LatentPool(guard, 8192, seed=0, round_index=0)
+    assert 0.13 < pool.target_share < 0.19
+    z, s = pool.batch(step=3, size=64, target_frac=0.5)
+    assert int(s.sum()) == 32
+    assert torch.equal(s, guard(z)[1])  # the flag marks exactly the target rows
+    z2, s2 = pool.batch(step=3, size=64, target_frac=0.5)
+    assert torch.equal(z, z2) and torch.equal(s, s2)  # a step always draws the same batch
+    assert not torch.equal(z, pool.batch(step=4, size=64, target_frac=0.5)[0])
+
+
+def test_pool_without_targets_is_an_error() -> None:
+    with pytest.raises(DataError, match="flags no latent"):
+        LatentPool(_guard(50.0), 1024, seed=0, round_index=0)
+
+
+def test_msssim_accepts_32px_images_and_is_zero_for_identical_ones() -> None:
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    assert msssim_loss(x, x).abs().max() < 1e-4
+    y = (x + 0.5 * torch.randn_like(x)).clamp(-1, 1).requires_grad_(True)
+    loss = msssim_loss(y, x)
+    assert (loss > 0.05).all()
+    loss.sum().backward()
+    assert torch.isfinite(y.grad).all()
+
+
+def test_loss_parts_and_global_normalisation() -> None:
+    torch.manual_seed(0)
+    x_g, x_ref = torch.rand(8, 1, 32, 32) * 2 - 1, torch.rand(8, 1, 32, 32) * 2 - 1
+    s = torch.tensor([1, 0, 1, 0, 0, 1, 0, 0], dtype=torch.bool)
+    loss_fn = UnlearnLoss(alpha=2.0)
+    full, parts = loss_fn(x_g, x_ref, s, 3, 5)
+    l1 = (x_g - x_ref).abs().flatten(1).mean(1)
+    assert parts["recon"] == pytest.approx(float(l1[~s].mean()), rel=1e-5)
+    assert parts["unlearn"] == pytest.approx(float(l1[s].mean()), rel=1e-5)
+    assert float(full) == pytest.approx(parts["recon"] + 2.0 * (parts["unlearn"] + parts["percep"]), rel=1e-5)
+    # Two DDP-style halves normalised by the global counts add up to the full loss.
+    a, _ = loss_fn(x_g[:4], x_ref[:4], s[:4], 3, 5)
+    b, _ = loss_fn(x_g[4:], x_ref[4:], s[4:], 3, 5)
+    assert float(a + b) == pytest.approx(float(full), rel=1e-5)
+
+
+def test_checkpoint_round_trip_restores_weights_and_optimiser(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    g = DCGANGenerator(DCGANConfig(z_dim=4, channels=1, ngf=4)).eval()
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3)
+    g(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    state = FitState("m", ["eyeglasses"], "abc", step=7, directions=[[1.0, 0, 0, 0]], thresholds=[0.5], row_features=["eyeglasses"])
+    save_state(tmp_path / "checkpoint", state, g, opt)
+    g2 = DCGANGenerator(DCGANConfig(z_dim=4, channels=1, ngf=4)).eval()
+    opt2 = torch.optim.Adam(g2.parameters(), lr=1e-3)
+    loaded = load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["eyeglasses"], "abc"))
+    assert loaded.step == 7 and loaded.thresholds == [0.5]
+    for a, b in zip(g.state_dict().values(), g2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    s1, s2 = opt.state_dict()["state"][0], opt2.state_dict()["state"][0]
+    assert torch.equal(s1["exp_avg"], s2["exp_avg"]) and float(s1["step"]) == float(s2["step"])
+    with pytest.raises(UserError, match="features"):
+        load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["hat"], "abc"))
+
+
+def test_labels_file_parsing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "pos.txt"
+    f.write_text("3, 5\n7 0\n")
+    assert read_positive_tiles(f, 10).tolist() == [1, 0, 0, 1, 0, 1, 0, 1, 0, 0]
+    for text, msg in [("3 10", "out of range"), ("3 3", "listed twice"), ("3 x", "not a tile number"), ("-1", "out of range")]:
+        f.write_text(text)
+        with pytest.raises(DataError, match=msg):
+            read_positive_tiles(f, 10)
+
+
+def test_precision_resolution() -> None:
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
+        resolve_runtime("cpu", "fp16")
+    with pytest.raises(ConfigError, match="--precision"):
+        resolve_runtime("cpu", "int8")
+    rt = resolve_runtime("cpu", "bf16")
+    with rt.autocast():
+        y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert y.dtype == torch.bfloat16
+    assert not rt.grad_scaler().is_enabled()

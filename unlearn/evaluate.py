@@ -1,0 +1,167 @@
+"""``unlearn-cli evaluate``: grade a fit run with the independent auditor (never the labeller).
+
+Residual target rate of original, original + guard, unlearned, unlearned + guard and the
+zoo oracle; FID in the auditor's feature space against held-out data (and IS on MNIST);
+preservation on non-target latents; attribute flips between f and g (entanglement); and,
+with ``attack``, latent-space PGD success rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearn.attack import AttackConfig, pgd_success
+from unlearn.data import train_test
+from unlearn.errors import UserError
+from unlearn.fit.loss import msssim_loss
+from unlearn.guard import GuardedGenerator, LatentGuard
+from unlearn.metrics import attribute_rates, fid, generate, latents
+from unlearn.models import AttributeClassifier, z_dim_of
+from unlearn.zoo import GENERATORS, load_classifier, load_generator_with_meta
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    run: Path
+    n: int = 10_000
+    seed: int = 0
+    attack: bool = False
+    attack_cfg: AttackConfig = field(default_factory=AttackConfig)
+    auditor: str | None = None
+    out: Path | None = None  # where evaluation.{json,md,png} go (default: the run directory)
+
+
+def _load_run(run: Path) -> tuple[nn.Module, dict[str, Any], nn.Module, LatentGuard]:
+    g, meta = load_generator_with_meta(run)
+    if "guard" not in meta or "base_model" not in meta:
+        raise UserError(f"{run}: not a fit run (its generator.json has no guard/base_model); evaluate takes a fit run directory")
+    f, base_meta = load_generator_with_meta(meta["base_model"])
+    if base_meta.get("sha256") != meta.get("base_sha256"):
+        raise UserError(f"{run}: the base model {meta['base_model']!r} changed since the fit (sha256 differs)")
+    guard = LatentGuard(torch.tensor(meta["guard"]["direction"]), torch.tensor(meta["guard"]["threshold"]), "shift")
+    return g, meta, f, guard
+
+
+def inception_score(auditor: AttributeClassifier, images: torch.Tensor, head: str = "digit") -> float:
+    """IS with the auditor's class head in place of Inception: exp E_x KL(p(y|x) ‖ p(y))."""
+    with torch.no_grad():
+        p = torch.cat([auditor(x)[head].softmax(1) for x in images.split(512)])
+    py = p.mean(0, keepdim=True)
+    kl = (p * (p.clamp_min(1e-12).log() - py.clamp_min(1e-12).log())).sum(1)
+    return float(kl.mean().exp())
+
+
+def _flips(auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip: list[str]) -> dict[str, float]:
+    pa, pb = auditor.predict(a), auditor.predict(b)
+    return {k: float((pa[k] != pb[k]).float().mean()) for k in pa if k not in skip}
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    g, meta, f, guard = _load_run(cfg.run)
+    dataset, feats = str(meta.get("dataset")), list(meta.get("features", []))
+    auditor = load_classifier(cfg.auditor or f"{dataset}-auditor")
+    _, test = train_test(dataset)
+    z = latents(cfg.n, z_dim_of(f), 10_000 + cfg.seed)
+    flagged = guard(z)[1]
+    images = {"original": generate(f, z), "original+guard": generate(GuardedGenerator(f, guard), z, out=0),
+              "unlearned": generate(g, z), "unlearned+guard": generate(GuardedGenerator(g, guard), z, out=0)}  # fmt: skip
+    oracle_name = f"{meta['base_model']}-no-{feats[0]}" if len(feats) == 1 else None
+    if oracle_name in GENERATORS:
+        try:
+            oracle, _ = load_generator_with_meta(oracle_name)
+            images["oracle"] = generate(oracle, latents(cfg.n, z_dim_of(oracle), 20_000 + cfg.seed))
+        except UserError:
+            oracle_name = None
+    rows = {}
+    for name, x in images.items():
+        rates = attribute_rates(auditor, x)
+        rows[name] = {"target_rate": {k: rates[k] for k in feats}, "fid": fid(auditor, test.images, x)}
+        if "digit" in auditor.cfg.heads:
+            rows[name]["inception_score"] = inception_score(auditor, x)
+    keep = ~flagged
+    preservation = {
+        "non_target_share": float(keep.float().mean()),
+        "l1": float((images["unlearned"][keep] - images["original"][keep]).abs().mean()),
+        "ms_ssim": float(1 - msssim_loss(images["unlearned"][keep][:2000], images["original"][keep][:2000]).mean()),
+    }
+    flips_all = _flips(auditor, images["original"], images["unlearned"], feats)
+    flips_keep = _flips(auditor, images["original"][keep], images["unlearned"][keep], feats)
+    result: dict[str, Any] = {
+        "run": str(cfg.run), "base_model": meta["base_model"], "features": feats, "auditor": auditor.cfg.kind,
+        "n": cfg.n, "oracle": oracle_name, "models": rows, "preservation": preservation,
+        "attribute_flips": {"all": flips_all, "non_target": flips_keep},
+    }  # fmt: skip
+    if cfg.attack:
+        result["attack"] = _attack(cfg.attack_cfg, f, g, guard, auditor, feats)
+    return result
+
+
+def _attack(acfg: AttackConfig, f: nn.Module, g: nn.Module, guard: LatentGuard, auditor: AttributeClassifier, feats: list[str]) -> dict[str, Any]:
+    gens = {"original": f, "unlearned": g, "unlearned+guard": GuardedGenerator(g, guard)}
+    out: dict[str, Any] = {"eps": acfg.eps, "steps": acfg.steps, "starts": acfg.starts, "success": {}}
+    for name, gen in gens.items():
+        fn = gen if name != "unlearned+guard" else (lambda z, gen=gen: gen(z)[0])
+        out["success"][name] = {feat: pgd_success(fn, auditor, feat, z_dim_of(f), acfg) for feat in feats}
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    feats = result["features"]
+    head = "| model | " + " | ".join(f"{f} rate" for f in feats) + " | FID |" + (" IS |" if "inception_score" in result["models"]["original"] else "")
+    lines = [f"# Evaluation of {result['run']} (auditor, {result['n']} samples)", "", head,
+             "|" + "---|" * (len(feats) + 2 + ("inception_score" in result["models"]["original"]))]  # fmt: skip
+    for name, row in result["models"].items():
+        cells = [f"{row['target_rate'][f]:.4f}" for f in feats] + [f"{row['fid']:.3f}"]
+        if "inception_score" in row:
+            cells.append(f"{row['inception_score']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    p = result["preservation"]
+    lines += ["", f"Preservation on non-target latents ({p['non_target_share']:.1%} of samples): "
+              f"mean |g − f| = {p['l1']:.4f}, MS-SSIM = {p['ms_ssim']:.4f}.", "",
+              "| attribute | flips (all) | flips (non-target) |", "|---|---|---|"]  # fmt: skip
+    for k, v in result["attribute_flips"]["all"].items():
+        lines.append(f"| {k} | {v:.4f} | {result['attribute_flips']['non_target'][k]:.4f} |")
+    if "attack" in result:
+        a = result["attack"]
+        lines += ["", f"PGD attack (ε = {a['eps']} per coordinate, {a['steps']} steps, {a['starts']} starts): success rate", "",
+                  "| model | " + " | ".join(feats) + " |", "|" + "---|" * (len(feats) + 1)]  # fmt: skip
+        for name, row in a["success"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[f]:.4f}" for f in feats) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from unlearn.io import atomic_write
+
+    names = list(result["models"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for i, feat in enumerate(result["features"]):
+        vals = [result["models"][n]["target_rate"][feat] for n in names]
+        ax.bar([x + 0.8 * i / len(result["features"]) for x in range(len(names))], vals, width=0.8 / len(result["features"]), label=feat)
+    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_ylabel("target rate (auditor)")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+
+
+def run_evaluate(cfg: EvalConfig, json_path: Path | None = None) -> dict[str, Any]:
+    from unlearn.io import write_json, write_text
+
+    result = evaluate(cfg)
+    out = cfg.out or cfg.run
+    write_json(json_path or out / "evaluation.json", result)
+    write_text(out / "evaluation.md", markdown(result))
+    plot(result, out / "evaluation.png")
+    return result

@@ -1,0 +1,45 @@
+"""The resolved options of one fit run (written to options.json beside the run)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "faces-dcgan"
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    out: Path
+    model: str = DEFAULT_MODEL
+    features: tuple[str, ...] = ()  # empty: the dataset's default feature
+    steps: int = 1500  # total step budget over all rounds
+    steps_per_round: int = 500
+    alpha: float = 1.0
+    lr: float = 1e-4
+    batch: int = 64  # global batch (split across DDP ranks)
+    target_frac: float = 0.5  # share of each batch drawn from target latents (p > t)
+    pool: int = 65_536  # latents per round from which batches are drawn
+    direction: str = "mean"
+    threshold: str = "recall"
+    target_recall: float = 0.95
+    n_collect: int = 5000
+    goal: float = 0.01  # stop once the labeller's target rate on the probe set is at most this
+    probe: int = 2000
+    labeller: str | None = None  # default: the zoo's <dataset>-labeller
+    labels: Path | None = None  # a person's positives file beside a `collect --sheet` directory
+    seed: int = 0
+    compile: bool = False
+    precision: str = "fp32"
+    device: str = "auto"
+    checkpoint_every: int = 250
+    resume: bool = False
+    force: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["out"], d["labels"] = str(self.out), str(self.labels) if self.labels else None
+        d["features"] = list(self.features)
+        return d

@@ -1,0 +1,52 @@
+"""The training steps of one round (unaware of collection, rounds and reporting)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unlearn.device import Runtime
+from unlearn.errors import UserError
+from unlearn.fit.distributed import Dist
+from unlearn.fit.loss import UnlearnLoss
+from unlearn.fit.sampler import LatentPool
+from unlearn.guard import LatentGuard
+
+
+class FitDivergedError(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Trainer:
+    f: nn.Module  # frozen original
+    g: nn.Module  # trainable copy (the module whose weights are saved)
+    g_fwd: Callable[[torch.Tensor], torch.Tensor]  # g, possibly DDP-wrapped and compiled
+    guard: LatentGuard  # shift-mode guard: ẑ = guard.translate(z)
+    loss: UnlearnLoss
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    rt: Runtime
+    dist: Dist
+
+    def step(self, pool: LatentPool, step: int, batch: int, target_frac: float) -> dict[str, float]:
+        z, s = pool.batch(step, batch, target_frac)
+        n_target, n_keep = int(s.sum()), int((~s).sum())
+        rows = self.dist.slice(batch)
+        z, s = z[rows].to(self.rt.device), s[rows].to(self.rt.device)
+        with torch.no_grad(), self.rt.autocast():
+            x_ref = self.f(self.guard.translate(z))  # f(ẑ); ẑ = z where p(z) ≤ t
+        with self.rt.autocast():
+            x_g = self.g_fwd(z)
+        loss, parts = self.loss(x_g, x_ref, s, n_target, n_keep)
+        if not torch.isfinite(loss):
+            raise FitDivergedError(f"the loss became {float(loss)} at step {step}; lower --lr or use --precision fp32")
+        self.opt.zero_grad(set_to_none=True)
+        # Ranks hold slices of a loss normalised by global counts; DDP averages, so scale by world.
+        self.scaler.scale(loss * self.dist.world).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return {"step": float(step), "loss": float(loss), **parts}

@@ -1,0 +1,195 @@
+"""``unlearn-cli fit``: collect, estimate the target vector, fine-tune in rounds, save and report.
+
+The paper's loop: "repeat until the generator no longer produces the target feature". Round 0
+labels samples of the original f; every later round re-collects on the current g, fits a new
+direction on what g still shows, and adds it to the guard, until the labeller's rate on a fixed
+probe set reaches ``goal`` or the step budget runs out.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from unlearn import __version__
+from unlearn.collect import Collection, collect_with_labeller, load_latents, read_positive_tiles
+from unlearn.device import Runtime, maybe_compile, resolve_runtime
+from unlearn.errors import ConfigError, DataError, UserError
+from unlearn.fit.config import FitConfig
+from unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
+from unlearn.fit.loop import Trainer
+from unlearn.fit.loss import UnlearnLoss
+from unlearn.fit.sampler import LatentPool
+from unlearn.fit.state import FitState, load_state, save_state
+from unlearn.guard import LatentGuard
+from unlearn.io import save_checkpoint, write_json
+from unlearn.metrics import generate, latents
+from unlearn.models import AttributeClassifier, z_dim_of
+from unlearn.target import fit_detector
+from unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
+
+MIN_POSITIVES = 20  # a later round adds a direction only from at least this many positives
+
+
+def probe_rates(g: nn.Module, labeller: AttributeClassifier, features: list[str], z: torch.Tensor) -> dict[str, float]:
+    pred = labeller.predict(generate(g, z))
+    return {f: float(pred[f].float().mean()) for f in features}
+
+
+def _features(cfg: FitConfig, meta: dict[str, Any], labeller: AttributeClassifier) -> list[str]:
+    feats = list(cfg.features) or [DEFAULT_FEATURE.get(str(meta.get("dataset")), "")]
+    for f in feats:
+        if labeller.cfg.heads.get(f) != 2:
+            known = ", ".join(k for k, c in labeller.cfg.heads.items() if c == 2)
+            raise ConfigError(f"--feature {f!r}: not a binary attribute the labeller knows (choose from {known})")
+    if len(set(feats)) != len(feats):
+        raise ConfigError("--feature: the same feature is given twice")
+    return feats
+
+
+def _first_collection(cfg: FitConfig, f: nn.Module, labeller: AttributeClassifier, feats: list[str], name: str) -> Collection:
+    if cfg.labels is None:
+        return collect_with_labeller(f, labeller, tuple(feats), cfg.n_collect, cfg.seed, name)
+    if len(feats) != 1:
+        raise ConfigError("--labels holds one feature's positives: give exactly one --feature")
+    z = load_latents(cfg.labels.parent)
+    if z.shape[1] != z_dim_of(f):
+        raise DataError(f"--labels: latents in {cfg.labels.parent} have z_dim {z.shape[1]}, the model {z_dim_of(f)}")
+    return Collection(z, {feats[0]: read_positive_tiles(cfg.labels, len(z))}, f"person:{cfg.labels}")
+
+
+def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) -> int:
+    added = 0
+    for feat, y in c.labels.items():
+        if not first and int(y.sum()) < MIN_POSITIVES:
+            continue
+        det = fit_detector(c.z, y, cfg.direction, cfg.threshold, cfg.target_recall)
+        state.directions.append(det.direction.tolist())
+        state.thresholds.append(det.threshold)
+        state.row_features.append(feat)
+        state.detectors.append({"round": state.round, "feature": feat, **det.as_dict(), "direction": None})
+        added += 1
+    state.collections.append({"round": state.round, **c.stats()})
+    return added
+
+
+def _prepare_out(cfg: FitConfig) -> None:
+    if cfg.out.exists() and any(cfg.out.iterdir()) and not (cfg.resume or cfg.force):
+        raise UserError(f"--out {cfg.out}: exists and is not empty (use --resume to continue or --force to overwrite)")
+    if cfg.resume and not (cfg.out / "checkpoint.json").is_file():
+        raise UserError(f"--resume: {cfg.out} holds no checkpoint.json")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+
+
+def _sync_guard(state: FitState, d: Dist, rt: Runtime) -> LatentGuard:
+    u, t = state.guard_tensors()
+    u, t = broadcast_tensor(u, d), broadcast_tensor(t, d)
+    return LatentGuard(u, t, mode="shift").to(rt.device)
+
+
+def fit(cfg: FitConfig) -> dict[str, Any]:
+    if cfg.batch < 2 or cfg.steps < 1 or cfg.steps_per_round < 1 or not 0 < cfg.target_frac < 1:
+        raise ConfigError("--batch ≥ 2, --steps ≥ 1, --steps-per-round ≥ 1 and 0 < --target-frac < 1 are required")
+    rt = resolve_runtime(cfg.device, cfg.precision)
+    d = init_dist(rt.device.type)
+    if cfg.batch % d.world:
+        raise ConfigError(f"--batch {cfg.batch} must be divisible by the {d.world} processes")
+    if d.main:
+        _prepare_out(cfg)
+    barrier(d)
+    torch.manual_seed(cfg.seed)
+    f, meta = load_generator_with_meta(cfg.model)
+    labeller_name = cfg.labeller or f"{meta.get('dataset')}-labeller"
+    labeller = load_classifier(labeller_name)
+    feats = _features(cfg, meta, labeller)
+    f = f.to(rt.device).requires_grad_(False)
+    g = copy.deepcopy(f).requires_grad_(True).eval()  # eval: BatchNorm statistics stay those of f
+    opt = torch.optim.Adam(g.parameters(), lr=cfg.lr)
+    state = FitState(model=cfg.model, features=feats, base_sha256=str(meta.get("sha256")))
+    if cfg.resume:
+        state = load_state(cfg.out / "checkpoint", g, opt, state)
+    else:  # every rank collects the same (seeded) samples; rank 0's guard is broadcast anyway
+        _add_detectors(state, _first_collection(cfg, f.cpu(), labeller, feats, labeller_name), cfg, first=True)
+    f = f.to(rt.device)
+    return _train(cfg, rt, d, f, g, opt, labeller, state, meta, labeller_name)
+
+
+def _train(
+    cfg: FitConfig, rt: Runtime, d: Dist, f: nn.Module, g: nn.Module, opt: torch.optim.Optimizer,
+    labeller: AttributeClassifier, state: FitState, meta: dict[str, Any], labeller_name: str,
+) -> dict[str, Any]:  # fmt: skip
+    g_model: nn.Module = g
+    if d.world > 1:
+        g_model = torch.nn.parallel.DistributedDataParallel(g, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    g_fwd = maybe_compile(g_model, cfg.compile)
+    z_probe = latents(cfg.probe, z_dim_of(f), cfg.seed + 1)
+    if not state.probes:
+        state.probes.append({"step": 0, "round": 0, "rates": probe_rates(g, labeller, state.features, z_probe)})
+    bar = tqdm(total=cfg.steps, initial=state.step, disable=not d.main, desc="fit", unit="step", dynamic_ncols=True, mininterval=1.0)
+    start = time.perf_counter() - state.seconds
+    while not state.done:
+        guard = _sync_guard(state, d, rt)
+        pool = LatentPool(guard, cfg.pool, cfg.seed, state.round)
+        trainer = Trainer(f, g, g_fwd, guard, UnlearnLoss(cfg.alpha), opt, rt.grad_scaler(), rt, d)
+        end = min(cfg.steps, (state.round + 1) * cfg.steps_per_round)
+        while state.step < end:
+            parts = trainer.step(pool, state.step, cfg.batch, cfg.target_frac)
+            state.step += 1
+            if state.step % 10 == 0 or state.step == end:
+                state.history.append(parts)
+            bar.update(1)
+            live = state.probes[-1]["rates"]
+            bar.set_postfix(**{k: f"{v:.3f}" for k, v in parts.items() if k != "step"}, rate=f"{max(live.values()):.3f}", refresh=False)
+            if state.step % cfg.checkpoint_every == 0 and state.step < end:
+                state.probes.append({"step": state.step, "round": state.round, "rates": probe_rates(g, labeller, state.features, z_probe)})
+                state.seconds = time.perf_counter() - start
+                if d.main:
+                    save_state(cfg.out / "checkpoint", state, g, opt)
+        _end_round(cfg, state, g, labeller, labeller_name, z_probe, pool)
+        state.seconds = time.perf_counter() - start
+        if d.main:
+            save_state(cfg.out / "checkpoint", state, g, opt)
+    bar.close()
+    barrier(d)
+    return _finish(cfg, state, f, g, meta, labeller) if d.main else {}
+
+
+def _end_round(cfg: FitConfig, state: FitState, g: nn.Module, labeller: AttributeClassifier, name: str, z_probe: torch.Tensor, pool: LatentPool) -> None:
+    rates = probe_rates(g, labeller, state.features, z_probe)
+    state.probes.append({"step": state.step, "round": state.round, "rates": rates, "target_share": pool.target_share})
+    if max(rates.values()) <= cfg.goal or state.step >= cfg.steps:
+        state.done = True
+        return
+    state.round += 1
+    c = collect_with_labeller(g, labeller, tuple(state.features), cfg.n_collect, cfg.seed + 1000 * state.round, name)
+    _add_detectors(state, c, cfg, first=False)
+
+
+def _finish(cfg: FitConfig, state: FitState, f: nn.Module, g: nn.Module, meta: dict[str, Any], labeller: AttributeClassifier) -> dict[str, Any]:
+    from unlearn.fit.report import write_report
+
+    u, t = state.guard_tensors()
+    first, last = state.probes[0]["rates"], state.probes[-1]["rates"]
+    metrics = {
+        "labeller_rate_before": first, "labeller_rate_after": last, "steps": state.step, "rounds": state.round + 1,
+        "seconds": round(state.seconds, 1), "steps_per_second": round(state.step / max(state.seconds, 1e-9), 2),
+    }  # fmt: skip
+    sidecar = {
+        "kind": "generator", "arch": meta["arch"], "dataset": meta.get("dataset"), "base_model": cfg.model,
+        "base_sha256": meta.get("sha256"), "features": state.features, "alpha": cfg.alpha,
+        "guard": {"direction": u.tolist(), "threshold": t.tolist(), "features": state.row_features},
+        "metrics": metrics, "version": __version__,
+    }  # fmt: skip
+    save_checkpoint(cfg.out / "generator", {k: v.cpu() for k, v in g.state_dict().items()}, sidecar)
+    run = {"options": cfg.as_dict(), "metrics": metrics, "detectors": state.detectors, "collections": state.collections,
+           "probes": state.probes, "guard": sidecar["guard"], "base_model": cfg.model, "base_sha256": meta.get("sha256"),
+           "alpha": cfg.alpha, "version": __version__}  # fmt: skip
+    write_json(cfg.out / "run.json", run)
+    write_json(cfg.out / "history.json", state.history)
+    write_report(cfg.out, f.cpu(), g.cpu(), LatentGuard(u, t, "shift"), state, run)
+    return metrics

@@ -1,0 +1,65 @@
+"""Resumable fit state: weights, optimiser moments, guard rows and history, saved atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearn.errors import CheckpointError, UserError
+from unlearn.io import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class FitState:
+    model: str
+    features: list[str]
+    base_sha256: str
+    step: int = 0
+    round: int = 0
+    directions: list[list[float]] = field(default_factory=list)  # guard rows û_k
+    thresholds: list[float] = field(default_factory=list)  # t_k
+    row_features: list[str] = field(default_factory=list)  # the feature of each row
+    history: list[dict[str, float]] = field(default_factory=list)  # loss parts every few steps
+    probes: list[dict[str, Any]] = field(default_factory=list)  # labeller rates after each round
+    detectors: list[dict[str, Any]] = field(default_factory=list)  # per row: precision, recall, ...
+    collections: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    done: bool = False
+
+    def guard_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(self.directions, dtype=torch.float32), torch.tensor(self.thresholds, dtype=torch.float32)
+
+
+def save_state(path: Path, state: FitState, g: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Write ``checkpoint.safetensors`` + ``checkpoint.json`` (temp + rename each)."""
+    tensors = {f"g.{k}": v for k, v in g.state_dict().items()}
+    opt_state = opt.state_dict()
+    for idx, st in opt_state["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).reshape(-1) if k == "step" else v
+    meta = {"kind": "fit-checkpoint", "state": dataclasses.asdict(state), "param_groups": opt_state["param_groups"]}
+    save_checkpoint(path, tensors, meta)
+
+
+def load_state(path: Path, g: nn.Module, opt: torch.optim.Optimizer, expect: FitState) -> FitState:
+    """Restore g and the optimiser in place; refuse a checkpoint of another model or feature."""
+    tensors, meta = load_checkpoint(path)
+    if meta.get("kind") != "fit-checkpoint":
+        raise CheckpointError(f"--resume: {path}.json is not a fit checkpoint")
+    state = FitState(**meta["state"])
+    for key in ("model", "features", "base_sha256"):
+        if getattr(state, key) != getattr(expect, key):
+            raise UserError(f"--resume: {path.parent} was fitted with {key} {getattr(state, key)!r}, not {getattr(expect, key)!r}")
+    g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            opt_state["state"].setdefault(int(idx), {})[name] = v.reshape(()) if name == "step" else v
+    opt.load_state_dict(opt_state)
+    return state

@@ -41,6 +41,8 @@ class ExportSpec:
     # 32x32 DCGAN); the guard stays fp32 so flags and scores keep the fp32 tolerances.
     fp16_image_atol: int = 8
     fp16_image_mean: float = 0.5
+    # norms x1000 push fp16 activations where one ulp is several grey levels (measured: max 11, mean 0.05)
+    fp16_large_norm_image_atol: int = 32
     seed: int = 0
     # TensorRT optimisation profile (min, opt, max batch) and Triton batching
     trt_profile: tuple[int, int, int] = (1, 64, 256)

@@ -21,7 +21,9 @@ from unlearn.images import to_uint8
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_run(tmp_path_factory.mktemp("run") / "fit-eyeglasses", make_generator("dcgan", channels=3), guard_entry())
+    return save_run(
+        tmp_path_factory.mktemp("run") / "fit-eyeglasses", make_generator("dcgan", channels=3), guard_entry()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,11 @@ def test_graph_contract(exported: Path) -> None:
     assert sorted(p.name for p in exported.iterdir()) == ["manifest.json", "model.onnx"]  # one file, no external data
     assert {o.domain: o.version for o in model.opset_import}[""] == OPSET
     io = {v.name: v.type.tensor_type for v in [*model.graph.input, *model.graph.output]}
-    assert [v.name for v in model.graph.input] == ["z"] and [v.name for v in model.graph.output] == ["image", "flagged", "score"]
+    assert [v.name for v in model.graph.input] == ["z"] and [v.name for v in model.graph.output] == [
+        "image",
+        "flagged",
+        "score",
+    ]
     dims = {n: [d.dim_param or d.dim_value for d in t.shape.dim] for n, t in io.items()}
     assert dims == {"z": ["batch", Z_DIM], "image": ["batch", 32, 32, 3], "flagged": ["batch"], "score": ["batch"]}
     P = onnx.TensorProto
@@ -53,14 +59,24 @@ def test_manifest_embedded_and_complete(exported: Path, run_dir: Path) -> None:
     embedded = _session(exported).get_modelmeta().custom_metadata_map["manifest"]
     assert json.loads(embedded) == manifest
     assert manifest["format_version"] == 1 and manifest["z_dim"] == Z_DIM
-    assert {k: manifest["image"][k] for k in ("height", "width", "channels")} == {"height": 32, "width": 32, "channels": 3}
+    assert {k: manifest["image"][k] for k in ("height", "width", "channels")} == {
+        "height": 32,
+        "width": 32,
+        "channels": 3,
+    }
     guard = manifest["guard"]
     assert guard["mode"] == "shift" and guard["threshold"] == [pytest.approx(0.4)]
     assert np.linalg.norm(np.array(guard["direction"]), axis=1) == pytest.approx([1.0], abs=1e-6)
     sidecar = json.loads((run_dir / "generator.json").read_text())
     assert manifest["weights_sha256"] == sidecar["sha256"] and manifest["base_model"] == "mnist-dcgan"
     assert manifest["feature"] == "f0" and manifest["package"]["version"] and manifest["onnx"]["opset"] == OPSET
-    assert set(manifest["validation"]["cases"]) >= {"random-batch-1", "random-batch-13", "random-batch-300", "near-threshold-0", "large-norm-x1000"}
+    assert set(manifest["validation"]["cases"]) >= {
+        "random-batch-1",
+        "random-batch-13",
+        "random-batch-300",
+        "near-threshold-0",
+        "large-norm-x1000",
+    }
 
 
 @pytest.mark.parametrize("batch", [1, 5, 300])
@@ -91,7 +107,10 @@ def test_shift_generates_from_the_projected_latent(exported: Path, run_dir: Path
     assert np.abs(image.astype(int) - direct.astype(int)).max() <= 1
     unguarded = to_uint8(source.generator(torch.from_numpy(z)).detach()).numpy()
     moved = (z @ u) - t > 0.5  # far above the threshold: the shift changes the image
-    assert moved.sum() >= 5 and (np.abs(image[moved].astype(int) - unguarded[moved].astype(int)).max(axis=(1, 2, 3)) > 1).all()
+    assert (
+        moved.sum() >= 5
+        and (np.abs(image[moved].astype(int) - unguarded[moved].astype(int)).max(axis=(1, 2, 3)) > 1).all()
+    )
 
 
 @pytest.mark.parametrize("mode", ["flag", "off"])

@@ -21,7 +21,11 @@ Z_DIM = 8
 def make_generator(kind: str = "dcgan", z_dim: int = Z_DIM, channels: int = 1, seed: int = 0) -> nn.Module:
     """A tiny generator with BatchNorm statistics that spread its pixels over [-1, 1] (like a trained one)."""
     torch.manual_seed(seed)
-    g = DCGANGenerator(DCGANConfig(z_dim=z_dim, channels=channels, ngf=8)) if kind == "dcgan" else VAEDecoder(VAEConfig(z_dim=z_dim, channels=channels, width=8))
+    g = (
+        DCGANGenerator(DCGANConfig(z_dim=z_dim, channels=channels, ngf=8))
+        if kind == "dcgan"
+        else VAEDecoder(VAEConfig(z_dim=z_dim, channels=channels, width=8))
+    )
     for m in g.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0.0, 0.3)
@@ -34,7 +38,9 @@ def unit_rows(k: int, z_dim: int = Z_DIM, seed: int = 1) -> list[list[float]]:
     return (u / np.linalg.norm(u, axis=1, keepdims=True)).astype(np.float32).tolist()
 
 
-def save_run(root: Path, generator: nn.Module, guard: Optional[dict[str, Any]], base_model: str = "mnist-dcgan") -> Path:
+def save_run(
+    root: Path, generator: nn.Module, guard: Optional[dict[str, Any]], base_model: str = "mnist-dcgan"
+) -> Path:
     """A fit run directory (generator.safetensors + generator.json, with a 'guard' entry when given)."""
     root.mkdir(parents=True, exist_ok=True)
     cfg = generator.cfg  # type: ignore[attr-defined]
@@ -46,7 +52,11 @@ def save_run(root: Path, generator: nn.Module, guard: Optional[dict[str, Any]], 
 
 
 def guard_entry(k: int = 1, threshold: float = 0.4, z_dim: int = Z_DIM) -> dict[str, Any]:
-    return {"direction": unit_rows(k, z_dim), "threshold": [threshold + 0.1 * i for i in range(k)], "features": [f"f{i}" for i in range(k)]}
+    return {
+        "direction": unit_rows(k, z_dim),
+        "threshold": [threshold + 0.1 * i for i in range(k)],
+        "features": [f"f{i}" for i in range(k)],
+    }
 
 
 def near_threshold(u: np.ndarray, t: float, n: int = 512, seed: int = 3, spread: float = 1e-6) -> np.ndarray:

@@ -1,0 +1,54 @@
+"""TensorRT engines and GPU parity: run where a CUDA GPU (and tensorrt / onnxruntime-gpu) exist; skipped with a reason elsewhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_export_support import guard_entry, make_generator, save_run
+
+from export import ExportConfig, TensorRTUnavailableError, export_model
+from export.module import build_module
+from export.source import load_source
+from export.tensorrt import require_tensorrt
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available: the no-GPU message cannot be tested here")
+def test_require_tensorrt_explains_what_is_missing() -> None:
+    with pytest.raises(TensorRTUnavailableError, match="needs a CUDA GPU"):
+        require_tensorrt()
+
+
+@pytest.mark.gpu
+def test_engine_build_and_triton_plan(tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt", reason="the tensorrt package is not installed")
+    run = save_run(tmp_path / "run", make_generator("dcgan", channels=3), guard_entry())
+    export_model(
+        ExportConfig(source=str(run), out=tmp_path / "out", fp16=True, tensorrt=True, triton=tmp_path / "repo")
+    )
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["tensorrt"]["profile"] == [1, 64, 256] and (tmp_path / "out" / "model.plan").stat().st_size > 0
+    assert (tmp_path / "out" / "timing.cache").is_file()
+    assert (tmp_path / "repo" / "run-trt" / "1" / "model.plan").is_file()
+
+
+@pytest.mark.gpu
+def test_fp16_full_parity_on_cuda(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider (install onnxruntime-gpu instead of onnxruntime)")
+    run = save_run(tmp_path / "run", make_generator("dcgan", channels=3), guard_entry())
+    export_model(ExportConfig(source=str(run), out=tmp_path / "out", fp16=True))
+    sess = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CUDAExecutionProvider"])
+    assert sess.get_providers()[0] == "CUDAExecutionProvider"
+    src = load_source(str(run))
+    module = build_module(src.generator, src.guard, "shift", fp16=True).cuda()
+    z = np.random.default_rng(0).standard_normal((256, 8), dtype=np.float32)
+    image, flagged, score = sess.run(None, {"z": z})
+    with torch.no_grad():
+        ref = [t.cpu().numpy() for t in module(torch.from_numpy(z).cuda())]
+    assert np.abs(image.astype(int) - ref[0].astype(int)).max() <= 1 and (flagged == ref[1]).all()
+    np.testing.assert_allclose(score, ref[2], atol=1e-4)

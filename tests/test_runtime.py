@@ -1,0 +1,165 @@
+"""The torch-free runtime: loading, generation, input validation, providers, threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from test_export_support import Z_DIM, guard_entry, make_generator, save_run
+
+from export import ExportConfig, export_model
+from serve import GenerateResult, ModelLoadError, RuntimeInputError, SafeGenerator, resolve_providers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rt")
+    run = save_run(root / "run", make_generator("dcgan"), guard_entry())
+    export_model(ExportConfig(source=str(run), out=root / "out"))
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def gen(exported: Path) -> SafeGenerator:
+    return SafeGenerator.load(exported, max_batch=512)
+
+
+def test_load_dir_or_file(exported: Path, gen: SafeGenerator) -> None:
+    by_file = SafeGenerator.load(exported / "model.onnx")
+    assert by_file.manifest == gen.manifest == json.loads((exported / "manifest.json").read_text())
+    assert gen.z_dim == Z_DIM and gen.image_shape == (32, 32, 1) and gen.guard["mode"] == "shift"
+    assert gen.provider == "CPUExecutionProvider" == gen.info()["provider"] and gen.fallback is None
+
+
+def test_generate_by_seed_is_repeatable(gen: SafeGenerator) -> None:
+    a, b = gen.generate(n=16, seed=7), gen.generate(n=16, seed=7)
+    assert isinstance(a, GenerateResult) and len(a) == 16
+    assert a.images.dtype == np.uint8 and a.images.shape == (16, 32, 32, 1)
+    assert a.flagged.dtype == np.bool_ and a.scores.dtype == np.float32
+    assert (a.images == b.images).all() and (
+        a.z == np.random.default_rng(7).standard_normal((16, Z_DIM), dtype=np.float32)
+    ).all()
+    assert not (gen.generate(n=16, seed=8).images == a.images).all()
+    assert len(gen.generate()) == 1
+
+
+def test_generate_from_latents_applies_the_guard(gen: SafeGenerator) -> None:
+    u = np.array(gen.guard["direction"][0], np.float32)
+    t = gen.guard["threshold"][0]
+    z = np.stack([u * (t + 2.0), u * (t - 2.0), u * t + 0.0]).astype(np.float32)
+    out = gen.generate(z=z)
+    np.testing.assert_allclose(out.scores, [t + 2.0, t - 2.0, t], atol=1e-5)
+    assert out.flagged.tolist() == [True, False, False]
+    same = gen.generate(z=np.stack([u * t, u * (t - 2.0), u * t]).astype(np.float32))  # the guard moved z[0] onto t
+    assert np.abs(out.images[0].astype(int) - same.images[0].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"z": np.full((2, Z_DIM), np.nan, np.float32)}, "NaN or infinity in 2 of 2 rows"),
+        ({"z": np.array([[0.0] * Z_DIM, [np.inf] + [0.0] * (Z_DIM - 1)], np.float32)}, r"1 of 2 rows \(first: row 1\)"),
+        ({"z": np.zeros((2, Z_DIM), np.float64)}, "float32, got float64"),
+        ({"z": np.zeros((2, Z_DIM + 1), np.float32)}, r"shape \[batch, 8\], got \[2, 9\]"),
+        ({"z": np.zeros(Z_DIM, np.float32)}, r"shape \[batch, 8\], got \[8\]"),
+        ({"z": np.zeros((0, Z_DIM), np.float32)}, "batch = 0: must be between 1 and 512"),
+        ({"z": [[0.0] * Z_DIM]}, "numpy array of float32, got list"),
+        ({"z": np.zeros((1, Z_DIM), np.float32), "seed": 1}, "not both"),
+        ({"n": 0}, "n = 0: must be between 1 and 512"),
+        ({"n": 513}, "n = 513"),
+        ({"n": 2.5}, "n must be an integer"),
+        ({"n": True}, "n must be an integer"),
+        ({"n": 2, "seed": -1}, "seed must be a non-negative integer"),
+    ],
+)
+def test_bad_input_is_a_clear_error(gen: SafeGenerator, kwargs: dict, message: str) -> None:
+    with pytest.raises(RuntimeInputError, match=message):
+        gen.generate(**kwargs)
+
+
+def test_thread_safe(gen: SafeGenerator) -> None:
+    expected = {s: gen.generate(n=8, seed=s).images for s in range(8)}
+    got: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(s: int) -> None:
+        try:
+            for _ in range(5):
+                got[s] = gen.generate(n=8, seed=s).images
+                assert (got[s] == expected[s]).all()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors and set(got) == set(expected)
+
+
+def test_corrupt_or_missing_model(tmp_path: Path, exported: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes((exported / "model.onnx").read_bytes()[:5000])
+    with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load it; corrupt or not an ONNX model"):
+        SafeGenerator.load(tmp_path)
+    with pytest.raises(ModelLoadError, match="not found"):
+        SafeGenerator.load(tmp_path / "nowhere")
+
+
+def test_manifest_must_agree_with_the_graph(tmp_path: Path, exported: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes((exported / "model.onnx").read_bytes())
+    other = json.loads((exported / "manifest.json").read_text()) | {"z_dim": 99}
+    (tmp_path / "manifest.json").write_text(json.dumps(other))
+    with pytest.raises(ModelLoadError, match="does not match the manifest embedded"):
+        SafeGenerator.load(tmp_path)
+    model = onnx.load(str(exported / "model.onnx"))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    with pytest.raises(ModelLoadError, match=r"expected one float input \[batch, 99\]"):
+        SafeGenerator.load(tmp_path)  # the sidecar alone is used, and it does not fit the graph
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(ModelLoadError, match="no manifest"):
+        SafeGenerator.load(tmp_path)
+
+
+def test_providers(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_providers("auto")[-1] == "CPUExecutionProvider"
+    assert resolve_providers("cpu") == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ModelLoadError, match=r"'CUDAExecutionProvider'\] not in this onnxruntime build"):
+            SafeGenerator.load(exported, providers="cuda")
+    # ONNX Runtime silently falls back to CPU when CUDA libraries are missing: the runtime says so.
+    monkeypatch.setattr("serve.runtime.resolve_providers", lambda p: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        "serve.runtime._session",
+        lambda path, providers, threads: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]),
+    )
+    with pytest.warns(
+        RuntimeWarning, match="asked for CUDAExecutionProvider but ONNX Runtime runs on CPUExecutionProvider"
+    ):
+        fallen = SafeGenerator.load(exported)
+    assert fallen.provider == "CPUExecutionProvider" and "CUDAExecutionProvider" in str(fallen.info()["fallback"])
+
+
+def test_serve_never_imports_torch(exported: Path) -> None:
+    code = (
+        "import sys, serve\n"
+        f"g = serve.SafeGenerator.load({str(exported)!r})\n"
+        "r = g.generate(n=3, seed=0)\n"
+        "assert r.images.shape == (3, 32, 32, 1)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'unlearn', 'export'))\n"
+        "assert not bad, bad\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]

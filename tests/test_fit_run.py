@@ -1,0 +1,119 @@
+"""End-to-end fit runs on the shipped mnist-vae with the shipped labeller (tiny budgets)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from unlearn.cli import app
+from unlearn.fit import FitConfig
+from unlearn.fit import loop as fit_loop
+from unlearn.fit.run import fit
+from unlearn.io import load_checkpoint
+from unlearn.zoo import load_generator, load_generator_with_meta
+
+SMALL = dict(model="mnist-vae", features=("thick",), batch=32, n_collect=2000, probe=1000, pool=8192, checkpoint_every=10)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "generator")[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fit") / "run"
+    fit(FitConfig(out=out, steps=150, steps_per_round=150, lr=1e-3, goal=0.0, **SMALL))  # type: ignore[arg-type]
+    return out
+
+
+def test_fit_lowers_the_labeller_rate_and_keeps_non_targets(run_dir: Path) -> None:
+    run = __import__("json").loads((run_dir / "run.json").read_text())
+    before, after = run["metrics"]["labeller_rate_before"]["thick"], run["metrics"]["labeller_rate_after"]["thick"]
+    assert after < 0.6 * before, (before, after)
+    g, meta = load_generator_with_meta(run_dir)
+    f = load_generator("mnist-vae")
+    assert meta["base_model"] == "mnist-vae" and meta["guard"]["features"] == ["thick"]
+    from unlearn.guard import LatentGuard
+
+    guard = LatentGuard(torch.tensor(meta["guard"]["direction"]), torch.tensor(meta["guard"]["threshold"]))
+    z = torch.randn(2000, g.z_dim, generator=torch.Generator().manual_seed(5))
+    flagged = guard(z)[1]
+    with torch.no_grad():
+        diff = (g(z) - f(z)).abs().flatten(1).mean(1)
+    assert diff[~flagged].mean() < 0.5 * diff[flagged].mean()  # targets changed, the rest kept
+
+
+def test_run_directory_holds_the_report(run_dir: Path) -> None:
+    for name in ("generator.safetensors", "generator.json", "run.json", "report.md", "before_after.png", "curves.png", "checkpoint.json"):
+        assert (run_dir / name).is_file(), name
+    assert "thick" in (run_dir / "report.md").read_text()
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = dict(steps=30, steps_per_round=30, lr=1e-3, goal=0.0, **SMALL)
+    fit(FitConfig(out=tmp_path / "straight", **cfg))  # type: ignore[arg-type]
+    real_step = fit_loop.Trainer.step
+
+    def crash(self, pool, step, batch, frac):  # type: ignore[no-untyped-def]
+        if step == 25:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, pool, step, batch, frac)
+
+    monkeypatch.setattr(fit_loop.Trainer, "step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit(FitConfig(out=tmp_path / "crashed", **cfg))  # type: ignore[arg-type]
+    assert not (tmp_path / "crashed" / "generator.json").exists()
+    assert load_checkpoint(tmp_path / "crashed" / "checkpoint")[1]["state"]["step"] == 20
+    monkeypatch.setattr(fit_loop.Trainer, "step", real_step)
+    fit(FitConfig(out=tmp_path / "crashed", resume=True, **cfg))  # type: ignore[arg-type]
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "crashed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
+    args = ["fit", "--model", "mnist-vae", "--feature", "thick", "--steps", "6", "--steps-per-round", "6", "--batch", "16",
+            "--n-collect", "1000", "--goal", "0", "--lr", "1e-3", "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "unlearn.cli", *args, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unlearn.cli", *args, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    base = load_generator("mnist-vae").state_dict()
+    assert any(not torch.equal(a[k], base[k]) for k in a)  # it trained
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--feature", "glasses"], "--feature 'glasses'"),
+        (["--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA"),
+        (["--model", "no-such-model"], "unknown zoo name"),
+        (["--batch", "15", "--threshold", "median"], "--threshold 'median'"),
+    ],
+)
+def test_fit_bad_input_exits_2_with_one_line(tmp_path: Path, extra: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--out", str(tmp_path / "r"), "--n-collect", "500", *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_fit_refuses_a_non_empty_out_and_a_foreign_resume(tmp_path: Path, run_dir: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--resume" in result.output
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+    result = CliRunner().invoke(app, ["fit", "--model", "mnist-dcgan", "--feature", "thick", "--out", str(run_dir), "--resume"])
+    assert result.exit_code == 2 and "--resume" in result.output

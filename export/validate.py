@@ -38,10 +38,10 @@ def cases(module: ExportModule, spec: ExportSpec) -> dict[str, np.ndarray]:
     return out
 
 
-def session(path: Path, providers: list[str] | None = None) -> ort.InferenceSession:
+def session(path: Path, providers: list[str] | None = None, threads: int | None = None) -> ort.InferenceSession:
     """An ONNX Runtime session tuned for this machine (threads = cores, all graph optimisations)."""
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = os.cpu_count() or 1
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
@@ -108,7 +108,11 @@ def reference(module: ExportModule, z: np.ndarray) -> list[np.ndarray]:
 
 def validate(path: Path, reference_module: ExportModule, spec: ExportSpec, fp16: bool = False) -> dict[str, Any]:
     """Run every case through ONNX Runtime and PyTorch; raise ``ExportValidationError`` on any excess."""
-    sess = session(path)
+    try:
+        sess = session(path)
+    except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, NotImplemented, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportValidationError(f"ONNX Runtime cannot load the exported graph: {first[:300]}") from None
     report: dict[str, Any] = {"provider": sess.get_providers()[0], "reference": "pytorch-eager-fp32", "cases": {}}
     failures: list[str] = []
     for name, z in cases(reference_module, spec).items():

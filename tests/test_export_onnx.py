@@ -150,3 +150,20 @@ def test_several_directions(tmp_path: Path) -> None:
     np.testing.assert_allclose(score, ref_score.numpy(), atol=1e-5)
     # the shifted latents sit at (3 passes of sequential projections: within 1e-3 of) or below every threshold
     assert (z_out @ guard.u.T <= guard.t + 1e-3).all()
+
+
+def _shipped_generator() -> str | None:
+    from unlearn.zoo import GENERATORS, zoo_names
+
+    names = [n for n in zoo_names() if n in GENERATORS]
+    return next((n for n in names if "dcgan" in n), names[0] if names else None)
+
+
+@pytest.mark.skipif(_shipped_generator() is None, reason="no zoo generator weights are shipped in this checkout yet")
+def test_zoo_model_exports_unguarded_in_under_a_minute(tmp_path: Path) -> None:
+    name = _shipped_generator()
+    assert name is not None
+    result = export_model(ExportConfig(source=name, out=tmp_path / "out"))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["name"] == manifest["base_model"] == name and manifest["guard"]["mode"] == "off"
+    assert result["export_seconds"] < 60

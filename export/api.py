@@ -73,10 +73,11 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
         staged: dict[str, Path] = {}
         repo = cfg.triton
         if repo is not None:
-            name = safe_name(cfg.triton_name or manifest["name"])
-            refuse_existing(repo / name, cfg.force, "--triton")
-            staged = triton.stage_repository(repo, name, tmp, manifest, cfg.spec)
+            staged = triton.stage_repository(repo, safe_name(cfg.triton_name or manifest["name"]), tmp, manifest, cfg.spec)
         try:
+            for final in staged:  # the entry and, with an engine, its "-trt" twin
+                assert repo is not None
+                refuse_existing(repo / final, cfg.force, "--triton")
             replace_dir(tmp, out)
             for final, staged_dir in staged.items():
                 assert repo is not None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -73,7 +74,7 @@ def flops_per_image(g: nn.Module, z_dim: int) -> float:
     return 2.0 * total
 
 
-def gemm_peak(n: int = 2048, reps: int = 5) -> float:
+def gemm_peak(n: int = 2048, reps: int = 12) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     times = []
@@ -85,13 +86,16 @@ def gemm_peak(n: int = 2048, reps: int = 5) -> float:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, per_round: int) -> dict[str, float]:
-    """Median seconds per call for each function, alternating them round by round."""
+    """Median seconds per call for each function, alternating them round by round (shuffled order: no position bias)."""
     for fn in fns.values():
         for _ in range(3):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
+    order, rng = list(fns), random.Random(0)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        rng.shuffle(order)
+        for name in order:
+            fn = fns[name]
             for _ in range(per_round):
                 t = time.perf_counter()
                 fn()

@@ -73,7 +73,9 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
         staged: dict[str, Path] = {}
         repo = cfg.triton
         if repo is not None:
-            staged = triton.stage_repository(repo, safe_name(cfg.triton_name or manifest["name"]), tmp, manifest, cfg.spec)
+            staged = triton.stage_repository(
+                repo, safe_name(cfg.triton_name or manifest["name"]), tmp, manifest, cfg.spec
+            )
         try:
             for final in staged:  # the entry and, with an engine, its "-trt" twin
                 assert repo is not None

@@ -73,3 +73,27 @@ def test_casting_z_to_fp16_first_flips_decisions(pair: tuple[Path, Path, Path]) 
         naive = GuardedGenerator(copy.deepcopy(src.generator).half(), copy.deepcopy(guard).half())
         _, rounded, _ = naive(torch.from_numpy(z).half())
     assert (rounded != exact).sum() > 100
+
+
+def _trained() -> str | None:
+    from unlearn.zoo import GENERATORS, zoo_names
+
+    return next((n for n in zoo_names() if n in GENERATORS), None)
+
+
+@pytest.mark.skipif(_trained() is None, reason="no zoo generator weights are shipped in this checkout yet")
+def test_trained_generator_fp16_export(tmp_path: Path) -> None:
+    """A trained generator (large activations) passes fp16 validation and keeps fp32 decisions near t."""
+    from unlearn.zoo import load_generator
+
+    name = _trained()
+    assert name is not None
+    g = load_generator(name)
+    guard = guard_entry(threshold=0.5, z_dim=int(g.z_dim))
+    run = save_run(tmp_path / "run", g, guard, base_model=name)
+    export_model(ExportConfig(source=str(run), out=tmp_path / "fp32"))
+    export_model(ExportConfig(source=str(run), out=tmp_path / "fp16", fp16=True))
+    z = near_threshold(np.array(guard["direction"][0], np.float32), 0.5, n=2048, spread=1e-3)
+    a, b = _run(tmp_path / "fp32", z), _run(tmp_path / "fp16", z)
+    assert (a[1] == b[1]).all() and (a[2] == b[2]).all() and 0 < a[1].sum() < len(z)
+    assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() <= DEFAULT_SPEC.fp16_image_mean

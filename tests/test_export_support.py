@@ -60,7 +60,7 @@ def guard_entry(k: int = 1, threshold: float = 0.4, z_dim: int = Z_DIM) -> dict[
 
 
 def near_threshold(u: np.ndarray, t: float, n: int = 512, seed: int = 3, spread: float = 1e-6) -> np.ndarray:
-    """Latents whose projection on ``u`` lies within ``spread`` (in units of 1e-6..) of ``t``."""
+    """Latents whose projection on ``u`` lies uniformly within ±``spread`` of ``t``."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, u.shape[0])).astype(np.float32)
     offsets = rng.uniform(-spread, spread, n).astype(np.float32)

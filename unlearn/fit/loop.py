@@ -49,4 +49,4 @@ class Trainer:
         self.scaler.scale(loss * self.dist.world).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        return {"step": float(step), "loss": float(loss), **parts}
+        return {"step": float(step), "loss": float(loss.detach()), **parts}

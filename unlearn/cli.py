@@ -208,6 +208,37 @@ def export_cmd(
     typer.echo(json.dumps(export_model(cfg), indent=2))
 
 
+@app.command("serve")
+@user_errors
+def serve_cmd(
+    artifact: Path = typer.Argument(..., help="An export directory (model.onnx + manifest.json) or a model.onnx."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, min=0, max=65535),
+    max_batch: int = typer.Option(64, min=1, help="Images per model call when merging concurrent requests."),
+    max_delay_ms: float = typer.Option(5.0, min=0.0, help="How long a request may wait for others to batch with."),
+    workers: int = typer.Option(1, min=1, help="Processes, each with its own model and metrics."),
+    max_images: int = typer.Option(64, min=1, help="Images per request."),
+    max_body_bytes: int = typer.Option(1 << 20, min=1, help="Request body limit."),
+    timeout_s: float = typer.Option(30.0, min=0.001, help="Per-request limit on queueing + generation."),
+    max_queue: int = typer.Option(4096, min=1, help="Images waiting for the model before requests get 503."),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all cores)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or tensorrt."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+) -> None:
+    """Serve an exported guarded generator over HTTP (no torch; bearer auth from $UNLEARN_SERVE_TOKEN)."""
+    from serve.config import ServeConfig  # lazy, and torch-free: the serving process never imports torch
+    from serve.errors import ServeError
+    from serve.http import run_server
+    from unlearn.errors import ConfigError
+
+    try:
+        run_server(ServeConfig(artifact=artifact, host=host, port=port, max_batch=max_batch, max_delay_ms=max_delay_ms,
+                               workers=workers, max_images=max_images, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
+                               max_queue=max_queue, threads=threads, device=device, access_log=access_log))  # fmt: skip
+    except ServeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def main() -> None:
     sys.exit(app())
 

@@ -1,0 +1,174 @@
+"""The model behind the HTTP service, as LitServe-style hooks.
+
+    api = GeneratorAPI(config)
+    api.setup("auto")                       # once: load the artifact on ONNX Runtime
+    z = api.decode_request(body)            # per request: JSON object -> latents [k, z_dim]
+    out = api.predict(np.concatenate(zs))   # per batch: the guarded model on merged requests
+    api.encode_response(out_slice, png)     # per request: JSON with base64 PNGs, or one raw PNG
+
+The guard is inside the graph and its mode comes from the artifact's manifest: the request
+schema has no field that could touch it, and unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any, Optional
+
+import numpy as np
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serve.batching import Outputs
+from serve.config import ServeConfig
+from serve.errors import ApiError, ServeError
+from serve.runtime import ModelLoadError, SafeGenerator
+
+SEED_MAX = 2**63 - 1
+FIELDS = "n, seed and latents"
+
+
+class GenerateRequest(BaseModel):
+    """POST /v1/generate: ``{"n": 4, "seed": 0}`` (seed optional) or ``{"latents": [[...], ...]}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    n: Optional[int] = Field(None, description="Images to draw from N(0, I): 1 to the per-request limit (GET /v1/model).")
+    seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="With n: the same seed gives the same images.")
+    latents: Optional[list[list[float]]] = Field(None, description="Rows of z_dim finite numbers, one image each.")
+
+
+class GenerateResponse(BaseModel):
+    images: list[str] = Field(description="Base64-encoded PNGs, one per image.")
+    flagged: list[bool] = Field(description="The latent held the removed feature (its score exceeded the threshold).")
+    score: list[float] = Field(description="The guard's score p(z) per image.")
+    guard_mode: str = Field(description="The artifact's guard: shift, flag or off.")
+
+
+def sample_latents(n: int, seed: Optional[int], z_dim: int) -> np.ndarray:
+    """The runtime's seeding: ``SafeGenerator.generate(n=n, seed=seed)`` draws exactly these rows."""
+    return np.random.default_rng(seed).standard_normal((n, z_dim), dtype=np.float32)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """One uint8 image [H, W, C] (C = 1 or 3) as PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _invalid(code: str, message: str) -> ApiError:
+    return ApiError(422, code, message)
+
+
+def _explain(exc: ValidationError) -> ApiError:
+    """The first problem pydantic found, naming the field (never echoing more than a short value)."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return _invalid("unknown_field", f"unknown field {where!r}: the body takes only {FIELDS} "
+                                         "(the guard mode is fixed by the model artifact)" + more)  # fmt: skip
+    value = first.get("input")
+    shown = f", got {value!r}" if isinstance(value, (int, float, str, bool)) and len(repr(value)) <= 40 else ""
+    return _invalid(f"invalid_{first['loc'][0]}" if first["loc"] else "invalid_body", f"{where}: {first['msg']}{shown}{more}")
+
+
+class GeneratorAPI:
+    """setup / decode_request / predict / encode_response over one SafeGenerator."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.gen: Optional[SafeGenerator] = None
+
+    def setup(self, device: str) -> None:
+        """Load the artifact (ModelLoadError -> ServeError); called once per process."""
+        try:
+            self.gen = SafeGenerator.load(self.config.artifact, providers=device, threads=self.config.threads,
+                                          max_batch=max(self.config.max_batch, self.config.max_images))  # fmt: skip
+        except (ModelLoadError, ValueError) as exc:
+            raise ServeError(str(exc)) from None
+
+    @property
+    def model(self) -> SafeGenerator:
+        if self.gen is None:
+            raise ApiError(503, "not_ready", "the model is still loading; poll GET /readyz")
+        return self.gen
+
+    def warm(self) -> None:
+        """Run the largest and the smallest batch once so the first requests pay no start-up cost."""
+        for k in (max(self.config.max_batch, self.config.max_images), 1):
+            images, _, _ = self.predict(np.zeros((k, self.model.z_dim), np.float32))
+        png_bytes(images[0])
+
+    def decode_request(self, body: Any) -> np.ndarray:
+        """A parsed JSON body -> float32 latents [k, z_dim]; ApiError(422) names what is wrong."""
+        if not isinstance(body, dict):
+            raise _invalid("invalid_body", f'the body must be a JSON object such as {{"n": 4, "seed": 0}}, got a JSON {type(body).__name__}')  # fmt: skip
+        try:
+            req = GenerateRequest.model_validate(body)
+        except ValidationError as exc:
+            raise _explain(exc) from None
+        if req.latents is not None:
+            if req.n is not None or req.seed is not None:
+                raise _invalid("invalid_body", "give latents, or n (and seed): not both")
+            return self._latents(req.latents)
+        if req.n is None:
+            raise _invalid("invalid_body", f'give n (and optionally seed) or latents, e.g. {{"n": 4, "seed": 0}}; the body takes only {FIELDS}')  # fmt: skip
+        self._check_count("n", req.n)
+        return sample_latents(req.n, req.seed, self.model.z_dim)
+
+    def _check_count(self, what: str, k: int) -> None:
+        if not 1 <= k <= self.config.max_images:
+            raise _invalid(f"invalid_{what}", f"{what} = {k}: must be between 1 and {self.config.max_images} images per request")
+
+    def _latents(self, rows: list[list[float]]) -> np.ndarray:
+        z_dim = self.model.z_dim
+        if not rows:
+            raise _invalid("invalid_latents", f"latents is empty: give at least one row of {z_dim} numbers")
+        self._check_count("latents rows", len(rows))
+        for i, row in enumerate(rows):
+            if len(row) != z_dim:
+                raise _invalid("invalid_latents", f"latents row {i} has {len(row)} numbers; this model's z_dim is {z_dim}")
+        with np.errstate(over="ignore"):
+            z = np.asarray(rows, dtype=np.float32)
+        bad = ~np.isfinite(z).all(axis=1)
+        if bad.any():
+            raise _invalid("invalid_latents", f"latents hold NaN, infinity or a value beyond float32 range in {int(bad.sum())} "
+                                              f"of {len(z)} rows (first: row {int(np.argmax(bad))})")  # fmt: skip
+        return z
+
+    def predict(self, z: np.ndarray) -> Outputs:
+        out = self.model.generate(z=z)
+        return out.images, out.flagged, out.scores
+
+    def encode_response(self, outputs: Outputs, png: bool) -> Response:
+        images, flagged, scores = outputs
+        mode = self.guard_mode
+        if png:
+            headers = {"X-Flagged": str(bool(flagged[0])).lower(), "X-Score": repr(float(scores[0])), "X-Guard-Mode": mode}
+            return Response(png_bytes(images[0]), media_type="image/png", headers=headers)
+        return JSONResponse({
+            "images": [base64.b64encode(png_bytes(im)).decode("ascii") for im in images],
+            "flagged": flagged.tolist(), "score": scores.astype(float).tolist(), "guard_mode": mode,
+        })  # fmt: skip
+
+    @property
+    def guard_mode(self) -> str:
+        return str(self.model.guard.get("mode", "off"))
+
+    def model_info(self) -> dict[str, Any]:
+        """The manifest's public part (the guard's direction and local paths stay private)."""
+        gen, m = self.model, self.model.manifest
+        h, w, c = gen.image_shape
+        guard = gen.guard
+        return {
+            "name": m.get("name"), "z_dim": gen.z_dim, "image": {"height": h, "width": w, "channels": c, "format": "png"},
+            "guard": {"mode": guard.get("mode", "off"), "threshold": guard.get("threshold")},
+            "feature": m.get("feature"), "features": m.get("features", []), "base_model": m.get("base_model"),
+            "precision": m.get("precision"), "format_version": m.get("format_version"), "provider": gen.provider,
+            "limits": {"max_images": self.config.max_images, "max_batch": self.config.max_batch,
+                       "max_body_bytes": self.config.max_body_bytes, "timeout_s": self.config.timeout_s},
+        }  # fmt: skip

@@ -1,0 +1,72 @@
+"""HTTP plumbing for POST /v1/generate: the JSON body within a size limit, content negotiation, bearer auth."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Optional
+
+from starlette.requests import Request
+
+from serve.errors import ApiError
+
+JSON, PNG = "application/json", "image/png"
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The parsed body; 415 unless it is JSON, 413 above ``limit`` bytes (declared or streamed), 400 if malformed."""
+    given = request.headers.get("content-type")
+    if given is None or given.split(";")[0].strip().lower() != JSON:
+        shown = repr(given[:60]) if given is not None else "none"
+        raise ApiError(415, "unsupported_media_type", f"Content-Type must be {JSON}, got {shown}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"the body has {int(declared)} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+    if not body.strip():
+        raise ApiError(400, "malformed_json", 'the body is empty; send a JSON object such as {"n": 4, "seed": 0}')
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError):  # not UTF-8, nested too deep, an integer with thousands of digits
+        raise ApiError(400, "malformed_json", "malformed JSON: not UTF-8, nested too deeply or a number too long") from None
+
+
+def wants_png(accept: Optional[str]) -> bool:
+    """True when the client prefers image/png (or image/*) to JSON; 406 when it accepts neither."""
+    if not accept or not accept.strip():
+        return False
+    best: tuple[float, bool] = (-1.0, False)
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = next((_quality(p[2:]) for p in params if p.replace(" ", "").startswith("q=")), 1.0)
+        media = media.lower()
+        png = media in (PNG, "image/*")
+        if (png or media in (JSON, "application/*", "*/*")) and q > 0 and q > best[0]:
+            best = (q, png)
+    if best[0] < 0:
+        raise ApiError(406, "not_acceptable", f"Accept must allow {JSON} or {PNG}, got {accept[:60]!r}")
+    return best[1]
+
+
+def _quality(text: str) -> float:
+    try:
+        q = float(text.strip("= "))
+    except ValueError:
+        return 0.0
+    return q if 0.0 <= q <= 1.0 else 0.0
+
+
+def check_bearer(authorization: Optional[str], expected: Optional[bytes]) -> None:
+    """401 unless ``Authorization: Bearer <token>`` matches (constant-time); nothing to check when auth is off."""
+    if expected is None:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
+        raise ApiError(401, "unauthorized", "missing or wrong bearer token (send Authorization: Bearer <token>)",
+                       {"WWW-Authenticate": "Bearer"})  # fmt: skip

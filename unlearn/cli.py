@@ -16,6 +16,10 @@ from unlearn.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Remove features from pre-trained image generators.")
 F = TypeVar("F", bound=Callable[..., Any])
+# Top-level modules that come with an extra rather than the base install.
+EXTRAS = {"torch": "train", "pytorch_msssim": "train", "safetensors": "train", "mlxtend": "train", "torchmetrics": "train",
+          "sklearn": "train", "matplotlib": "train", "tqdm": "train", "onnx": "onnx", "onnxscript": "onnx",
+          "onnxruntime": "runtime", "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve"}  # fmt: skip
 
 
 def user_errors(fn: F) -> F:
@@ -27,6 +31,12 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except UserError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:  # a runtime-only install has no torch
+            if (exc.name or "").split(".")[0] not in EXTRAS:
+                raise
+            extra = EXTRAS[(exc.name or "").split(".")[0]]
+            typer.echo(f"error: this command needs {exc.name}: pip install 'feature-unlearn[{extra}]'", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

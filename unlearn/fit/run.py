@@ -154,6 +154,8 @@ def _train(
         state.seconds = time.perf_counter() - start
         if d.main:
             save_state(cfg.out / "checkpoint", state, g, opt)
+    bar.total = state.step  # stopped early once the goal was met: show a full bar
+    bar.refresh()
     bar.close()
     barrier(d)
     return _finish(cfg, state, f, g, meta, labeller) if d.main else {}

@@ -117,18 +117,18 @@ class GeneratorAPI:
             return self._latents(req.latents)
         if req.n is None:
             raise _invalid("invalid_body", f'give n (and optionally seed) or latents, e.g. {{"n": 4, "seed": 0}}; the body takes only {FIELDS}')  # fmt: skip
-        self._check_count("n", req.n)
+        self._check_count("n", req.n, "invalid_n")
         return sample_latents(req.n, req.seed, self.model.z_dim)
 
-    def _check_count(self, what: str, k: int) -> None:
+    def _check_count(self, what: str, k: int, code: str) -> None:
         if not 1 <= k <= self.config.max_images:
-            raise _invalid(f"invalid_{what}", f"{what} = {k}: must be between 1 and {self.config.max_images} images per request")
+            raise _invalid(code, f"{what} = {k}: must be between 1 and {self.config.max_images} images per request")
 
     def _latents(self, rows: list[list[float]]) -> np.ndarray:
         z_dim = self.model.z_dim
         if not rows:
             raise _invalid("invalid_latents", f"latents is empty: give at least one row of {z_dim} numbers")
-        self._check_count("latents rows", len(rows))
+        self._check_count("latents rows", len(rows), "invalid_latents")
         for i, row in enumerate(rows):
             if len(row) != z_dim:
                 raise _invalid("invalid_latents", f"latents row {i} has {len(row)} numbers; this model's z_dim is {z_dim}")

@@ -79,6 +79,10 @@ class Service:
             outputs = await asyncio.wait_for(self.batcher.submit(z), self.config.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"no result within {self.config.timeout_s:g} s; retry later or ask for fewer images") from None
+        except ApiError:
+            raise
+        except Exception:  # the batcher logged it with its traceback; the caller gets a fixed line
+            raise ApiError(500, "internal", "the model failed on this batch (the server log has the details)") from None
         flagged = outputs[1]
         self.metrics.images.inc(len(flagged))
         self.metrics.flagged.inc(int(flagged.sum()))

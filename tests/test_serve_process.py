@@ -1,0 +1,103 @@
+"""The real ``unlearn-cli serve`` process on a free loopback port, and the no-torch guarantee of the serving path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from test_serve_support import decode_images, serve_artifact  # noqa: F401
+
+from serve.runtime import SafeGenerator
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "unlearn.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
+                return time.monotonic() - start
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"not ready within {timeout} s")
+
+
+def test_cli_serves_on_loopback_without_torch(serve_artifact: Path) -> None:  # noqa: F811
+    port, token = free_port(), "process-test-token"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UNLEARN_SERVE_TOKEN": token, "OMP_NUM_THREADS": "1"}
+    cmd = [*CLI, "serve", str(serve_artifact), "--port", str(port), "--threads", "1", "--max-images", "8"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        maps = Path(f"/proc/{proc.pid}/maps")
+        if maps.exists():  # Linux: no torch library is mapped into the serving process
+            assert "libtorch" not in maps.read_text()
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(f"{base}/v1/generate", json={"n": 2}).status_code == 401
+        r = httpx.post(f"{base}/v1/generate", json={"n": 2, "seed": 4}, headers=auth)
+        assert r.status_code == 200 and r.json()["guard_mode"] == "shift"
+        want = SafeGenerator.load(serve_artifact, threads=1).generate(n=2, seed=4).images
+        np.testing.assert_array_equal(decode_images(r.json()), want)
+        bad = httpx.post(f"{base}/v1/generate", json={"n": 9}, headers=auth)
+        assert bad.status_code == 422 and "between 1 and 8" in bad.json()["error"]["message"]
+        assert "server" not in r.headers  # no version banner
+        assert 'status="401"' in httpx.get(f"{base}/metrics", headers=auth).text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert proc.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in err, err[-2000:]
+    assert "Traceback" not in err and token not in err + out and "127.0.0.1" in err
+
+
+def test_serving_imports_no_torch(serve_artifact: Path) -> None:  # noqa: F811
+    code = (
+        "import sys, unlearn.cli, serve.http\n"
+        "from fastapi.testclient import TestClient\n"
+        "from serve.config import ServeConfig\n"
+        f"app = serve.http.create_app(ServeConfig({str(serve_artifact)!r}, threads=1))\n"
+        "with TestClient(app) as c:\n"
+        "    import time\n"
+        "    while c.get('/readyz').status_code != 200: time.sleep(0.02)\n"
+        "    assert c.post('/v1/generate', json={'n': 2}).status_code == 200\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'export'))\n"
+        "assert not bad, bad\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["/nowhere/art"], {}, "error: /nowhere/art: not found (give an export directory or a model.onnx file)"),
+        (["ART", "--device", "tpu"], {}, "error: --device 'tpu': choose from auto, cpu, cuda, tensorrt"),
+        (["ART"], {"UNLEARN_SERVE_TOKEN": ""}, "error: $UNLEARN_SERVE_TOKEN is set but empty"),
+    ],
+)
+def test_cli_refuses_bad_start_in_one_line(serve_artifact: Path, args: list[str], env: dict, message: str) -> None:  # noqa: F811
+    args = [str(serve_artifact) if a == "ART" else a for a in args]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    proc = subprocess.run([*CLI, "serve", *args, "--port", "0"], capture_output=True, text=True, env=full_env, timeout=60, cwd=ROOT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]

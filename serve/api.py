@@ -4,7 +4,11 @@
     api.setup("auto")                       # once: load the artifact on ONNX Runtime
     z = api.decode_request(body)            # per request: JSON object -> latents [k, z_dim]
     out = api.predict(np.concatenate(zs))   # per batch: the guarded model on merged requests
-    api.encode_response(out_slice, png)     # per request: JSON with base64 PNGs, or one raw PNG
+    files = api.encode_batch(out)           # per batch, in the model's thread: pixels -> PNG files
+    api.encode_response(files_slice, png)   # per request: JSON with base64 PNGs, or one raw PNG
+
+``predict`` and ``encode_batch`` run in the batcher's worker thread (``run_batch``), so the event
+loop only parses requests and writes responses.
 
 The guard is inside the graph and its mode comes from the artifact's manifest: the request
 schema has no field that could touch it, and unknown fields are refused.
@@ -13,17 +17,16 @@ schema has no field that could touch it, and unknown fields are refused.
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any, Optional
 
 import numpy as np
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serve.batching import Outputs
 from serve.config import ServeConfig
 from serve.errors import ApiError, ServeError
+from serve.png import encode_pngs
 from serve.runtime import ModelLoadError, SafeGenerator
 
 SEED_MAX = 2**63 - 1
@@ -49,13 +52,6 @@ class GenerateResponse(BaseModel):
 def sample_latents(n: int, seed: Optional[int], z_dim: int) -> np.ndarray:
     """The runtime's seeding: ``SafeGenerator.generate(n=n, seed=seed)`` draws exactly these rows."""
     return np.random.default_rng(seed).standard_normal((n, z_dim), dtype=np.float32)
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """One uint8 image [H, W, C] (C = 1 or 3) as PNG."""
-    buf = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def _invalid(code: str, message: str) -> ApiError:
@@ -100,8 +96,7 @@ class GeneratorAPI:
     def warm(self) -> None:
         """Run the largest and the smallest batch once so the first requests pay no start-up cost."""
         for k in (max(self.config.max_batch, self.config.max_images), 1):
-            images, _, _ = self.predict(np.zeros((k, self.model.z_dim), np.float32))
-        png_bytes(images[0])
+            self.run_batch(np.zeros((k, self.model.z_dim), np.float32))
 
     def decode_request(self, body: Any) -> np.ndarray:
         """A parsed JSON body -> float32 latents [k, z_dim]; ApiError(422) names what is wrong."""
@@ -141,17 +136,28 @@ class GeneratorAPI:
         return z
 
     def predict(self, z: np.ndarray) -> Outputs:
+        """(images uint8 [N, H, W, C], flagged bool [N], scores float32 [N])."""
         out = self.model.generate(z=z)
         return out.images, out.flagged, out.scores
 
-    def encode_response(self, outputs: Outputs, png: bool) -> Response:
+    def encode_batch(self, outputs: Outputs) -> Outputs:
+        """The images as PNG files (an object array, so the batcher can slice it per request)."""
         images, flagged, scores = outputs
+        files = np.empty(len(images), dtype=object)
+        files[:] = encode_pngs(images)
+        return files, flagged, scores
+
+    def run_batch(self, z: np.ndarray) -> Outputs:
+        return self.encode_batch(self.predict(z))
+
+    def encode_response(self, outputs: Outputs, png: bool) -> Response:
+        files, flagged, scores = outputs
         mode = self.guard_mode
         if png:
             headers = {"X-Flagged": str(bool(flagged[0])).lower(), "X-Score": repr(float(scores[0])), "X-Guard-Mode": mode}
-            return Response(png_bytes(images[0]), media_type="image/png", headers=headers)
+            return Response(files[0], media_type="image/png", headers=headers)
         return JSONResponse({
-            "images": [base64.b64encode(png_bytes(im)).decode("ascii") for im in images],
+            "images": [base64.b64encode(f).decode("ascii") for f in files],
             "flagged": flagged.tolist(), "score": scores.astype(float).tolist(), "guard_mode": mode,
         })  # fmt: skip
 

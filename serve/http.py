@@ -57,7 +57,7 @@ def create_app(config: ServeConfig, api: Optional[GeneratorAPI] = None) -> FastA
 
 
 def _routes(app: FastAPI, service: Service, metrics: Metrics, token: Optional[bytes]) -> None:
-    def auth(request: Request) -> None:
+    async def auth(request: Request) -> None:  # async: no thread-pool hop per request
         check_bearer(request.headers.get("authorization"), token)
 
     guarded = [Depends(auth)]

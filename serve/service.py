@@ -25,7 +25,7 @@ class Service:
     def __init__(self, config: ServeConfig, api: GeneratorAPI, metrics: Metrics) -> None:
         self.config, self.api, self.metrics = config, api, metrics
         stats = BatchStats(on_batch=metrics.batch.observe, on_depth=metrics.queue_depth.set)
-        self.batcher = DynamicBatcher(api.predict, config.max_batch, config.max_delay_ms / 1000, config.max_queue, stats)
+        self.batcher = DynamicBatcher(api.run_batch, config.max_batch, config.max_delay_ms / 1000, config.max_queue, stats)
         self.ready = False
         self.failure: Optional[str] = None
 

@@ -2,13 +2,14 @@
 
     api = GeneratorAPI(config)
     api.setup("auto")                       # once: load the artifact on ONNX Runtime
-    z = api.decode_request(body)            # per request: JSON object -> latents [k, z_dim]
-    out = api.predict(np.concatenate(zs))   # per batch: the guarded model on merged requests
-    files = api.encode_batch(out)           # per batch, in the model's thread: pixels -> PNG files
+    req = api.decode_request(body)          # per request: JSON object -> Latents (n and seed, or z)
+    z = api.batch(reqs)                     # per batch: the merged requests' latents [N, z_dim]
+    out = api.predict(z)                    # per batch: the guarded model
+    files = api.encode_batch(out)           # per batch: pixels -> PNG files
     api.encode_response(files_slice, png)   # per request: JSON with base64 PNGs, or one raw PNG
 
-``predict`` and ``encode_batch`` run in the batcher's worker thread (``run_batch``), so the event
-loop only parses requests and writes responses.
+``batch``, ``predict`` and ``encode_batch`` run in the batcher's worker thread (``run_batch``), so
+the event loop only parses requests and writes responses.
 
 The guard is inside the graph and its mode comes from the artifact's manifest: the request
 schema has no field that could touch it, and unknown fields are refused.
@@ -17,6 +18,7 @@ schema has no field that could touch it, and unknown fields are refused.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -52,6 +54,21 @@ class GenerateResponse(BaseModel):
 def sample_latents(n: int, seed: Optional[int], z_dim: int) -> np.ndarray:
     """The runtime's seeding: ``SafeGenerator.generate(n=n, seed=seed)`` draws exactly these rows."""
     return np.random.default_rng(seed).standard_normal((n, z_dim), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Latents:
+    """A checked request: ``n`` rows to draw with ``seed``, or the rows ``z`` as given."""
+
+    n: int
+    seed: Optional[int] = None
+    z: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def rows(self, z_dim: int) -> np.ndarray:
+        return self.z if self.z is not None else sample_latents(self.n, self.seed, z_dim)
 
 
 def _invalid(code: str, message: str) -> ApiError:
@@ -96,10 +113,10 @@ class GeneratorAPI:
     def warm(self) -> None:
         """Run the largest and the smallest batch once so the first requests pay no start-up cost."""
         for k in (max(self.config.max_batch, self.config.max_images), 1):
-            self.run_batch(np.zeros((k, self.model.z_dim), np.float32))
+            self.run_batch([Latents(k, seed=0)])
 
-    def decode_request(self, body: Any) -> np.ndarray:
-        """A parsed JSON body -> float32 latents [k, z_dim]; ApiError(422) names what is wrong."""
+    def decode_request(self, body: Any) -> Latents:
+        """A parsed JSON body -> the latents it asks for; ApiError(422) names what is wrong."""
         if not isinstance(body, dict):
             raise _invalid("invalid_body", f'the body must be a JSON object such as {{"n": 4, "seed": 0}}, got a JSON {type(body).__name__}')  # fmt: skip
         try:
@@ -109,11 +126,12 @@ class GeneratorAPI:
         if req.latents is not None:
             if req.n is not None or req.seed is not None:
                 raise _invalid("invalid_body", "give latents, or n (and seed): not both")
-            return self._latents(req.latents)
+            z = self._latents(req.latents)
+            return Latents(len(z), z=z)
         if req.n is None:
             raise _invalid("invalid_body", f'give n (and optionally seed) or latents, e.g. {{"n": 4, "seed": 0}}; the body takes only {FIELDS}')  # fmt: skip
         self._check_count("n", req.n, "invalid_n")
-        return sample_latents(req.n, req.seed, self.model.z_dim)
+        return Latents(req.n, req.seed)
 
     def _check_count(self, what: str, k: int, code: str) -> None:
         if not 1 <= k <= self.config.max_images:
@@ -135,6 +153,11 @@ class GeneratorAPI:
                                               f"of {len(z)} rows (first: row {int(np.argmax(bad))})")  # fmt: skip
         return z
 
+    def batch(self, requests: list[Latents]) -> np.ndarray:
+        """The merged requests' latents, in order (seeded draws happen here, off the event loop)."""
+        rows = [r.rows(self.model.z_dim) for r in requests]
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
+
     def predict(self, z: np.ndarray) -> Outputs:
         """(images uint8 [N, H, W, C], flagged bool [N], scores float32 [N])."""
         out = self.model.generate(z=z)
@@ -147,8 +170,8 @@ class GeneratorAPI:
         files[:] = encode_pngs(images)
         return files, flagged, scores
 
-    def run_batch(self, z: np.ndarray) -> Outputs:
-        return self.encode_batch(self.predict(z))
+    def run_batch(self, requests: list[Latents]) -> Outputs:
+        return self.encode_batch(self.predict(self.batch(requests)))
 
     def encode_response(self, outputs: Outputs, png: bool) -> Response:
         files, flagged, scores = outputs

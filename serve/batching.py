@@ -1,10 +1,11 @@
 """Dynamic batching: concurrent requests share one model call, and each gets its own rows back.
 
-``submit(z)`` queues a request's latents [k, z_dim] and waits. One background task takes the
-oldest requests, in arrival order, until they hold ``max_batch`` images or the oldest has waited
-``max_delay_s``, runs ``predict`` on their concatenation in a worker thread (ONNX Runtime releases
-the GIL, so the event loop keeps reading requests meanwhile) and hands every request the slice
-of each output that belongs to it. A request larger than ``max_batch`` runs alone.
+``submit(item)`` queues a request (anything with ``len()``: the number of images it asks for) and
+waits. One background task takes the oldest requests, in arrival order, until they hold
+``max_batch`` images or the oldest has waited ``max_delay_s``, runs ``predict(items)`` in a worker
+thread (ONNX Runtime and zlib release the GIL, so the event loop keeps reading requests meanwhile)
+and hands every request the slice of each output that belongs to it: ``predict`` returns arrays
+whose rows follow the items' order. A request larger than ``max_batch`` runs alone.
 """
 
 from __future__ import annotations
@@ -15,19 +16,25 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
 from serve.errors import ClosingError, QueueFullError
 
 Outputs = tuple[np.ndarray, ...]  # each indexed by image along axis 0
+
+
+class Sized(Protocol):
+    def __len__(self) -> int: ...
+
 log = logging.getLogger("serve.batching")
 
 
 @dataclass
 class _Job:
-    z: np.ndarray
+    item: Any
+    size: int
     future: asyncio.Future[Outputs]
     queued_at: float
 
@@ -42,7 +49,7 @@ class BatchStats:
 
 @dataclass
 class DynamicBatcher:
-    predict: Callable[[np.ndarray], Outputs]
+    predict: Callable[[list[Any]], Outputs]
     max_batch: int = 64
     max_delay_s: float = 0.005
     max_queue: int = 4096  # images
@@ -70,16 +77,17 @@ class DynamicBatcher:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    async def submit(self, z: np.ndarray) -> Outputs:
-        """The outputs for exactly these rows of ``z``, in order."""
+    async def submit(self, item: Sized) -> Outputs:
+        """The ``len(item)`` rows of each output that belong to ``item``."""
         if self._task is None or self._task.done() or self._wake is None:
             raise ClosingError()
-        if self._queued + len(z) > self.max_queue:
+        size = len(item)
+        if self._queued + size > self.max_queue:
             raise QueueFullError(self.max_queue)
         loop = asyncio.get_running_loop()
-        job = _Job(z, loop.create_future(), loop.time())
+        job = _Job(item, size, loop.create_future(), loop.time())
         self._pending.append(job)
-        self._queued += len(z)
+        self._queued += size
         self.stats.on_depth(len(self._pending))
         self._wake.set()
         return await job.future
@@ -114,32 +122,32 @@ class DynamicBatcher:
         size = 0
         while self._pending:
             job = self._pending[0]
-            if jobs and size + len(job.z) > self.max_batch:
+            if jobs and size + job.size > self.max_batch:
                 break
             self._pending.popleft()
-            self._queued -= len(job.z)
+            self._queued -= job.size
             if job.future.done():  # the caller gave up (timeout, disconnect)
                 continue
             jobs.append(job)
-            size += len(job.z)
+            size += job.size
         self.stats.on_depth(len(self._pending))
         return jobs
 
     async def _run(self, jobs: list[_Job]) -> None:
-        z = jobs[0].z if len(jobs) == 1 else np.concatenate([j.z for j in jobs])
-        self.stats.on_batch(len(z))
+        size = sum(j.size for j in jobs)
+        self.stats.on_batch(size)
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._pool, self.predict, z)
+            outputs = await asyncio.get_running_loop().run_in_executor(self._pool, self.predict, [j.item for j in jobs])
         except asyncio.CancelledError:  # stop() while the model runs
             _fail(jobs, ClosingError())
             raise
         except Exception as exc:  # every request of the batch fails with it; the loop goes on
-            log.exception("model call failed for a batch of %d images", len(z))
+            log.exception("model call failed for a batch of %d images", size)
             _fail(jobs, exc)
             return
         start = 0
         for job in jobs:
-            stop = start + len(job.z)
+            stop = start + job.size
             if not job.future.done():
                 job.future.set_result(tuple(out[start:stop] for out in outputs))
             start = stop

@@ -71,12 +71,12 @@ class Service:
             names = ", ".join(sorted(request.query_params.keys()))[:80]
             raise ApiError(422, "unknown_field", f"unknown query parameter(s) {names}: send n, seed or latents in the JSON body")
         png = wants_png(request.headers.get("accept"))
-        z = self.api.decode_request(await read_json(request, self.config.max_body_bytes))
-        if png and len(z) != 1:
-            raise ApiError(406, "not_acceptable", f"Accept: image/png returns one image; this request asks for {len(z)} "
+        latents = self.api.decode_request(await read_json(request, self.config.max_body_bytes))
+        if png and len(latents) != 1:
+            raise ApiError(406, "not_acceptable", f"Accept: image/png returns one image; this request asks for {len(latents)} "
                                                   "(ask for application/json to get several)")  # fmt: skip
         try:
-            outputs = await asyncio.wait_for(self.batcher.submit(z), self.config.timeout_s)
+            outputs = await asyncio.wait_for(self.batcher.submit(latents), self.config.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"no result within {self.config.timeout_s:g} s; retry later or ask for fewer images") from None
         except ApiError:

@@ -25,7 +25,8 @@ class Recorder:
         self.delay, self.fail_on = delay, fail_on
         self.lock = threading.Lock()
 
-    def __call__(self, z: np.ndarray) -> Outputs:
+    def __call__(self, items: list[np.ndarray]) -> Outputs:
+        z = np.concatenate(items)
         with self.lock:
             self.sizes.append(len(z))
             call = len(self.sizes) - 1

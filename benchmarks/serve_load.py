@@ -126,35 +126,48 @@ class Load:
             writer.close()
 
 
-def run_load(port: int, args: argparse.Namespace) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(port: int, server_pid: int, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     load = Load(port, args.images, start + args.warmup + args.seconds, args.max_requests)
 
     async def main() -> None:
         await asyncio.wait_for(asyncio.gather(*(load.client() for _ in range(args.clients))), args.seconds + args.warmup + 60)
 
+    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
     asyncio.run(main())
+    server_cpu, client_cpu = cpu_seconds(server_pid) - server_cpu, time.process_time() - client_cpu
+    per_k = 1000 / max(1, len(load.done) * args.images)  # CPU seconds per image -> ms per image x 1000
     t_from = start + args.warmup
     window = [(s, e) for s, e in load.done if e >= t_from]
     span = max(e for _, e in window) - t_from
     lat = sorted(e - s for s, e in window)
     return {"requests": len(window), "errors": len(load.errors), "error_samples": load.errors[:5], "seconds": span,
             "images_per_s": len(window) * args.images / span, "p50_ms": 1000 * lat[len(lat) // 2],
-            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "mean_ms": 1000 * statistics.fmean(lat)}  # fmt: skip
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "mean_ms": 1000 * statistics.fmean(lat),
+            "server_cpu_ms_per_image": server_cpu * per_k, "client_cpu_ms_per_image": client_cpu * per_k}  # fmt: skip
 
 
-def in_process(artifact: Path, batch: int, seconds: float, threads: Optional[int]) -> float:
-    """The runtime's images/s at ``batch``: the median of 0.25 s slices."""
+def in_process(artifact: Path, batch: int, seconds: float, threads: Optional[int]) -> tuple[float, float]:
+    """The runtime's images/s at ``batch`` (the median of 0.25 s slices) and its CPU ms per image."""
     gen = SafeGenerator.load(artifact, threads=threads)
     gen.generate(n=batch, seed=0)
-    rates, end, seed = [], time.perf_counter() + seconds, 0
+    rates, end, seed, cpu = [], time.perf_counter() + seconds, 0, time.process_time()
     while time.perf_counter() < end:
         t, k = time.perf_counter(), 0
         while time.perf_counter() - t < 0.25:
             gen.generate(n=batch, seed=seed)
             seed, k = seed + 1, k + 1
         rates.append(k * batch / (time.perf_counter() - t))
-    return statistics.median(rates)
+    return statistics.median(rates), 1000 * (time.process_time() - cpu) / (seed * batch)
 
 
 def server_batches(port: int) -> float:
@@ -174,6 +187,8 @@ def markdown(r: dict[str, Any]) -> str:
         ("start-up to ready (s)", f"{r['startup_to_ready_s']:.2f}", "<= 5"),
         ("requests / errors", f"{h['requests']} / {h['errors']}", "0 errors"),
         ("mean model batch (images)", f"{r['mean_batch']:.1f}", ""),
+        ("CPU ms per image: in-process / server / load client",
+         f"{r['in_process_cpu_ms_per_image']:.3f} / {h['server_cpu_ms_per_image']:.3f} / {h['client_cpu_ms_per_image']:.3f}", ""),
     ]
     lines = [f"serve load: {r['model']} (guard {r['guard']}), {r['seconds']} s, {r['cpus']} CPUs, load avg {r['load_avg']}", "",
              "| metric | value | target |", "|---|---|---|"]  # fmt: skip
@@ -206,22 +221,23 @@ def main() -> None:
 
 
 def measure(artifact: Path, args: argparse.Namespace) -> dict[str, Any]:
-    before = in_process(artifact, 64, args.baseline_seconds / 2, args.threads)
+    before, cpu_before = in_process(artifact, 64, args.baseline_seconds / 2, args.threads)
     port = free_port()
     proc, ready = start_server(artifact, port, args)
     try:
-        load = run_load(port, args)
+        load = run_load(port, proc.pid, args)
         mean_batch = server_batches(port)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-    after = in_process(artifact, 64, args.baseline_seconds / 2, args.threads)
+    after, cpu_after = in_process(artifact, 64, args.baseline_seconds / 2, args.threads)
     baseline = statistics.fmean([before, after])
     manifest = SafeGenerator.load(artifact, threads=1).manifest
     return {"model": manifest.get("name"), "guard": (manifest.get("guard") or {}).get("mode", "off"), "clients": args.clients, "images_per_request": args.images, "seconds": args.seconds,
             "server": {"max_batch": args.max_batch, "max_delay_ms": args.max_delay_ms, "threads": args.threads},
             "startup_to_ready_s": ready, "http": load, "mean_batch": mean_batch, "baseline_batch": 64,
             "in_process_images_per_s": baseline, "in_process_before_after": [before, after],
+            "in_process_cpu_ms_per_image": statistics.fmean([cpu_before, cpu_after]),
             "ratio": load["images_per_s"] / baseline, "p99_over_p50": load["p99_ms"] / load["p50_ms"],
             "cpus": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 2)}  # fmt: skip
 

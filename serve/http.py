@@ -35,7 +35,7 @@ GENERATE_DOCS: dict[str, Any] = {
     "responses": {
         200: {"model": GenerateResponse, "content": {"image/png": {}}, "description": "JSON, or one raw PNG with Accept: image/png."},
         **{code: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}} for code, text in (
-            (400, "Malformed JSON."), (401, "Missing or wrong bearer token."), (406, "Accept cannot be met."),
+            (400, "Malformed JSON."), (401, "Missing or wrong bearer token."), (406, "Accept cannot be met."), (408, "Body too slow."),
             (413, "Body too large."), (415, "Not application/json."), (422, "Invalid n, seed or latents."),
             (503, "Not ready or overloaded."), (504, "Timed out."))},
     },
@@ -109,8 +109,13 @@ def _error_handlers(app: FastAPI) -> None:
         return reply(500, "internal", "internal error (the server log has the details)")
 
 
+def _log_setup() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+
+
 def app_from_env() -> FastAPI:
     """uvicorn's factory for ``--workers N``: each worker reads the settings from $UNLEARN_SERVE_CONFIG."""
+    _log_setup()
     text = os.environ.get(CONFIG_ENV)
     if not text:
         raise ServeError(f"${CONFIG_ENV} is not set; start the service with unlearn-cli serve")
@@ -121,7 +126,7 @@ def run_server(config: ServeConfig) -> None:
     """Check the artifact and the token, then serve until SIGINT/SIGTERM."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    _log_setup()
     config.read_token()
     if not config.loopback:
         log.warning("binding to %s: reachable beyond this machine%s", config.host,

@@ -71,7 +71,11 @@ class Service:
             names = ", ".join(sorted(request.query_params.keys()))[:80]
             raise ApiError(422, "unknown_field", f"unknown query parameter(s) {names}: send n, seed or latents in the JSON body")
         png = wants_png(request.headers.get("accept"))
-        latents = self.api.decode_request(await read_json(request, self.config.max_body_bytes))
+        try:  # a client that stalls mid-body must not hold the request forever
+            body = await asyncio.wait_for(read_json(request, self.config.max_body_bytes), self.config.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(408, "timeout", f"the request body did not arrive within {self.config.timeout_s:g} s") from None
+        latents = self.api.decode_request(body)
         if png and len(latents) != 1:
             raise ApiError(406, "not_acceptable", f"Accept: image/png returns one image; this request asks for {len(latents)} "
                                                   "(ask for application/json to get several)")  # fmt: skip

@@ -40,10 +40,18 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> floa
     raise AssertionError(f"not ready within {timeout} s")
 
 
+def stalled_body(port: int, token: str) -> bytes:
+    """Headers and half a body, then silence: the service answers once its timeout (1 s) passes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 20\r\n\r\n{\"n\":")  # fmt: skip
+        return s.recv(4096)
+
+
 def test_cli_serves_on_loopback_without_torch(serve_artifact: Path) -> None:  # noqa: F811
     port, token = free_port(), "process-test-token"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UNLEARN_SERVE_TOKEN": token, "OMP_NUM_THREADS": "1"}
-    cmd = [*CLI, "serve", str(serve_artifact), "--port", str(port), "--threads", "1", "--max-images", "8"]
+    cmd = [*CLI, "serve", str(serve_artifact), "--port", str(port), "--threads", "1", "--max-images", "8", "--timeout-s", "1"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -60,6 +68,7 @@ def test_cli_serves_on_loopback_without_torch(serve_artifact: Path) -> None:  # 
         bad = httpx.post(f"{base}/v1/generate", json={"n": 9}, headers=auth)
         assert bad.status_code == 422 and "between 1 and 8" in bad.json()["error"]["message"]
         assert "server" not in r.headers  # no version banner
+        assert stalled_body(port, token).startswith(b"HTTP/1.1 408")
         assert 'status="401"' in httpx.get(f"{base}/metrics", headers=auth).text
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -85,26 +85,16 @@ def pretrain(
     threads: Optional[int] = typer.Option(None, min=1),
 ) -> None:
     """Train a generator or classifier from scratch (the zoo's recipes by default)."""
-    from unlearn.errors import ConfigError
-    from unlearn.pretrain.recipes import RECIPES, recipe_name
+    from unlearn.pretrain.recipes import resolve_recipe
     from unlearn.pretrain.run import PretrainConfig
     from unlearn.pretrain.run import pretrain as run
 
     _threads(threads)
-    if recipe is None and (dataset is None or model is None):
-        raise ConfigError("give --recipe NAME, or both --dataset and --model")
-    name = recipe or recipe_name(str(dataset), str(model), exclude)
-    base = RECIPES.get(name)
-    if base is None:
-        if recipe is not None:
-            raise ConfigError(f"--recipe {recipe!r}: unknown; choose from {', '.join(RECIPES)}")
-        base = RECIPES[recipe_name("faces" if str(dataset).startswith("folder:") else str(dataset), str(model), None)] if str(model) in ("vae", "dcgan", "labeller", "auditor") and (str(dataset) in ("mnist", "faces") or str(dataset).startswith("folder:")) else None  # noqa: E501
-        if base is None:
-            raise ConfigError(f"--dataset {dataset!r} --model {model!r}: no recipe (models: vae, dcgan, labeller, auditor)")
+    base = resolve_recipe(recipe, dataset, model, exclude)
     train = dataclasses.replace(base.train, **{k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
     cfg = PretrainConfig(
-        dataset=dataset or base.dataset, model=model or base.model, exclude=exclude if recipe is None else base.exclude,
-        out=out, train=train, limit=limit, auditor=auditor, eval_samples=eval_samples,
+        dataset=base.dataset, model=base.model, exclude=base.exclude, out=out, train=train, limit=limit,
+        auditor=auditor, eval_samples=eval_samples,
     )  # fmt: skip
     metrics = run(cfg)
     typer.echo(json.dumps(metrics, indent=2))
@@ -247,6 +237,41 @@ def serve_cmd(
                                max_queue=max_queue, threads=threads, device=device, access_log=access_log))  # fmt: skip
     except ServeError as exc:
         raise ConfigError(str(exc)) from None
+
+
+@app.command()
+@user_errors
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="≤ 5-minute smoke run: mnist models, batches 1/64, tiny fit."),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Results JSON (default: OUT/results.json)."),
+    out: Optional[Path] = typer.Option(None, help="RESULTS.md and plots (default: benchmarks/, or runs/bench-quick/ with --quick)."),
+    work: Optional[Path] = typer.Option(None, help="Fit runs of the unlearning table (default: runs/bench)."),
+    model: list[str] = typer.Option([], "--model", help="Generators for the inference section (repeat; default: the four base ones)."),
+    batch: list[int] = typer.Option([], "--batch", help="Batch sizes (repeat; default 1, 16, 64, 256)."),
+    skip_inference: bool = typer.Option(False, "--skip-inference"),
+    skip_fit: bool = typer.Option(False, "--skip-fit", help="Skip fit speed (precisions, compile, DDP)."),
+    skip_unlearning: bool = typer.Option(False, "--skip-unlearning", help="Skip the fit + evaluate table."),
+    skip_serve: bool = typer.Option(False, "--skip-serve", help="Skip the HTTP load test."),
+    skip_memory: bool = typer.Option(False, "--skip-memory"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch and ONNX Runtime threads (default: all cores)."),
+) -> None:
+    """Benchmark inference backends, fit speed and unlearning quality in one run (JSON, RESULTS.md, plots)."""
+    from benchmarks.config import BASE_GENERATORS, make_config
+    from benchmarks.harness import run_bench
+    from unlearn.errors import ConfigError
+
+    unknown = [m for m in model if m not in BASE_GENERATORS]
+    if unknown:
+        raise ConfigError(f"--model {unknown[0]!r}: choose from {', '.join(BASE_GENERATORS)}")
+    if any(b < 1 for b in batch):
+        raise ConfigError("--batch must be ≥ 1")
+    off = {k: False for k, skip in (("inference", skip_inference), ("fit", skip_fit), ("unlearning", skip_unlearning),
+                                    ("serve", skip_serve), ("memory", skip_memory)) if skip}  # fmt: skip
+    cfg = make_config(quick, json_path=as_json, out=out, work=work, models=tuple(model) or None,
+                      batches=tuple(sorted(set(batch))) or None, threads=threads, **off)  # fmt: skip
+    res = run_bench(cfg, command=" ".join(["unlearn-cli", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "unlearn-cli bench")
+    met = [t for t in res.get("targets", []) if t["met"] is not None]
+    typer.echo(f"wrote {cfg.results_json} and {cfg.out / 'RESULTS.md'}; targets met: {sum(t['met'] for t in met)}/{len(met)}")
 
 
 def main() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+from unlearn.errors import ConfigError
 from unlearn.pretrain.common import TrainConfig
 
 
@@ -38,3 +40,23 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe_name(dataset: str, model: str, exclude: str | None) -> str:
     return f"{dataset}-{model}" + (f"-no-{exclude}" if exclude else "")
+
+
+def resolve_recipe(recipe: str | None, dataset: str | None, model: str | None, exclude: str | None) -> Recipe:
+    """A zoo recipe by name, or the recipe of (dataset, model) with ``exclude`` applied.
+
+    A user's ``folder:PATH`` dataset trains with the faces recipe (RGB-sized networks).
+    """
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise ConfigError(f"--recipe {recipe!r}: unknown; choose from {', '.join(RECIPES)}")
+        return RECIPES[recipe]
+    if dataset is None or model is None:
+        raise ConfigError("give --recipe NAME, or both --dataset and --model")
+    family = "faces" if dataset.startswith("folder:") else dataset
+    base = RECIPES.get(recipe_name(family, model, None))
+    if base is None:
+        if family not in ("mnist", "faces"):
+            raise ConfigError(f"--dataset {dataset!r}: unknown (choose from mnist, faces or folder:PATH)")
+        raise ConfigError(f"--model {model!r}: choose from vae, dcgan, labeller, auditor")
+    return dataclasses.replace(base, dataset=dataset, exclude=exclude)

@@ -13,20 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import numpy as np
 
 from serve.errors import ClosingError, QueueFullError
 
 Outputs = tuple[np.ndarray, ...]  # each indexed by image along axis 0
-
-
-class Sized(Protocol):
-    def __len__(self) -> int: ...
 
 log = logging.getLogger("serve.batching")
 
@@ -89,7 +85,8 @@ class DynamicBatcher:
         self._pending.append(job)
         self._queued += size
         self.stats.on_depth(len(self._pending))
-        self._wake.set()
+        if len(self._pending) == 1 or self._queued >= self.max_batch:  # wake an idle batcher, or end a wait
+            self._wake.set()
         return await job.future
 
     async def _run_forever(self) -> None:

@@ -99,7 +99,7 @@ class GeneratorAPI:
     def setup(self, device: str) -> None:
         """Load the artifact (ModelLoadError -> ServeError); called once per process."""
         try:
-            self.gen = SafeGenerator.load(self.config.artifact, providers=device, threads=self.config.threads,
+            self.gen = SafeGenerator.load(self.config.artifact, providers=device, threads=self.config.ort_threads,
                                           max_batch=max(self.config.max_batch, self.config.max_images))  # fmt: skip
         except (ModelLoadError, ValueError) as exc:
             raise ServeError(str(exc)) from None

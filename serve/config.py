@@ -33,7 +33,7 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     timeout_s: float = 30.0  # queue + model time per request
     max_queue: int = 4096  # images waiting for the model; above it, 503
-    threads: Optional[int] = None  # ONNX Runtime intra-op threads (default: all cores)
+    threads: Optional[int] = None  # ONNX Runtime intra-op threads (default: ort_threads)
     device: str = "auto"
     token_env: str = TOKEN_ENV
     access_log: bool = False
@@ -54,6 +54,11 @@ class ServeConfig:
             raise ServeError(f"--max-queue {self.max_queue} is below --max-images {self.max_images}: no request would fit")
         if self.device not in DEVICES:
             raise ServeError(f"--device {self.device!r}: choose from {', '.join(DEVICES)}")
+
+    @property
+    def ort_threads(self) -> int:
+        """``threads``, else all cores but one: the event loop needs a core to parse requests meanwhile."""
+        return self.threads or max(1, (os.cpu_count() or 1) - 1)
 
     @property
     def loopback(self) -> bool:

@@ -221,7 +221,7 @@ def serve_cmd(
     max_body_bytes: int = typer.Option(1 << 20, min=1, help="Request body limit."),
     timeout_s: float = typer.Option(30.0, min=0.001, help="Per-request limit on queueing + generation."),
     max_queue: int = typer.Option(4096, min=1, help="Images waiting for the model before requests get 503."),
-    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: cores - 1; one is left for HTTP)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or tensorrt."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:

@@ -117,3 +117,11 @@ def test_fit_refuses_a_non_empty_out_and_a_foreign_resume(tmp_path: Path, run_di
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
     result = CliRunner().invoke(app, ["fit", "--model", "mnist-dcgan", "--feature", "thick", "--out", str(run_dir), "--resume"])
     assert result.exit_code == 2 and "--resume" in result.output
+
+
+def test_a_diverging_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--out", str(tmp_path / "r"), "--n-collect", "500",
+                                      "--lr", "1e30", "--steps", "20", "--checkpoint-every", "5"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "the loss became nan" in result.output and "--lr" in result.output
+    assert not (tmp_path / "r" / "generator.json").exists()  # nothing half-finished is published

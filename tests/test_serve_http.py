@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,3 +263,4 @@ def test_not_ready_and_bad_config(tmp_path: Path) -> None:
             ServeConfig(artifact=tmp_path, **kwargs)
     cfg = config(tmp_path, port=9)
     assert ServeConfig.from_json(cfg.to_json()) == cfg and cfg.loopback and not ServeConfig(tmp_path, host="0.0.0.0").loopback
+    assert cfg.ort_threads == 1 and ServeConfig(tmp_path).ort_threads == max(1, (os.cpu_count() or 1) - 1)

@@ -42,6 +42,7 @@ def make_run(root: Path, guarded: bool) -> Path:
     g = DCGANGenerator(DCGANConfig(z_dim=64, channels=3, ngf=48)).eval()
     for m in g.modules():
         if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.normal_(0.0, 0.3)
             m.running_var.uniform_(0.05, 0.3)
     u = np.random.default_rng(1).standard_normal(64)

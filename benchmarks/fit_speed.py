@@ -14,6 +14,7 @@ import copy
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,23 +30,34 @@ from unlearn.zoo import load_generator
 CONFIGS = [("eager", "fp32", False), ("eager", "bf16", False), ("compile", "fp32", True), ("compile", "bf16", True)]
 
 
-def measure(model: str, precision: str, compiled: bool, steps: int, warmup: int, batch: int) -> dict[str, float]:
+def measure(
+    model: str, precision: str, compiled: bool, steps: int, warmup: int, batch: int, device: str = "cpu"
+) -> dict[str, float]:
+    """Steps/s of the real training step after ``warmup`` steps (compilation happens there)."""
     torch.manual_seed(0)
-    f = load_generator(model).requires_grad_(False)
+    rt = resolve_runtime(device, precision)
+    f = load_generator(model).requires_grad_(False).to(rt.device)
     g = copy.deepcopy(f).requires_grad_(True).eval()
-    rt = resolve_runtime("cpu", precision)
     guard = LatentGuard(torch.eye(z_dim_of(f))[0], 1.0)
-    pool = LatentPool(guard, 8192, seed=0, round_index=0)
+    pool = LatentPool(guard, 8192, seed=0, round_index=0)  # latents drawn on the CPU, moved per batch
+    guard = guard.to(rt.device)
     trainer = Trainer(f, g, maybe_compile(g, compiled), guard, UnlearnLoss(1.0), torch.optim.Adam(g.parameters(), 1e-4), rt.grad_scaler(), rt, Dist())
     t0 = time.perf_counter()
     for s in range(warmup):
         trainer.step(pool, s, batch, 0.5)
+    _sync(rt.device)
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()
     for s in range(warmup, warmup + steps):
         trainer.step(pool, s, batch, 0.5)
+    _sync(rt.device)
     dt = time.perf_counter() - t0
     return {"steps_per_s": steps / dt, "warmup_s": warm}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -56,7 +68,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for mode, precision, compiled in CONFIGS:
         r = measure(args.model, precision, compiled, args.steps, args.warmup, args.batch)
         rows.append({"mode": mode, "precision": precision, **r})

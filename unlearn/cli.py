@@ -269,7 +269,7 @@ def bench(
                                     ("serve", skip_serve), ("memory", skip_memory)) if skip}  # fmt: skip
     cfg = make_config(quick, json_path=as_json, out=out, work=work, models=tuple(model) or None,
                       batches=tuple(sorted(set(batch))) or None, threads=threads, **off)  # fmt: skip
-    res = run_bench(cfg, command=" ".join(["unlearn-cli", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "unlearn-cli bench")
+    res = run_bench(cfg, command=" ".join(["unlearn-cli", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "unlearn-cli bench")
     met = [t for t in res.get("targets", []) if t["met"] is not None]
     typer.echo(f"wrote {cfg.results_json} and {cfg.out / 'RESULTS.md'}; targets met: {sum(t['met'] for t in met)}/{len(met)}")
 

@@ -1,0 +1,104 @@
+"""Inference: images/s and p50/p99 latency per (model, backend, batch), guard overhead, memory, roofline."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import backends
+from benchmarks.config import BenchConfig
+from benchmarks.memory import run_isolated
+from benchmarks.models import BenchModel, flops_per_image, load_bench_model
+from benchmarks.timing import Timing, interleave, paired
+from unlearn.metrics import latents
+
+
+def row(backend: str, model: BenchModel, batch: int, t: Timing, flops: float, peak: float) -> dict[str, Any]:
+    ips = t.images_per_s(batch)
+    gflops = flops * ips / 1e9
+    return {"backend": backend, "model": model.name, "batch": batch, "images_per_s": round(ips, 1),
+            "p50_ms": round(t.p50_ms, 3), "p99_ms": round(t.p99_ms, 3), "calls": len(t.samples_s),
+            "first_call_s": round(t.first_call_s, 3), "gflops": round(gflops, 2),
+            "roofline_fraction": round(gflops / peak, 4), "weights": model.weights}  # fmt: skip
+
+
+def guard_overhead(art: backends.Artifacts, z: torch.Tensor, cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Guarded vs unguarded, same backend, call by call (ONNX Runtime graphs; PyTorch eager modules)."""
+    pairs = {
+        "onnxruntime-cpu": (backends.ort_fn(art.guarded_dir / "model.onnx", z.numpy(), cfg.threads),
+                            backends.ort_fn(art.plain_dir / "model.onnx", z.numpy(), cfg.threads)),
+        "torch-eager": (backends.torch_fn(art.guarded, z), backends.torch_fn(art.plain, z)),
+    }  # fmt: skip
+    out = []
+    for name, (guarded, plain) in pairs.items():
+        first, _ = paired(guarded, plain, cfg.warmup)
+        n = max(cfg.min_calls, min(cfg.max_calls, int(cfg.seconds_per_point / max(2 * statistics.median(first), 1e-6))))
+        ta, tb = paired(guarded, plain, n)
+        ratio = statistics.median(a / b for a, b in zip(ta, tb, strict=True))
+        out.append({"backend": name, "model": art.model.name, "batch": len(z), "pairs": n,
+                    "guarded_ms": round(1e3 * statistics.median(ta), 4), "unguarded_ms": round(1e3 * statistics.median(tb), 4),
+                    "overhead": round(statistics.median(ta) / statistics.median(tb) - 1, 4),
+                    "overhead_paired": round(ratio - 1, 4)})  # fmt: skip
+    return out
+
+
+def memory(art: backends.Artifacts, batch: int, cfg: BenchConfig) -> list[dict[str, Any]]:
+    rows = []
+    run = art.guarded_dir.parent / f"{art.model.name}-run-True"
+    for backend in ("torch-eager", "torch-compile", "onnxruntime-cpu"):
+        try:
+            r = run_isolated(backend, run, art.guarded_dir / "model.onnx", batch, art.guarded.z_dim, cfg.threads)
+        except RuntimeError as exc:
+            r = {"backend": backend, "batch": batch, "error": str(exc)}
+        rows.append({"model": art.model.name, **r})
+    return rows
+
+
+def bench_model(name: str, cfg: BenchConfig, tmp: Path, peak: float, gpu: list[str]) -> dict[str, Any]:
+    model = load_bench_model(name)
+    art = backends.prepare(model, tmp, tensorrt=any(b.startswith("tensorrt") for b in gpu))
+    flops = flops_per_image(model.generator, art.guarded.z_dim)
+    rows, overhead, failures = [], [], []
+    for batch in cfg.batches:
+        torch._dynamo.reset()  # each batch compiles afresh, as a service with one batch size would
+        z = latents(batch, art.guarded.z_dim, cfg.seed + batch)
+        fns = backends.cpu_fns(art, z, cfg.threads, cfg.compile_modes) | backends.gpu_fns(art, z, gpu, tmp)
+        timings, failed = interleave(
+            fns, cfg.warmup, cfg.seconds_per_point, cfg.min_calls, cfg.max_calls, cfg.rounds, cfg.seed
+        )
+        rows += [row(b, model, batch, t, flops, peak) for b, t in timings.items()]
+        failures += [{"backend": b, "model": name, "batch": batch, "error": e} for b, e in failed.items()]
+        overhead += guard_overhead(art, z, cfg)
+        print(
+            f"  {name} batch {batch}: " + ", ".join(f"{b} {t.images_per_s(batch):.0f}/s" for b, t in timings.items()),
+            flush=True,
+        )
+    mem = memory(art, max(cfg.batches), cfg) if cfg.memory else []
+    return {"rows": rows, "guard_overhead": overhead, "failures": failures, "memory": mem,
+            "model": {"name": name, "weights": model.weights, "mflop_per_image": round(flops / 1e6, 3),
+                      "z_dim": art.guarded.z_dim, "export_seconds": art.export_seconds}}  # fmt: skip
+
+
+def run_inference(cfg: BenchConfig, peak: float) -> dict[str, Any]:
+    """Every model in ``cfg.models``; exports go to a temporary directory removed afterwards."""
+    gpu, skipped = backends.gpu_availability()
+    result: dict[str, Any] = {
+        "rows": [],
+        "guard_overhead": [],
+        "failures": [],
+        "memory": [],
+        "models": [],
+        "skipped": skipped,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
+        for name in cfg.models:
+            print(f"inference: {name}", flush=True)
+            part = bench_model(name, cfg, Path(tmp_name), peak, gpu)
+            for key in ("rows", "guard_overhead", "failures", "memory"):
+                result[key] += part[key]
+            result["models"].append(part["model"])
+    return result

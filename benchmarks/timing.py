@@ -1,0 +1,89 @@
+"""Timing primitives: warm-up, interleaved rounds, per-call samples, medians and percentiles.
+
+Contenders alternate round by round in a shuffled order (as in ``export_speed.interleaved``) so
+a burst of load from other jobs hits all of them alike; every call is timed on its own, which
+gives the latency distribution (p50, p99) as well as the throughput (batch / median).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timing:
+    samples_s: tuple[float, ...]
+    first_call_s: float  # the first warm-up call (includes compilation for compiled backends)
+
+    @property
+    def p50_ms(self) -> float:
+        return 1e3 * statistics.median(self.samples_s)
+
+    @property
+    def p99_ms(self) -> float:
+        return 1e3 * float(np.percentile(self.samples_s, 99))
+
+    def images_per_s(self, batch: int) -> float:
+        return batch / statistics.median(self.samples_s)
+
+
+def warm(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    """(first call seconds, last call seconds) over ``calls`` ≥ 1 warm-up calls."""
+    first = last = 0.0
+    for i in range(max(1, calls)):
+        t = time.perf_counter()
+        fn()
+        last = time.perf_counter() - t
+        first = last if i == 0 else first
+    return first, last
+
+
+def calls_for(seconds_per_call: float, budget_s: float, lo: int, hi: int) -> int:
+    return max(lo, min(hi, math.ceil(budget_s / max(seconds_per_call, 1e-6))))
+
+
+def interleave(
+    fns: dict[str, Callable[[], object]], warmup: int, budget_s: float, lo: int, hi: int, rounds: int, seed: int = 0
+) -> tuple[dict[str, Timing], dict[str, str]]:
+    """Warm each contender up, then time them in ``rounds`` shuffled rounds; per-call samples each.
+
+    Returns the timings and, for contenders whose warm-up raised (a compiler missing, say), the error.
+    """
+    firsts, per_call, failed = {}, {}, {}
+    for name, fn in list(fns.items()):
+        try:
+            firsts[name], per_call[name] = warm(fn, warmup)
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot run is reported, not fatal
+            failed[name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+    fns = {k: v for k, v in fns.items() if k not in failed}
+    calls = {k: calls_for(v, budget_s, lo, hi) for k, v in per_call.items()}
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    order, rng = list(fns), random.Random(seed)
+    for r in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            fn, n = fns[name], calls[name] // rounds + (1 if r < calls[name] % rounds else 0)
+            for _ in range(n):
+                t = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t)
+    return {k: Timing(tuple(v), firsts[k]) for k, v in samples.items()}, failed
+
+
+def paired(a: Callable[[], object], b: Callable[[], object], pairs: int) -> tuple[list[float], list[float]]:
+    """Alternate a and b call by call (which goes first alternates too): samples of each, pair by pair."""
+    ta: list[float] = []
+    tb: list[float] = []
+    for i in range(pairs):
+        for fn, out in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return ta, tb

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from benchmarks.config import BenchConfig, make_config
 from benchmarks.export_speed import flops_per_image as hook_flops
-from benchmarks.fitbench import configs
 from benchmarks.fit_speed import measure
+from benchmarks.fitbench import configs
 from benchmarks.harness import run_bench
 from benchmarks.memory import run_isolated
 from benchmarks.models import flops_per_image, load_bench_model, stand_in
@@ -51,24 +51,32 @@ def test_interleave_times_every_contender_and_reports_a_broken_one() -> None:
     assert len(a) == len(b) == 5
 
 
-def test_inference_rows_have_the_documented_fields_and_sane_values(tiny_bench: tuple[BenchConfig, dict[str, Any]]) -> None:
+def test_inference_rows_have_the_documented_fields_and_sane_values(
+    tiny_bench: tuple[BenchConfig, dict[str, Any]],
+) -> None:
     cfg, res = tiny_bench
     rows = res["inference"]
-    assert {(r["backend"], r["batch"]) for r in rows} == {(b, n) for b in ("torch-eager", "onnxruntime-cpu") for n in (1, 4)}
+    assert {(r["backend"], r["batch"]) for r in rows} == {
+        (b, n) for b in ("torch-eager", "onnxruntime-cpu") for n in (1, 4)
+    }
     peak = res["machine"]["gemm_peak_gflops"]
     assert peak > 1
     for r in rows:
         assert {"backend", "model", "batch", "images_per_s", "p50_ms", "p99_ms"} <= set(r)
         assert r["model"] == "mnist-vae" and r["images_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
         assert r["roofline_fraction"] == pytest.approx(r["gflops"] / peak, abs=1e-3)
-        assert r["gflops"] == pytest.approx(res["models"][0]["mflop_per_image"] * 1e6 * r["images_per_s"] / 1e9, rel=0.01)
+        assert r["gflops"] == pytest.approx(
+            res["models"][0]["mflop_per_image"] * 1e6 * r["images_per_s"] / 1e9, rel=0.01
+        )
     assert {s["backend"] for s in res["skipped"]} >= ({"tensorrt-fp16"} if not torch.cuda.is_available() else set())
 
 
 def test_guard_overhead_comes_from_two_measured_numbers(tiny_bench: tuple[BenchConfig, dict[str, Any]]) -> None:
     _, res = tiny_bench
     g = res["guard_overhead"]
-    assert {(r["backend"], r["batch"]) for r in g["rows"]} == {(b, n) for b in ("onnxruntime-cpu", "torch-eager") for n in (1, 4)}
+    assert {(r["backend"], r["batch"]) for r in g["rows"]} == {
+        (b, n) for b in ("onnxruntime-cpu", "torch-eager") for n in (1, 4)
+    }
     for r in g["rows"]:
         assert r["guarded_ms"] > 0 and r["unguarded_ms"] > 0 and r["pairs"] >= 4
         assert r["overhead"] == pytest.approx(r["guarded_ms"] / r["unguarded_ms"] - 1, abs=2e-3)
@@ -107,7 +115,12 @@ def test_memory_probe_runs_in_a_fresh_process(tiny_bench: tuple[BenchConfig, dic
 def test_fit_speed_measures_the_real_training_step() -> None:
     r = measure("mnist-vae", "fp32", False, steps=2, warmup=1, batch=8)
     assert r["steps_per_s"] > 0 and r["warmup_s"] > 0
-    assert [c[:3] for c in configs(cuda=False)] == [("eager", "fp32", False), ("eager", "bf16", False), ("compile", "fp32", True), ("compile", "bf16", True)]
+    assert [c[:3] for c in configs(cuda=False)] == [
+        ("eager", "fp32", False),
+        ("eager", "bf16", False),
+        ("compile", "fp32", True),
+        ("compile", "bf16", True),
+    ]
     assert ("eager", "fp16", False, "cuda") in configs(cuda=True)
 
 
@@ -120,7 +133,9 @@ def test_unlearning_table_from_a_tiny_fit_and_evaluation(tmp_path: Path) -> None
     assert un["skipped"] == [{"model": "faces-made-up", "reason": "zoo weights not shipped yet"}]
     assert row["feature"] == "thick" and row["fit"]["steps"] == 4 and row["n"] == 200
     assert set(row["target_rate"]) >= {"original", "original+guard", "unlearned", "unlearned+guard"}
-    assert all(0 <= v <= 1 for v in row["target_rate"].values()) and all(0 <= v <= 1 for v in row["pgd_success"].values())
+    assert all(0 <= v <= 1 for v in row["target_rate"].values()) and all(
+        0 <= v <= 1 for v in row["pgd_success"].values()
+    )
     assert row["worst_flip"]["rate"] == max(row["flips_non_target"].values())
     assert (tmp_path / "mnist-vae" / "evaluation.json").is_file()
     res = {"machine": {"command": "x", "date": "d", "cpu": "c", "cores": 2, "threads": 2, "torch": "t", "onnxruntime": "o", "gpu": None,
@@ -138,5 +153,10 @@ def test_bench_cli_refuses_bad_input_and_presets_compose() -> None:
     assert result.exit_code == 2 and "--model 'celeba-gan'" in result.output and "Traceback" not in result.output
     assert runner.invoke(app, ["bench", "--batch", "0"]).exit_code == 2
     quick = make_config(quick=True, threads=1, fit=False)
-    assert quick.models == ("mnist-vae", "mnist-dcgan") and quick.batches == (1, 64) and quick.threads == 1 and not quick.fit
+    assert (
+        quick.models == ("mnist-vae", "mnist-dcgan")
+        and quick.batches == (1, 64)
+        and quick.threads == 1
+        and not quick.fit
+    )
     assert make_config().batches == (1, 16, 64, 256) and make_config().eval_n == 10_000

@@ -27,7 +27,7 @@ from benchmarks.timing import interleave, paired
 from benchmarks.unlearning import run_unlearning
 from unlearn.cli import app
 
-TINY = {"models": ("mnist-vae",), "batches": (1, 4), "compile_modes": (), "warmup": 1, "seconds_per_point": 0.02,
+TINY: dict[str, Any] = {"models": ("mnist-vae",), "batches": (1, 4), "compile_modes": (), "warmup": 1, "seconds_per_point": 0.02,
         "min_calls": 4, "max_calls": 20, "rounds": 2, "memory": False, "fit": False, "unlearning": False, "serve": False}  # fmt: skip
 
 
@@ -99,7 +99,7 @@ def test_flop_counter_agrees_with_the_hook_count_and_stand_ins_match_the_recipes
     g = load_bench_model("mnist-dcgan").generator
     assert flops_per_image(g, 32) == pytest.approx(hook_flops(g, 32))
     faces, meta = stand_in("faces-dcgan")
-    assert meta["arch"]["channels"] == 3 and faces(torch.zeros(2, faces.z_dim)).shape == (2, 3, 32, 32)
+    assert meta["arch"]["channels"] == 3 and faces(torch.zeros(2, int(meta["arch"]["z_dim"]))).shape == (2, 3, 32, 32)
 
 
 def test_memory_probe_runs_in_a_fresh_process(tiny_bench: tuple[BenchConfig, dict[str, Any]], tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_unlearning_table_from_a_tiny_fit_and_evaluation(tmp_path: Path) -> None
     )
     assert row["worst_flip"]["rate"] == max(row["flips_non_target"].values())
     assert (tmp_path / "mnist-vae" / "evaluation.json").is_file()
-    res = {"machine": {"command": "x", "date": "d", "cpu": "c", "cores": 2, "threads": 2, "torch": "t", "onnxruntime": "o", "gpu": None,
+    res: dict[str, Any] = {"machine": {"command": "x", "date": "d", "cpu": "c", "cores": 2, "threads": 2, "torch": "t", "onnxruntime": "o", "gpu": None,
                        "gemm_peak_gflops": 1.0, "gemm_peak_start": 1.0, "gemm_peak_end": 1.0, "load_start": 0.0, "load_end": 0.0, "wall_s": 1.0},
            "unlearning": un}  # fmt: skip
     res["targets"] = all_targets(res)

@@ -33,6 +33,7 @@ from serve.runtime import ModelLoadError, SafeGenerator
 
 SEED_MAX = 2**63 - 1
 FIELDS = "n, seed and latents"
+JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 class GenerateRequest(BaseModel):
@@ -118,7 +119,8 @@ class GeneratorAPI:
     def decode_request(self, body: Any) -> Latents:
         """A parsed JSON body -> the latents it asks for; ApiError(422) names what is wrong."""
         if not isinstance(body, dict):
-            raise _invalid("invalid_body", f'the body must be a JSON object such as {{"n": 4, "seed": 0}}, got a JSON {type(body).__name__}')  # fmt: skip
+            kind = JSON_KINDS.get(type(body), type(body).__name__)
+            raise _invalid("invalid_body", f'the body must be a JSON object such as {{"n": 4, "seed": 0}}, got a JSON {kind}')
         try:
             req = GenerateRequest.model_validate(body)
         except ValidationError as exc:

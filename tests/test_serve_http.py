@@ -106,7 +106,8 @@ BAD_INPUT = [
     ({"n": 1, "guard_mode": "off"}, 422, "unknown_field", "the guard mode is fixed by the model artifact"),
     ({"n": 1, "threshold": 99.0}, 422, "unknown_field", "unknown field 'threshold'"),
     ([1, 2], 422, "invalid_body", "must be a JSON object"),
-    ("n=4", 422, "invalid_body", "got a JSON str"),
+    ("n=4", 422, "invalid_body", "got a JSON string"),
+    (None, 422, "invalid_body", "got a JSON null"),
 ]
 
 

@@ -219,7 +219,7 @@ def serve_cmd(
     workers: int = typer.Option(1, min=1, help="Processes, each with its own model and metrics."),
     max_images: int = typer.Option(64, min=1, help="Images per request."),
     max_body_bytes: int = typer.Option(1 << 20, min=1, help="Request body limit."),
-    timeout_s: float = typer.Option(30.0, min=0.001, help="Per-request limit on queueing + generation."),
+    timeout_s: float = typer.Option(30.0, min=0.001, help="Per-request limit on receiving the body, and on queueing + generation."),
     max_queue: int = typer.Option(4096, min=1, help="Images waiting for the model before requests get 503."),
     threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: cores - 1; one is left for HTTP)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or tensorrt."),

@@ -123,8 +123,13 @@ def ort_fn(path: Path, z: np.ndarray, threads: int, providers: list[Any] | None 
     return lambda: sess.run(None, feed)
 
 
-def cpu_fns(art: Artifacts, z: torch.Tensor, threads: int, compile_modes: tuple[str, ...]) -> dict[str, Fn]:
+def cpu_fns(
+    art: Artifacts, z: torch.Tensor, threads: int, compile_modes: tuple[str, ...], bare: bool = False
+) -> dict[str, Fn]:
+    """The CPU contenders; ``bare`` adds the generator alone in eager PyTorch (float output, no guard)."""
     fns: dict[str, Fn] = {"torch-eager": torch_fn(art.guarded, z)}
+    if bare:
+        fns["torch-eager-generator"] = torch_fn(art.model.generator, z)
     for mode in compile_modes:
         compiled = _compiled(art.guarded, mode)
         fns[compile_name(mode)] = torch_fn(compiled, z)  # type: ignore[arg-type]

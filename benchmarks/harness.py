@@ -85,12 +85,12 @@ def run_serve(cfg: BenchConfig) -> dict[str, Any]:
     args = argparse.Namespace(seconds=cfg.serve_seconds, warmup=2.0, clients=32, images=4, max_requests=500_000, max_batch=64,
                               max_delay_ms=5.0, threads=None, baseline_seconds=4.0)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        run = write_run(Path(tmp) / "run", load_bench_model(name), guarded=True)
+        run = write_run(Path(tmp) / name, load_bench_model(name), guarded=True)
         artifact = Path(tmp) / "export"
         export_model(ExportConfig(source=str(run), out=artifact))
         try:
             r = serve_load.measure(artifact, args)
-        except (SystemExit, OSError, RuntimeError) as exc:
+        except (SystemExit, OSError, RuntimeError, AttributeError, KeyError) as exc:
             return {"model": name, "error": f"{type(exc).__name__}: {exc}"[:600]}
     return {**r, "model": name, "markdown": serve_load.markdown(r)}
 

@@ -15,6 +15,16 @@ WHY = {  # what usually explains a miss; the numbers beside it are this run's
     "guard overhead (ORT, guarded vs unguarded graph), batch 64": "the guard is a [N, z] x [z, K] product and a few element-wise ops; "
     "against a generator call of a few ms, what remains is timing noise and fixed per-node overhead",
     "TensorRT fp16 / eager fp32 CUDA, batch 256": "needs a GPU",
+    "residual rate (unlearned+guard) / original": "the auditor sees the feature in images whose latents stay below the threshold "
+    "(the labeller-trained linear detector misses part of a non-linear attribute), and the fine-tune only saw the step budget",
+    "residual rate - oracle's (pp)": "as above: what the linear detector misses stays",
+    "FID unlearned / original": "held-out data still shows the feature at its natural rate; removing it (target latents now map to f(ẑ)) "
+    "moves the generated distribution away from that data, and the fine-tune also drifts on non-target latents",
+    "worst attribute flip on non-target samples": "the fine-tune moves weights shared by all latents; the attribute named is the one most "
+    "entangled with the feature in this generator",
+    "PGD success (unlearned+guard) / original": "the guard removes only the component along û beyond t; the attacker moves z in every "
+    "other direction too, and a non-linear generator has other routes to the feature",
+    "fit wall time (s)": "steps × seconds per step on this machine, plus the collection and probe rounds",
 }
 
 
@@ -59,7 +69,7 @@ def targets_section(res: dict[str, Any]) -> list[str]:
     for t in short:
         state = "not measured" if t["met"] is None else f"measured {_fmt(t['measured'])} against {t['target']}"
         why = WHY.get(t["name"], "")
-        lines.append(f"- **{t['name']}** ({t['model']}): {state} ({t['detail']}).{' Why: ' + why + '.' if why else ''}")
+        lines.append(f"- **{t['name']}** ({t['model']}): {state} ({t['detail']}).{' Likely cause: ' + why + '.' if why else ''}")
     return lines + [""]
 
 

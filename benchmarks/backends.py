@@ -38,22 +38,33 @@ class Artifacts:
     plain_dir: Path
     guarded: ExportModule  # shift guard -> generator -> uint8
     plain: ExportModule  # no target vector (guard off), what `unlearn-cli export <zoo id>` exports
-    fp16_dir: Path | None  # fp16 generator with an fp32 guard, TensorRT engine inside (GPU only)
+    plans: dict[str, Path]  # "tensorrt-fp32" / "tensorrt-fp16" -> model.plan (GPU machines with TensorRT)
+    plan_errors: dict[str, str]
     export_seconds: float
+
+
+def _engines(run: Path, tmp: Path, name: str) -> tuple[dict[str, Path], dict[str, str]]:
+    """Guarded TensorRT engines built by ``export_model`` (fp32 graph, and fp16 generator + fp32 guard)."""
+    plans, errors = {}, {}
+    for backend, fp16 in (("tensorrt-fp32", False), ("tensorrt-fp16", True)):
+        out = tmp / f"{name}-{backend}"
+        try:
+            export_model(ExportConfig(source=str(run), out=out, fp16=fp16, tensorrt=True))
+            plans[backend] = out / "model.plan"
+        except Exception as exc:  # noqa: BLE001 - reported as that backend's failure
+            errors[backend] = f"{type(exc).__name__}: {exc}"[:400]
+    return plans, errors
 
 
 def prepare(model: BenchModel, tmp: Path, tensorrt: bool) -> Artifacts:
     runs = {g: write_run(tmp / f"{model.name}-run-{g}", model, guarded=g) for g in (True, False)}
     dirs = {g: tmp / f"{model.name}-onnx-{g}" for g in (True, False)}
-    summary = export_model(ExportConfig(source=str(runs[True]), out=dirs[True], tensorrt=tensorrt))
+    summary = export_model(ExportConfig(source=str(runs[True]), out=dirs[True]))
     export_model(ExportConfig(source=str(runs[False]), out=dirs[False]))
-    fp16_dir = None
-    if tensorrt:
-        fp16_dir = tmp / f"{model.name}-onnx-fp16"
-        export_model(ExportConfig(source=str(runs[True]), out=fp16_dir, fp16=True, tensorrt=True))
+    plans, errors = _engines(runs[True], tmp, model.name) if tensorrt else ({}, {})
     src, plain = load_source(str(runs[True])), load_source(str(runs[False]))
     return Artifacts(model, dirs[True], dirs[False], build_module(src.generator, src.guard, "shift"),
-                     build_module(plain.generator, None, "off"), fp16_dir, float(summary["export_seconds"]))  # fmt: skip
+                     build_module(plain.generator, None, "off"), plans, errors, float(summary["export_seconds"]))  # fmt: skip
 
 
 def gpu_availability() -> tuple[list[str], list[dict[str, str]]]:
@@ -96,16 +107,10 @@ def _compiled(module: torch.nn.Module, mode: str) -> Callable[..., Any]:
     """torch.compile with the named configuration (see config.COMPILE_MODES)."""
     if mode == "default":
         return torch.compile(module)
-    if mode == "freezing":
-        import torch._inductor.config as inductor_config
-
-        compiled = torch.compile(module)
-
-        def frozen(z: torch.Tensor) -> object:
-            with inductor_config.patch(freezing=True):
-                return compiled(z)
-
-        return frozen
+    if mode == "max-autotune":  # CUDA graphs off: they only exist on GPUs and would pin the batch's memory
+        return torch.compile(module, mode="max-autotune-no-cudagraphs")
+    if mode == "freezing":  # as compile options (not a config patch around the call): a distinct backend to dynamo,
+        return torch.compile(module, options={"freezing": True})  # so it never reuses the default compilation
     raise ValueError(f"unknown compile mode {mode!r}")
 
 
@@ -137,24 +142,35 @@ def cpu_fns(
     return fns
 
 
-def gpu_fns(art: Artifacts, z: torch.Tensor, available: list[str], tmp: Path) -> dict[str, Fn]:
-    fns: dict[str, Fn] = {}
-    if "torch-cuda-eager" in available:
-        m, zc = copy.deepcopy(art.guarded).cuda(), z.cuda()
-        fns["torch-cuda-eager"] = torch_fn(m, zc, sync=True)
-        if "torch-cuda-compile" in available:
-            fns["torch-cuda-compile"] = torch_fn(torch.compile(m), zc, sync=True)  # type: ignore[arg-type]
+def _gpu_builders(art: Artifacts, z: torch.Tensor, tmp: Path) -> dict[str, Callable[[], Fn]]:
     onnx_path, z_np = art.guarded_dir / "model.onnx", z.numpy()
-    if "onnxruntime-cuda" in available:
-        fns["onnxruntime-cuda"] = ort_fn(onnx_path, z_np, 1, [CUDA_EP, CPU_EP])
-    if "onnxruntime-tensorrt" in available:
-        opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(tmp / "ort-trt-cache")}
-        fns["onnxruntime-tensorrt"] = ort_fn(onnx_path, z_np, 1, [(TRT_EP, opts), CUDA_EP, CPU_EP])
-    if "tensorrt-fp32" in available:
-        fns["tensorrt-fp32"] = TrtEngine(art.guarded_dir / "model.plan").bind(z.cuda())
-    if "tensorrt-fp16" in available and art.fp16_dir is not None:
-        fns["tensorrt-fp16"] = TrtEngine(art.fp16_dir / "model.plan").bind(z.cuda())
-    return fns
+    trt_opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(tmp / "ort-trt-cache")}
+
+    def cuda_module() -> torch.nn.Module:
+        return copy.deepcopy(art.guarded).cuda()
+
+    return {
+        "torch-cuda-eager": lambda: torch_fn(cuda_module(), z.cuda(), sync=True),
+        "torch-cuda-compile": lambda: torch_fn(torch.compile(cuda_module()), z.cuda(), sync=True),  # type: ignore[arg-type]
+        "onnxruntime-cuda": lambda: ort_fn(onnx_path, z_np, 1, [CUDA_EP, CPU_EP]),
+        "onnxruntime-tensorrt": lambda: ort_fn(onnx_path, z_np, 1, [(TRT_EP, trt_opts), CUDA_EP, CPU_EP]),
+        "tensorrt-fp32": lambda: TrtEngine(art.plans["tensorrt-fp32"]).bind(z.cuda()),
+        "tensorrt-fp16": lambda: TrtEngine(art.plans["tensorrt-fp16"]).bind(z.cuda()),
+    }
+
+
+def gpu_fns(art: Artifacts, z: torch.Tensor, available: list[str], tmp: Path) -> tuple[dict[str, Fn], dict[str, str]]:
+    """The available GPU contenders, and the error of each that could not be set up."""
+    fns: dict[str, Fn] = {}
+    failed = {k: v for k, v in art.plan_errors.items() if k in available}
+    for name, build in _gpu_builders(art, z, tmp).items():
+        if name not in available or name in failed:
+            continue
+        try:
+            fns[name] = build()
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot start is reported, not fatal
+            failed[name] = f"{type(exc).__name__}: {exc}"[:400]
+    return fns, failed
 
 
 class TrtEngine:

@@ -13,8 +13,9 @@ CPU_BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-cpu")
 GPU_BACKENDS = ("torch-cuda-eager", "torch-cuda-compile", "onnxruntime-cuda", "onnxruntime-tensorrt",
                 "tensorrt-fp32", "tensorrt-fp16")  # fmt: skip
 # torch.compile configurations tried at every batch: "default" is torch.compile(m) as users write it;
-# "freezing" turns on inductor's inference freezing (constant-folded, prepacked weights).
-COMPILE_MODES = ("default", "freezing")
+# "freezing" turns on inductor's inference freezing (constant-folded, prepacked weights);
+# "max-autotune" benchmarks kernel and GEMM-template choices at compile time.
+COMPILE_MODES = ("default", "freezing", "max-autotune")
 
 
 @dataclass(frozen=True)

@@ -69,10 +69,11 @@ def bench_model(name: str, cfg: BenchConfig, tmp: Path, peak: float, gpu: list[s
         torch._dynamo.reset()  # each batch compiles afresh, as a service with one batch size would
         z = latents(batch, art.guarded.z_dim, cfg.seed + batch)
         cpu = backends.cpu_fns(art, z, cfg.threads, cfg.compile_modes, bare=batch == BARE_BATCH)
-        fns = cpu | backends.gpu_fns(art, z, gpu, tmp)
+        gpu_contenders, gpu_failed = backends.gpu_fns(art, z, gpu, tmp)
         timings, failed = interleave(
-            fns, cfg.warmup, cfg.seconds_per_point, cfg.min_calls, cfg.max_calls, cfg.rounds, cfg.seed
+            cpu | gpu_contenders, cfg.warmup, cfg.seconds_per_point, cfg.min_calls, cfg.max_calls, cfg.rounds, cfg.seed
         )
+        failed |= gpu_failed
         rows += [row(b, model, batch, t, flops, peak) for b, t in timings.items()]
         failures += [{"backend": b, "model": name, "batch": batch, "error": e} for b, e in failed.items()]
         overhead += guard_overhead(art, z, cfg)

@@ -29,8 +29,9 @@ from benchmarks.targets import all_targets
 from unlearn.io import write_json
 
 MEMORY_METHOD = ("Resident set size sampled every 0.5 ms (/proc/self/statm) by a thread in a fresh process per backend while it runs "
-                 "5 batches, after loading and one warm-up call; steady = RSS before the calls, working = peak − steady, maxrss = "
-                 "resource.getrusage peak of that process (load and compilation included). The ONNX Runtime process imports no torch.")  # fmt: skip
+                 "5 batches, after loading and one warm-up call; steady = RSS before the calls, working = peak − steady, high-water = "
+                 "VmHWM of that process (load and compilation included; not getrusage's ru_maxrss, which on Linux carries the "
+                 "parent's high-water mark across fork + exec). The ONNX Runtime process imports no torch.")  # fmt: skip
 
 
 def cpu_name() -> str:

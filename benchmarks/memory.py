@@ -6,7 +6,9 @@ Method: resident set size (``/proc/self/statm``) sampled every 0.5 ms by a threa
 backend runs ``--calls`` batches, after loading and one warm-up call (compilation included
 there). Prints JSON: ``steady_mb`` (RSS after load and warm-up), ``peak_mb`` (sampled peak
 during the calls), ``working_mb`` (their difference: what a call needs on top) and
-``maxrss_mb`` (``resource.getrusage`` peak of the whole process, load and compile included).
+``hwm_mb`` (the kernel's RSS high-water mark, VmHWM, of the whole process: load and compile
+included). Not ``resource.getrusage``'s ru_maxrss: on Linux it keeps the parent's high-water
+mark across fork + exec, so a child started by a large process reports the parent's size.
 A fresh process keeps other backends' allocations out (the ONNX Runtime process imports no torch).
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -30,6 +31,13 @@ PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 def rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * PAGE_MB
+
+
+def hwm_mb() -> float:
+    """VmHWM: this process's peak resident set size (reset at exec, unlike ru_maxrss)."""
+    with open("/proc/self/status") as fh:
+        line = next(ln for ln in fh if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 class PeakSampler:
@@ -89,9 +97,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with PeakSampler() as s:
         for _ in range(args.calls):
             fn()
-    maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"backend": args.backend, "batch": args.batch, "steady_mb": round(steady, 1), "peak_mb": round(s.peak, 1),
-            "working_mb": round(s.peak - steady, 1), "maxrss_mb": round(maxrss_kb / 1024, 1)}  # fmt: skip
+            "working_mb": round(s.peak - steady, 1), "hwm_mb": round(hwm_mb(), 1)}  # fmt: skip
 
 
 def run_isolated(

@@ -27,6 +27,16 @@ WHY = {  # what usually explains a miss; the numbers beside it are this run's
     "fit wall time (s)": "steps × seconds per step on this machine, plus the collection and probe rounds",
 }
 
+WHY_PREFIX = {
+    "torch-compile": "on CPU, inductor does not generate convolution kernels: transposed convolutions stay calls into the same "
+    "oneDNN/ATen kernels eager uses, so compilation can only fuse the cheap element-wise steps around them, while each call pays "
+    "dynamo's guard checks and the compiled wrapper",
+}
+
+
+def _why(name: str) -> str:
+    return WHY.get(name) or next((v for k, v in WHY_PREFIX.items() if name.startswith(k)), "")
+
 
 def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
@@ -68,7 +78,7 @@ def targets_section(res: dict[str, Any]) -> list[str]:
         return lines + ["Nothing: every target measured in this run is met.", ""]
     for t in short:
         state = "not measured" if t["met"] is None else f"measured {_fmt(t['measured'])} against {t['target']}"
-        why = WHY.get(t["name"], "")
+        why = _why(t["name"])
         lines.append(f"- **{t['name']}** ({t['model']}): {state} ({t['detail']}).{' Likely cause: ' + why + '.' if why else ''}")
     return lines + [""]
 
@@ -105,11 +115,11 @@ def memory_section(res: dict[str, Any]) -> list[str]:
     if not mem.get("rows"):
         return []
     lines = ["### Peak memory", "", mem["method"], ""]
-    body = [[r["model"], r["backend"], r["batch"], *(r.get(k, "—") for k in ("steady_mb", "peak_mb", "working_mb", "maxrss_mb")), r.get("error", "")]
+    body = [[r["model"], r["backend"], r["batch"], *(r.get(k, "—") for k in ("steady_mb", "peak_mb", "working_mb", "hwm_mb")), r.get("error", "")]
             for r in mem["rows"]]  # fmt: skip
     return (
         lines
-        + _table(["model", "backend", "batch", "steady MB", "peak MB", "working MB", "maxrss MB", "error"], body)
+        + _table(["model", "backend", "batch", "steady MB", "peak MB", "working MB", "high-water MB", "error"], body)
         + [""]
     )
 
@@ -160,7 +170,7 @@ def unlearning_section(res: dict[str, Any]) -> list[str]:
                      " / ".join(_fmt(f.get(k), ".2f") for k in ("original", "unlearned", "unlearned+guard")),
                      f"{r['worst_flip']['attribute']} {_fmt(r['worst_flip']['rate'], '.3f')}",
                      " / ".join(_fmt(p.get(k), ".3f") for k in ("original", "unlearned", "unlearned+guard")),
-                     f"{r['fit']['seconds']:.0f} s, {r['fit']['steps']} steps"])  # fmt: skip
+                     f"{r['fit']['seconds']:.0f} s, {r['fit']['steps']} steps, goal {'met' if r['fit']['goal_reached'] else 'not met'}"])  # fmt: skip
     head = ["model", "feature", "original", "orig+guard", "unlearned", "unl+guard", "oracle", "FID orig / unl / unl+guard",
             "worst flip", "PGD orig / unl / unl+guard", "fit"]  # fmt: skip
     lines += _table(head, body) + [""]

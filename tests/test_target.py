@@ -65,3 +65,11 @@ def test_unknown_rules_name_the_flag() -> None:
         direction(z, y, "svd")
     with pytest.raises(DataError, match="--threshold"):
         threshold(z[:, 0], y, "median")
+
+
+def test_max_flagged_caps_the_share_of_flagged_latents() -> None:
+    z, y = _data()
+    loose = fit_detector(z, y, "mean", "recall", 0.99)
+    capped = fit_detector(z, y, "mean", "recall", 0.99, max_flagged=0.05)
+    assert loose.flagged > 0.05 and capped.flagged <= 0.0505
+    assert capped.threshold > loose.threshold and capped.precision > loose.precision

@@ -136,6 +136,7 @@ def fit(
     target_recall: float = typer.Option(0.95, help="Recall kept by --threshold recall."),
     n_collect: int = typer.Option(5000, min=10, help="Samples labelled per round."),
     goal: float = typer.Option(0.01, min=0.0, max=1.0, help="Stop when the labeller's target rate reaches this."),
+    round_flag_budget: float = typer.Option(0.1, min=0.0, max=1.0, help="Most a later round's direction may flag."),
     labels: Optional[Path] = typer.Option(None, help="A person's positives file from collect --sheet."),
     labeller: Optional[str] = typer.Option(None),
     seed: int = typer.Option(0),
@@ -155,7 +156,7 @@ def fit(
     cfg = FitConfig(
         out=out, model=model, features=tuple(feature), steps=steps, steps_per_round=steps_per_round, alpha=alpha,
         lr=lr, batch=batch, target_frac=target_frac, direction=direction, threshold=threshold,
-        target_recall=target_recall, n_collect=n_collect, goal=goal, labeller=labeller, labels=labels, seed=seed,
+        target_recall=target_recall, n_collect=n_collect, goal=goal, round_flag_budget=round_flag_budget, labeller=labeller, labels=labels, seed=seed,
         compile=compile, precision=precision, device=device, checkpoint_every=checkpoint_every, resume=resume, force=force,
     )  # fmt: skip
     metrics = run(cfg)

@@ -94,10 +94,19 @@ def detector_stats(p: torch.Tensor, y: torch.Tensor, t: float) -> tuple[float, f
     return prec, rec, float(flag.float().mean())
 
 
-def fit_detector(z: torch.Tensor, y: torch.Tensor, method: str = "mean", rule: str = "recall", target_recall: float = 0.9) -> Detector:
-    """Direction and threshold from collected latents z [N, z_dim] and labels y [N] (0/1)."""
+def fit_detector(
+    z: torch.Tensor, y: torch.Tensor, method: str = "mean", rule: str = "recall", target_recall: float = 0.9,
+    max_flagged: float | None = None,
+) -> Detector:
+    """Direction and threshold from collected latents z [N, z_dim] and labels y [N] (0/1).
+
+    ``max_flagged`` raises t until at most that share of the collected latents is flagged: a
+    recall target on a handful of residual positives can otherwise flag half of all latents.
+    """
     u, norm = direction(z, y, method)
     p = z @ u
     t = threshold(p, y, rule, target_recall)
+    if max_flagged is not None:
+        t = max(t, float(torch.quantile(p, 1.0 - max_flagged)))
     prec, rec, flagged = detector_stats(p, y, t)
     return Detector(u, t, norm, prec, rec, flagged)

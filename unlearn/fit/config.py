@@ -26,6 +26,7 @@ class FitConfig:
     threshold: str = "recall"
     target_recall: float = 0.95
     n_collect: int = 5000
+    round_flag_budget: float = 0.1  # later rounds: a new direction may flag at most this share
     goal: float = 0.01  # stop once the labeller's target rate on the probe set is at most this
     probe: int = 2000
     labeller: str | None = None  # default: the zoo's <dataset>-labeller

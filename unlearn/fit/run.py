@@ -68,7 +68,7 @@ def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) 
     for feat, y in c.labels.items():
         if not first and int(y.sum()) < MIN_POSITIVES:
             continue
-        det = fit_detector(c.z, y, cfg.direction, cfg.threshold, cfg.target_recall)
+        det = fit_detector(c.z, y, cfg.direction, cfg.threshold, cfg.target_recall, None if first else cfg.round_flag_budget)
         state.directions.append(det.direction.tolist())
         state.thresholds.append(det.threshold)
         state.row_features.append(feat)

@@ -114,8 +114,7 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     if cfg.resume:
         state = load_state(cfg.out / "checkpoint", g, opt, state)
     else:  # every rank collects the same (seeded) samples; rank 0's guard is broadcast anyway
-        _add_detectors(state, _first_collection(cfg, f.cpu(), labeller, feats, labeller_name), cfg, first=True)
-    f = f.to(rt.device)
+        _add_detectors(state, _first_collection(cfg, f, labeller, feats, labeller_name), cfg, first=True)
     return _train(cfg, rt, d, f, g, opt, labeller, state, meta, labeller_name)
 
 

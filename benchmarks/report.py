@@ -74,6 +74,8 @@ def targets_section(res: dict[str, Any]) -> list[str]:
     )
     short = [t for t in res.get("targets", []) if t["met"] is False or t["met"] is None]
     lines += ["## Falls short", ""]
+    if res["machine"].get("noisy"):
+        lines += ["This run was noisy (see Machine): a speed ratio that misses may be the other jobs, not the backend.", ""]
     if not short:
         return lines + ["Nothing: every target measured in this run is met.", ""]
     for t in short:

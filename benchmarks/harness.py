@@ -96,48 +96,65 @@ def run_serve(cfg: BenchConfig) -> dict[str, Any]:
     return {**r, "model": name, "markdown": serve_load.markdown(r)}
 
 
-def _sections(cfg: BenchConfig, res: dict[str, Any]) -> None:
-    if cfg.inference:
-        from benchmarks.inference import run_inference
+def _inference(cfg: BenchConfig, res: dict[str, Any]) -> None:
+    from benchmarks.inference import run_inference
 
-        inf = run_inference(cfg, res["machine"]["gemm_peak_start"])
-        res |= {"inference": inf["rows"], "models": inf["models"], "skipped": inf["skipped"], "failures": inf["failures"],
-                "memory": {"method": MEMORY_METHOD, "rows": inf["memory"]},
-                "guard_overhead": {"backend": "onnxruntime-cpu", "batch": 64, "rows": inf["guard_overhead"],
-                                   "fraction": max((g["overhead_paired"] for g in inf["guard_overhead"]
-                                                    if g["backend"] == "onnxruntime-cpu" and g["batch"] == 64), default=None)}}  # fmt: skip
-    if cfg.fit:
-        from benchmarks.fitbench import run_fit_speed
-
-        res["fit"] = run_fit_speed(cfg)
-    if cfg.unlearning:
-        from benchmarks.unlearning import run_unlearning
-
-        res["unlearning"] = run_unlearning(cfg)
-    if cfg.serve:
-        res["serve"] = run_serve(cfg)
+    inf = run_inference(cfg, res["machine"]["gemm_peak_start"])
+    worst = max((g["overhead_paired"] for g in inf["guard_overhead"] if g["backend"] == "onnxruntime-cpu" and g["batch"] == 64), default=None)
+    res |= {"inference": inf["rows"], "models": inf["models"], "skipped": inf["skipped"], "failures": inf["failures"],
+            "memory": {"method": MEMORY_METHOD, "rows": inf["memory"]},
+            "guard_overhead": {"backend": "onnxruntime-cpu", "batch": 64, "rows": inf["guard_overhead"], "fraction": worst}}  # fmt: skip
 
 
-def run_bench(cfg: BenchConfig, command: str = "unlearn-cli bench") -> dict[str, Any]:
-    """Run the sections ``cfg`` enables; write ``cfg.results_json``, ``cfg.out``/RESULTS.md and plots; return the results."""
-    torch.set_num_threads(cfg.threads)
-    started = time.perf_counter()
-    res: dict[str, Any] = {"machine": machine(cfg, command), "config": cfg.as_dict()}
-    _sections(cfg, res)
+def _fit(cfg: BenchConfig, res: dict[str, Any]) -> None:
+    from benchmarks.fitbench import run_fit_speed
+
+    res["fit"] = run_fit_speed(cfg)
+
+
+def _unlearning(cfg: BenchConfig, res: dict[str, Any]) -> None:
+    from benchmarks.unlearning import run_unlearning
+
+    res["unlearning"] = run_unlearning(cfg)
+
+
+def _serve(cfg: BenchConfig, res: dict[str, Any]) -> None:
+    res["serve"] = run_serve(cfg)
+
+
+def finish(cfg: BenchConfig, res: dict[str, Any], started: float, final: bool) -> None:
+    """Derived figures and the outputs; called after every section (final=False: partial, marked incomplete)."""
     m = res["machine"]
-    m["gemm_peak_end"] = round(gemm_peak(), 1)
-    m["gemm_peak_gflops"] = max(m["gemm_peak_start"], m["gemm_peak_end"])
+    m["gemm_peak_end"] = round(gemm_peak(), 1) if final else None
+    m["gemm_peak_gflops"] = max(m["gemm_peak_start"], m["gemm_peak_end"] or 0.0)
     m["load_end"], m["wall_s"] = round(os.getloadavg()[0], 2), round(time.perf_counter() - started, 1)
-    if m["load_start"] > max(0.5, 0.25 * (m["cores"] or 1)):
-        m["noisy"] = (
-            f"1-min load average {m['load_start']} on {m['cores']} cores when the run started (other jobs shared the CPU)"
-        )
+    busiest = max([m["load_start"], *m["load_sections"].values()])
+    if busiest > max(0.5, 0.25 * (m["cores"] or 1)):
+        m["noisy"] = f"1-min load average up to {busiest} on {m['cores']} cores at section starts (other jobs shared the CPU)"
+    res["complete"] = final
     annotate_roofline(res, m["gemm_peak_gflops"])
     time_to_goal(res)
     res["targets"] = all_targets(res)
     write_report(res, cfg.out)
-    write_json(
-        cfg.results_json,
-        {**res, "serve": {k: v for k, v in res["serve"].items() if k != "markdown"}} if "serve" in res else res,
-    )
+    write_json(cfg.results_json, {**res, "serve": {k: v for k, v in res["serve"].items() if k != "markdown"}} if "serve" in res else res)
+
+
+def run_bench(cfg: BenchConfig, command: str = "unlearn-cli bench") -> dict[str, Any]:
+    """Run the sections ``cfg`` enables; write ``cfg.results_json``, ``cfg.out``/RESULTS.md and plots; return the results.
+
+    The outputs are rewritten after every section, so a run stopped halfway leaves what it measured (``complete``: false).
+    """
+    torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    res: dict[str, Any] = {"machine": machine(cfg, command), "config": cfg.as_dict(), "complete": False}
+    res["machine"]["load_sections"] = {}
+    sections = [("inference", cfg.inference, _inference), ("fit", cfg.fit, _fit), ("unlearning", cfg.unlearning, _unlearning),
+                ("serve", cfg.serve, _serve)]  # fmt: skip
+    enabled = [(name, fn) for name, on, fn in sections if on]
+    for i, (name, fn) in enumerate(enabled):
+        res["machine"]["load_sections"][name] = round(os.getloadavg()[0], 2)
+        fn(cfg, res)
+        if i < len(enabled) - 1:
+            finish(cfg, res, started, final=False)
+    finish(cfg, res, started, final=True)
     return res

@@ -54,8 +54,10 @@ def machine_section(res: dict[str, Any]) -> list[str]:
              f"{m['cpu']} · {m['cores']} cores · {m['threads']} threads for torch and ONNX Runtime · torch {m['torch']} · "
              f"onnxruntime {m['onnxruntime']} · GPU: {m['gpu'] or 'none'}", "",
              f"fp32 GEMM peak (2048² torch matmul, best of 12): {m['gemm_peak_gflops']:.1f} GFLOP/s "
-             f"(start {m['gemm_peak_start']:.1f}, end {m['gemm_peak_end']:.1f}); 1-min load average {m['load_start']:.2f} at start, "
+             f"(start {m['gemm_peak_start']:.1f}, end {_fmt(m['gemm_peak_end'], '.1f')}); 1-min load average {m['load_start']:.2f} at start, "
              f"{m['load_end']:.2f} at end; wall time {m['wall_s']:.0f} s."]  # fmt: skip
+    if not res.get("complete", True):
+        lines += ["", "**Incomplete**: the run is still going or stopped before its last section; what follows is what it measured so far."]
     if m.get("noisy"):
         lines += [
             "",

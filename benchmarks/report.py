@@ -257,7 +257,7 @@ def plot(res: dict[str, Any], out: Path) -> list[Path]:
             else:
                 ax.axhline(1.0, color="k", lw=0.8)
                 ax.axhline(0.7, color="k", lw=0.8, ls="--")
-                ax.set_ylim(0, 1.05)
+                ax.set_ylim(0, max(1.05, 1.1 * max((r[key] for r in rows if r["model"] == model), default=0.0)))
             ax.set_title(model)
             ax.set_xlabel("batch")
             ax.set_ylabel(ylabel)

@@ -179,8 +179,9 @@ class TrtEngine:
     def __init__(self, plan: Path) -> None:
         import tensorrt as trt
 
-        self.trt = trt
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
+        self.trt, self.logger = trt, trt.Logger(trt.Logger.WARNING)  # the logger must outlive the runtime
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
             raise RuntimeError(f"TensorRT cannot deserialize {plan}")
         self.context = self.engine.create_execution_context()

@@ -125,3 +125,12 @@ def test_a_diverging_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "the loss became nan" in result.output and "--lr" in result.output
     assert not (tmp_path / "r" / "generator.json").exists()  # nothing half-finished is published
+
+
+def test_several_features_in_one_run(tmp_path: Path) -> None:
+    cfg = {**SMALL, "features": ("thick", "eight")}
+    metrics = fit(FitConfig(out=tmp_path / "two", steps=20, steps_per_round=20, goal=0.0, **cfg))  # type: ignore[arg-type]
+    assert set(metrics["labeller_rate_after"]) == {"thick", "eight"}
+    _, meta = load_generator_with_meta(tmp_path / "two")
+    assert meta["guard"]["features"] == ["thick", "eight"] and len(meta["guard"]["direction"]) == 2
+    assert meta["features"] == ["thick", "eight"]

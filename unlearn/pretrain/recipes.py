@@ -19,7 +19,8 @@ class Recipe:
 
 _MNIST_VAE = TrainConfig(epochs=60, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.4, width=32, z_dim=16)
 _MNIST_GAN = TrainConfig(epochs=60, batch=64, lr=2e-4, seed=0, width=32, z_dim=32)
-_FACES_VAE = TrainConfig(epochs=20, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.2, width=48, z_dim=32)
+# sigma 0.2 left holes in the prior (KL 83 nats; 35% of samples read as eyeglasses against 12.6% in the data).
+_FACES_VAE = TrainConfig(epochs=15, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.4, width=32, z_dim=32)
 _FACES_GAN = TrainConfig(epochs=15, batch=64, lr=2e-4, seed=0, width=48, z_dim=64)
 
 RECIPES: dict[str, Recipe] = {

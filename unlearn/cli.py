@@ -13,6 +13,7 @@ from typing import Any, Optional, TypeVar
 import typer
 
 from unlearn.errors import UserError
+from unlearn.fit.config import default as _fit_default
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Remove features from pre-trained image generators.")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,28 +123,28 @@ def collect(
 @app.command()
 @user_errors
 def fit(
-    model: str = typer.Option("faces-dcgan", help="Zoo name or checkpoint of the pre-trained generator."),
+    model: str = typer.Option(_fit_default("model"), help="Zoo name or checkpoint of the pre-trained generator."),
     feature: list[str] = typer.Option([], "--feature", help="Feature to remove; repeat for several."),
     out: Path = typer.Option(Path("runs/fit"), help="Run directory."),
-    steps: int = typer.Option(1500, min=1, help="Step budget over all rounds."),
-    steps_per_round: int = typer.Option(500, min=1, help="Steps before re-collecting on the current g."),
-    alpha: float = typer.Option(1.0, min=0.0, help="Weight of the unlearning terms."),
-    lr: float = typer.Option(1e-4, min=0.0),
-    batch: int = typer.Option(64, min=2, help="Global batch (split across torchrun processes)."),
-    target_frac: float = typer.Option(0.5, help="Share of each batch drawn from target latents."),
-    direction: str = typer.Option("mean", help="mean (paper) or logreg."),
-    threshold: str = typer.Option("recall", help="pooled (paper), midpoint, recall or f1."),
-    target_recall: float = typer.Option(0.95, help="Recall kept by --threshold recall."),
-    n_collect: int = typer.Option(5000, min=10, help="Samples labelled per round."),
-    goal: float = typer.Option(0.01, min=0.0, max=1.0, help="Stop when the labeller's target rate reaches this."),
-    round_flag_budget: float = typer.Option(0.1, min=0.0, max=1.0, help="Most a later round's direction may flag."),
+    steps: int = typer.Option(_fit_default("steps"), min=1, help="Step budget over all rounds."),
+    steps_per_round: int = typer.Option(_fit_default("steps_per_round"), min=1, help="Steps before re-collecting on the current g."),
+    alpha: float = typer.Option(_fit_default("alpha"), min=0.0, help="Weight of the unlearning terms."),
+    lr: float = typer.Option(_fit_default("lr"), min=0.0),
+    batch: int = typer.Option(_fit_default("batch"), min=2, help="Global batch (split across torchrun processes)."),
+    target_frac: float = typer.Option(_fit_default("target_frac"), help="Share of each batch drawn from target latents."),
+    direction: str = typer.Option(_fit_default("direction"), help="mean (paper) or logreg."),
+    threshold: str = typer.Option(_fit_default("threshold"), help="pooled (paper), midpoint, recall or f1."),
+    target_recall: float = typer.Option(_fit_default("target_recall"), help="Recall kept by --threshold recall."),
+    n_collect: int = typer.Option(_fit_default("n_collect"), min=10, help="Samples labelled per round."),
+    goal: float = typer.Option(_fit_default("goal"), min=0.0, max=1.0, help="Stop when the labeller's target rate reaches this."),
+    round_flag_budget: float = typer.Option(_fit_default("round_flag_budget"), min=0.0, max=1.0, help="Most a later round's direction may flag."),
     labels: Optional[Path] = typer.Option(None, help="A person's positives file from collect --sheet."),
     labeller: Optional[str] = typer.Option(None),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(_fit_default("seed")),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the generator."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (CUDA only)."),
-    device: str = typer.Option("auto"),
-    checkpoint_every: int = typer.Option(250, min=1),
+    precision: str = typer.Option(_fit_default("precision"), help="fp32, bf16 or fp16 (CUDA only)."),
+    device: str = typer.Option(_fit_default("device")),
+    checkpoint_every: int = typer.Option(_fit_default("checkpoint_every"), min=1),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     force: bool = typer.Option(False, "--force", help="Overwrite a non-empty --out."),
     threads: Optional[int] = typer.Option(None, min=1),

@@ -65,3 +65,16 @@ def near_threshold(u: np.ndarray, t: float, n: int = 512, seed: int = 3, spread:
     z = rng.standard_normal((n, u.shape[0])).astype(np.float32)
     offsets = rng.uniform(-spread, spread, n).astype(np.float32)
     return (z - ((z @ u) - (t + offsets))[:, None] * u).astype(np.float32)
+
+
+def run_isolated(code: str, forbidden: tuple[str, ...]) -> None:
+    """Run ``code`` in a fresh interpreter, then assert none of ``forbidden`` was imported."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    check = f"\nbad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})\nassert not bad, bad\n"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", "import sys\n" + code + check], capture_output=True, text=True, env=env, timeout=120, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -116,3 +116,17 @@ def test_plugin_generator_via_module_factory(tmp_path, monkeypatch) -> None:  # 
 def test_plugin_errors_name_the_flag(spec: str, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):
         load_factory(spec, {})
+
+
+def test_atomic_writes_keep_the_usual_permissions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import stat
+
+    from unlearn.io import write_json
+
+    path = write_json(tmp_path / "x.json", {"a": 1})
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left behind

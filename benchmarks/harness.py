@@ -26,6 +26,7 @@ from benchmarks.export_speed import gemm_peak
 from benchmarks.models import load_bench_model, shipped, write_run
 from benchmarks.report import write_report
 from benchmarks.targets import all_targets
+from benchmarks.timing import idle_probe
 from unlearn.io import write_json
 
 MEMORY_METHOD = ("Resident set size sampled every 0.5 ms (/proc/self/statm) by a thread in a fresh process per backend while it runs "
@@ -100,7 +101,10 @@ def _inference(cfg: BenchConfig, res: dict[str, Any]) -> None:
     from benchmarks.inference import run_inference
 
     inf = run_inference(cfg, res["machine"]["gemm_peak_start"])
-    worst = max((g["overhead_paired"] for g in inf["guard_overhead"] if g["backend"] == "onnxruntime-cpu" and g["batch"] == 64), default=None)
+    worst = max(
+        (g["overhead_paired"] for g in inf["guard_overhead"] if g["backend"] == "onnxruntime-cpu" and g["batch"] == 64),
+        default=None,
+    )
     res |= {"inference": inf["rows"], "models": inf["models"], "skipped": inf["skipped"], "failures": inf["failures"],
             "memory": {"method": MEMORY_METHOD, "rows": inf["memory"]},
             "guard_overhead": {"backend": "onnxruntime-cpu", "batch": 64, "rows": inf["guard_overhead"], "fraction": worst}}  # fmt: skip
@@ -122,21 +126,46 @@ def _serve(cfg: BenchConfig, res: dict[str, Any]) -> None:
     res["serve"] = run_serve(cfg)
 
 
+FOREIGN_LIMIT = 0.2  # cores other jobs may use before a measurement counts as noisy
+
+
+def noisy(res: dict[str, Any]) -> str | None:
+    """Which measurements other jobs disturbed: CPU they used during timed inference rounds and at section starts."""
+    points = sorted(
+        {
+            (r["model"], r["batch"], r["foreign_cores"])
+            for r in res.get("inference", [])
+            if r.get("foreign_cores", 0) > FOREIGN_LIMIT
+        }
+    )
+    sections = {k: v for k, v in res["machine"]["foreign_cores_at_section_start"].items() if v > FOREIGN_LIMIT}
+    if not points and not sections:
+        return None
+    parts = [f"{m} batch {b} ({c:.2f} cores)" for m, b, c in points] + [
+        f"{k} section start ({v:.2f} cores)" for k, v in sections.items()
+    ]
+    return (
+        f"other processes used more than {FOREIGN_LIMIT} of the {res['machine']['cores']} cores during: "
+        + "; ".join(parts)
+    )
+
+
 def finish(cfg: BenchConfig, res: dict[str, Any], started: float, final: bool) -> None:
     """Derived figures and the outputs; called after every section (final=False: partial, marked incomplete)."""
     m = res["machine"]
     m["gemm_peak_end"] = round(gemm_peak(), 1) if final else None
     m["gemm_peak_gflops"] = max(m["gemm_peak_start"], m["gemm_peak_end"] or 0.0)
     m["load_end"], m["wall_s"] = round(os.getloadavg()[0], 2), round(time.perf_counter() - started, 1)
-    busiest = max([m["load_start"], *m["load_sections"].values()])
-    if busiest > max(0.5, 0.25 * (m["cores"] or 1)):
-        m["noisy"] = f"1-min load average up to {busiest} on {m['cores']} cores at section starts (other jobs shared the CPU)"
+    m["noisy"] = noisy(res)
     res["complete"] = final
     annotate_roofline(res, m["gemm_peak_gflops"])
     time_to_goal(res)
     res["targets"] = all_targets(res)
     write_report(res, cfg.out)
-    write_json(cfg.results_json, {**res, "serve": {k: v for k, v in res["serve"].items() if k != "markdown"}} if "serve" in res else res)
+    write_json(
+        cfg.results_json,
+        {**res, "serve": {k: v for k, v in res["serve"].items() if k != "markdown"}} if "serve" in res else res,
+    )
 
 
 def run_bench(cfg: BenchConfig, command: str = "unlearn-cli bench") -> dict[str, Any]:
@@ -147,12 +176,12 @@ def run_bench(cfg: BenchConfig, command: str = "unlearn-cli bench") -> dict[str,
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     res: dict[str, Any] = {"machine": machine(cfg, command), "config": cfg.as_dict(), "complete": False}
-    res["machine"]["load_sections"] = {}
+    res["machine"]["foreign_cores_at_section_start"] = {}
     sections = [("inference", cfg.inference, _inference), ("fit", cfg.fit, _fit), ("unlearning", cfg.unlearning, _unlearning),
                 ("serve", cfg.serve, _serve)]  # fmt: skip
     enabled = [(name, fn) for name, on, fn in sections if on]
     for i, (name, fn) in enumerate(enabled):
-        res["machine"]["load_sections"][name] = round(os.getloadavg()[0], 2)
+        res["machine"]["foreign_cores_at_section_start"][name] = idle_probe(1.0)
         fn(cfg, res)
         if i < len(enabled) - 1:
             finish(cfg, res, started, final=False)

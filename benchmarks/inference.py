@@ -24,7 +24,7 @@ def row(backend: str, model: BenchModel, batch: int, t: Timing, flops: float, pe
     gflops = flops * ips / 1e9
     return {"backend": backend, "model": model.name, "batch": batch, "images_per_s": round(ips, 1),
             "p50_ms": round(t.p50_ms, 3), "p99_ms": round(t.p99_ms, 3), "calls": len(t.samples_s),
-            "first_call_s": round(t.first_call_s, 3), "gflops": round(gflops, 2),
+            "first_call_s": round(t.first_call_s, 3), "gflops": round(gflops, 2), "foreign_cores": t.foreign_cores,
             "roofline_fraction": round(gflops / peak, 4), "weights": model.weights}  # fmt: skip
 
 

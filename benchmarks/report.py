@@ -56,12 +56,20 @@ def machine_section(res: dict[str, Any]) -> list[str]:
              f"fp32 GEMM peak (2048² torch matmul, best of 12): {m['gemm_peak_gflops']:.1f} GFLOP/s "
              f"(start {m['gemm_peak_start']:.1f}, end {_fmt(m['gemm_peak_end'], '.1f')}); 1-min load average {m['load_start']:.2f} at start, "
              f"{m['load_end']:.2f} at end; wall time {m['wall_s']:.0f} s."]  # fmt: skip
+    probes = m.get("foreign_cores_at_section_start") or {}
+    if probes:
+        lines += ["", "Cores other processes kept busy during a 1 s idle probe at each section's start: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in probes.items()) + ". Inference tables give the same figure for each "
+                  "(model, batch)'s timed rounds (machine busy time minus this process's CPU time)."]  # fmt: skip
     if not res.get("complete", True):
-        lines += ["", "**Incomplete**: the run is still going or stopped before its last section; what follows is what it measured so far."]
+        lines += [
+            "",
+            "**Incomplete**: the run is still going or stopped before its last section; what follows is what it measured so far.",
+        ]
     if m.get("noisy"):
         lines += [
             "",
-            f"**Noisy run**: {m['noisy']}. Ratios measured in the same rounds are the figures to read; absolute numbers are not.",
+            f"**Noisy**: {m['noisy']}. Ratios measured in the same rounds are the figures to read there; absolute numbers are not.",
         ]
     return lines + [""]
 
@@ -77,13 +85,18 @@ def targets_section(res: dict[str, Any]) -> list[str]:
     short = [t for t in res.get("targets", []) if t["met"] is False or t["met"] is None]
     lines += ["## Falls short", ""]
     if res["machine"].get("noisy"):
-        lines += ["This run was noisy (see Machine): a speed ratio that misses may be the other jobs, not the backend.", ""]
+        lines += [
+            "Parts of this run were disturbed by other jobs (see Machine): a speed ratio that misses there may be them, not the backend.",
+            "",
+        ]
     if not short:
         return lines + ["Nothing: every target measured in this run is met.", ""]
     for t in short:
         state = "not measured" if t["met"] is None else f"measured {_fmt(t['measured'])} against {t['target']}"
         why = _why(t["name"])
-        lines.append(f"- **{t['name']}** ({t['model']}): {state} ({t['detail']}).{' Likely cause: ' + why + '.' if why else ''}")
+        lines.append(
+            f"- **{t['name']}** ({t['model']}): {state} ({t['detail']}).{' Likely cause: ' + why + '.' if why else ''}"
+        )
     return lines + [""]
 
 
@@ -100,10 +113,10 @@ def inference_section(res: dict[str, Any]) -> list[str]:
         lines += [f"### {mdl['name']} ({mdl['mflop_per_image']} MFLOP/image, z_dim {mdl['z_dim']}, weights: {mdl['weights']}, "
                   f"guarded export {mdl['export_seconds']} s)", ""]  # fmt: skip
         body = [[r["backend"], r["batch"], f"{r['images_per_s']:.0f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['gflops']:.1f}",
-                 f"{100 * r['roofline_fraction']:.1f}%", r["calls"], f"{r['first_call_s']:.2f}"] for r in rows if r["model"] == mdl["name"]]  # fmt: skip
-        lines += _table(
-            ["backend", "batch", "images/s", "p50 ms", "p99 ms", "GFLOP/s", "% of peak", "calls", "first call s"], body
-        ) + [""]
+                 f"{100 * r['roofline_fraction']:.1f}%", r["calls"], f"{r['first_call_s']:.2f}", _fmt(r.get("foreign_cores"), ".2f")]
+                for r in rows if r["model"] == mdl["name"]]  # fmt: skip
+        head = ["backend", "batch", "images/s", "p50 ms", "p99 ms", "GFLOP/s", "% of peak", "calls", "first call s", "other jobs (cores)"]
+        lines += _table(head, body) + [""]
     g = res.get("guard_overhead", {})
     if g.get("rows"):
         lines += ["### Guard overhead", "", "Guarded graph (shift guard) vs the unguarded export of the same weights, same backend, alternating "

@@ -8,6 +8,7 @@ gives the latency distribution (p50, p99) as well as the throughput (batch / med
 from __future__ import annotations
 
 import math
+import os
 import random
 import statistics
 import time
@@ -17,10 +18,44 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def cpu_busy_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat; NaN where it does not exist)."""
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:9]]
+    except OSError:
+        return math.nan
+    user, nice, system, _idle, _iowait, irq, softirq, steal = f
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class ForeignCpu:
+    """Cores other processes kept busy while the block ran: machine busy time minus this process's CPU time."""
+
+    def __enter__(self) -> ForeignCpu:
+        self.cores = math.nan
+        self._start = (cpu_busy_s(), time.process_time(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, own, wall = (
+            b - a for a, b in zip(self._start, (cpu_busy_s(), time.process_time(), time.perf_counter()), strict=True)
+        )
+        self.cores = max(0.0, (busy - own) / wall) if wall > 0 else math.nan
+
+
+def idle_probe(seconds: float = 1.0) -> float:
+    """Cores busy with other jobs while this process sleeps for ``seconds``."""
+    with ForeignCpu() as f:
+        time.sleep(seconds)
+    return round(f.cores, 2)
+
+
 @dataclass(frozen=True)
 class Timing:
     samples_s: tuple[float, ...]
     first_call_s: float  # the first warm-up call (includes compilation for compiled backends)
+    foreign_cores: float = math.nan  # other processes' CPU use during the timed rounds (cores)
 
     @property
     def p50_ms(self) -> float:
@@ -66,15 +101,16 @@ def interleave(
     calls = {k: calls_for(v, budget_s, lo, hi) for k, v in per_call.items()}
     samples: dict[str, list[float]] = {k: [] for k in fns}
     order, rng = list(fns), random.Random(seed)
-    for r in range(rounds):
-        rng.shuffle(order)
-        for name in order:
-            fn, n = fns[name], calls[name] // rounds + (1 if r < calls[name] % rounds else 0)
-            for _ in range(n):
-                t = time.perf_counter()
-                fn()
-                samples[name].append(time.perf_counter() - t)
-    return {k: Timing(tuple(v), firsts[k]) for k, v in samples.items()}, failed
+    with ForeignCpu() as foreign:
+        for r in range(rounds):
+            rng.shuffle(order)
+            for name in order:
+                fn, n = fns[name], calls[name] // rounds + (1 if r < calls[name] % rounds else 0)
+                for _ in range(n):
+                    t = time.perf_counter()
+                    fn()
+                    samples[name].append(time.perf_counter() - t)
+    return {k: Timing(tuple(v), firsts[k], round(foreign.cores, 2)) for k, v in samples.items()}, failed
 
 
 def paired(a: Callable[[], object], b: Callable[[], object], pairs: int) -> tuple[list[float], list[float]]:

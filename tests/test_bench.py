@@ -6,6 +6,7 @@ No timing assertions: these machines are shared and noisy; speed goals live in R
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from benchmarks.config import BenchConfig, make_config
 from benchmarks.export_speed import flops_per_image as hook_flops
 from benchmarks.fit_speed import measure
 from benchmarks.fitbench import configs
-from benchmarks.harness import run_bench
+from benchmarks.harness import noisy, run_bench
 from benchmarks.memory import run_isolated
 from benchmarks.models import flops_per_image, load_bench_model, stand_in
 from benchmarks.report import markdown
@@ -64,6 +65,7 @@ def test_inference_rows_have_the_documented_fields_and_sane_values(
     for r in rows:
         assert {"backend", "model", "batch", "images_per_s", "p50_ms", "p99_ms"} <= set(r)
         assert r["model"] == "mnist-vae" and r["images_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+        assert 0 <= r["foreign_cores"] <= (os.cpu_count() or 1)
         assert r["roofline_fraction"] == pytest.approx(r["gflops"] / peak, abs=1e-3)
         assert r["gflops"] == pytest.approx(
             res["models"][0]["mflop_per_image"] * 1e6 * r["images_per_s"] / 1e9, rel=0.01
@@ -93,6 +95,16 @@ def test_outputs_are_written_with_tables_and_plots(tiny_bench: tuple[BenchConfig
         assert heading in text, heading
     for png in ("throughput.png", "roofline.png"):
         assert (cfg.out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_noisy_names_the_disturbed_measurements() -> None:
+    res: dict[str, Any] = {"machine": {"cores": 2, "foreign_cores_at_section_start": {"inference": 0.0, "fit": 0.9}},
+                           "inference": [{"model": "m", "batch": 64, "foreign_cores": 1.1}, {"model": "m", "batch": 1, "foreign_cores": 0.05}]}  # fmt: skip
+    text = noisy(res)
+    assert text is not None and "m batch 64 (1.10 cores)" in text and "fit section start (0.90 cores)" in text and "batch 1 " not in text
+    res["machine"]["foreign_cores_at_section_start"]["fit"] = 0.1
+    res["inference"][0]["foreign_cores"] = 0.1
+    assert noisy(res) is None
 
 
 def test_flop_counter_agrees_with_the_hook_count_and_stand_ins_match_the_recipes() -> None:

@@ -134,3 +134,17 @@ def test_several_features_in_one_run(tmp_path: Path) -> None:
     _, meta = load_generator_with_meta(tmp_path / "two")
     assert meta["guard"]["features"] == ["thick", "eight"] and len(meta["guard"]["direction"]) == 2
     assert meta["features"] == ["thick", "eight"]
+
+
+def test_fit_from_a_person_s_labels(tmp_path: Path) -> None:
+    sheets = tmp_path / "sheets"
+    assert CliRunner().invoke(app, ["collect", "--model", "mnist-vae", "--sheet", "--n", "200", "--out", str(sheets)]).exit_code == 0
+    (sheets / "positives.txt").write_text(" ".join(str(i) for i in range(0, 200, 7)))  # 29 positives
+    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--feature", "thick", "--labels", str(sheets / "positives.txt"),
+                                      "--steps", "10", "--steps-per-round", "10", "--n-collect", "500", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = __import__("json").loads((tmp_path / "run" / "run.json").read_text())
+    assert run["collections"][0]["source"].startswith("person:") and run["collections"][0]["n"] == 200
+    result = CliRunner().invoke(app, ["fit", "--model", "mnist-dcgan", "--feature", "thick", "--labels", str(sheets / "positives.txt"),
+                                      "--out", str(tmp_path / "run2")])  # fmt: skip
+    assert result.exit_code == 2 and "z_dim" in result.output  # the sheets were made with mnist-vae (z_dim 16)

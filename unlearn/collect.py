@@ -98,6 +98,14 @@ def save_collection(c: Collection, out: Path, extra: dict[str, Any]) -> None:
     write_json(out / "collect.json", {**c.stats(), **extra})
 
 
+def collection_from_labels(labels: Path, feature: str, z_dim: int) -> Collection:
+    """A person's labels (``labels``) for the latents a ``collect --sheet`` run saved beside them."""
+    z = load_latents(labels.parent)
+    if z.shape[1] != z_dim:
+        raise DataError(f"--labels: latents in {labels.parent} have z_dim {z.shape[1]}, the model {z_dim}")
+    return Collection(z, {feature: read_positive_tiles(labels, len(z))}, f"person:{labels}")
+
+
 def load_latents(directory: Path) -> torch.Tensor:
     """The latents a ``collect --sheet`` run saved (tile i = row i)."""
     stem = directory / "latents"
@@ -133,8 +141,7 @@ def run_collect(cfg: CollectConfig) -> dict[str, Any]:
         sheets = write_sheets(g, z, cfg.out)
         return {"n": cfg.n, "sheets": [str(p) for p in sheets], "next": f"list positive tile numbers in a file, then --labels FILE (in {cfg.out})"}
     if cfg.labels is not None:
-        z = load_latents(cfg.labels.parent)
-        c = Collection(z, {feats[0]: read_positive_tiles(cfg.labels, len(z))}, f"person:{cfg.labels}")
+        c = collection_from_labels(cfg.labels, feats[0], z_dim_of(g))
     else:
         name = cfg.labeller or f"{meta.get('dataset')}-labeller"
         labeller = load_classifier(name)

@@ -17,9 +17,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unlearn import __version__
-from unlearn.collect import Collection, collect_with_labeller, load_latents, read_positive_tiles
+from unlearn.collect import Collection, collect_with_labeller, collection_from_labels
 from unlearn.device import Runtime, maybe_compile, resolve_runtime
-from unlearn.errors import ConfigError, DataError, UserError
+from unlearn.errors import ConfigError, UserError
 from unlearn.fit.config import FitConfig
 from unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
 from unlearn.fit.loop import Trainer
@@ -57,10 +57,7 @@ def _first_collection(cfg: FitConfig, f: nn.Module, labeller: AttributeClassifie
         return collect_with_labeller(f, labeller, tuple(feats), cfg.n_collect, cfg.seed, name)
     if len(feats) != 1:
         raise ConfigError("--labels holds one feature's positives: give exactly one --feature")
-    z = load_latents(cfg.labels.parent)
-    if z.shape[1] != z_dim_of(f):
-        raise DataError(f"--labels: latents in {cfg.labels.parent} have z_dim {z.shape[1]}, the model {z_dim_of(f)}")
-    return Collection(z, {feats[0]: read_positive_tiles(cfg.labels, len(z))}, f"person:{cfg.labels}")
+    return collection_from_labels(cfg.labels, feats[0], z_dim_of(f))
 
 
 def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks import backends
-from benchmarks.config import BenchConfig
+from benchmarks.config import FOREIGN_LIMIT, BenchConfig
 from benchmarks.memory import run_isolated
 from benchmarks.models import BenchModel, flops_per_image, load_bench_model
 from benchmarks.timing import Timing, interleave, paired
@@ -26,6 +27,23 @@ def row(backend: str, model: BenchModel, batch: int, t: Timing, flops: float, pe
             "p50_ms": round(t.p50_ms, 3), "p99_ms": round(t.p99_ms, 3), "calls": len(t.samples_s),
             "first_call_s": round(t.first_call_s, 3), "gflops": round(gflops, 2), "foreign_cores": t.foreign_cores,
             "roofline_fraction": round(gflops / peak, 4), "weights": model.weights}  # fmt: skip
+
+
+def timed(fns: dict[str, backends.Fn], cfg: BenchConfig) -> tuple[dict[str, Timing], dict[str, str], int]:
+    """``interleave``, re-run (up to ``cfg.retries`` times) while other processes disturb it; the least disturbed wins."""
+    best: tuple[dict[str, Timing], dict[str, str]] | None = None
+    for attempt in range(1, cfg.retries + 2):
+        timings, failed = interleave(fns, cfg.warmup if attempt == 1 else 1, cfg.seconds_per_point, cfg.min_calls,
+                                     cfg.max_calls, cfg.rounds, cfg.seed + attempt)  # fmt: skip
+        foreign = max((t.foreign_cores for t in timings.values()), default=0.0)
+        if best is None or foreign < max((t.foreign_cores for t in best[0].values()), default=0.0):
+            best = (timings, failed)
+        if not foreign > FOREIGN_LIMIT:  # NaN (no /proc/stat) counts as undisturbed
+            break
+        print(f"    other processes used {foreign:.2f} cores: timing again in {cfg.retry_wait_s:.0f} s", flush=True)
+        time.sleep(cfg.retry_wait_s)
+    assert best is not None
+    return best[0], best[1], attempt
 
 
 def guard_overhead(art: backends.Artifacts, z: torch.Tensor, cfg: BenchConfig) -> list[dict[str, Any]]:
@@ -70,11 +88,9 @@ def bench_model(name: str, cfg: BenchConfig, tmp: Path, peak: float, gpu: list[s
         z = latents(batch, art.guarded.z_dim, cfg.seed + batch)
         cpu = backends.cpu_fns(art, z, cfg.threads, cfg.compile_modes, bare=batch == BARE_BATCH)
         gpu_contenders, gpu_failed = backends.gpu_fns(art, z, gpu, tmp)
-        timings, failed = interleave(
-            cpu | gpu_contenders, cfg.warmup, cfg.seconds_per_point, cfg.min_calls, cfg.max_calls, cfg.rounds, cfg.seed
-        )
+        timings, failed, attempts = timed(cpu | gpu_contenders, cfg)
         failed |= gpu_failed
-        rows += [row(b, model, batch, t, flops, peak) for b, t in timings.items()]
+        rows += [row(b, model, batch, t, flops, peak) | {"attempts": attempts} for b, t in timings.items()]
         failures += [{"backend": b, "model": name, "batch": batch, "error": e} for b, e in failed.items()]
         overhead += guard_overhead(art, z, cfg)
         print(

@@ -172,3 +172,21 @@ def test_bench_cli_refuses_bad_input_and_presets_compose() -> None:
         and not quick.fit
     )
     assert make_config().batches == (1, 16, 64, 256) and make_config().eval_n == 10_000
+
+
+def test_a_disturbed_point_is_timed_again_and_the_least_disturbed_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import inference
+    from benchmarks.timing import Timing
+
+    foreign = iter([1.0, 0.6, 0.9])
+    calls: list[int] = []
+
+    def fake(fns: dict[str, Any], warmup: int, *args: Any) -> tuple[dict[str, Timing], dict[str, str]]:
+        calls.append(warmup)
+        f = next(foreign)
+        return {"x": Timing((f,), 0.0, f)}, {}
+
+    monkeypatch.setattr(inference, "interleave", fake)
+    monkeypatch.setattr(inference.time, "sleep", lambda s: None)
+    timings, _, attempts = inference.timed({"x": lambda: None}, BenchConfig(retries=2, warmup=3))
+    assert attempts == 3 and calls == [3, 1, 1] and timings["x"].foreign_cores == 0.6

@@ -34,6 +34,7 @@ class BenchConfig:
     min_calls: int = 15
     max_calls: int = 400
     rounds: int = 5  # contenders alternate round by round in a shuffled order
+    overhead_seconds: float = 6.0  # timed seconds per guarded/unguarded comparison (the guard's cost is ~1 %: it needs many calls)
     retries: int = 2  # re-time a (model, batch) whose rounds other processes disturbed; keep the least disturbed
     retry_wait_s: float = 10.0
     memory: bool = True  # peak RSS per (model, backend) at the largest batch, in a fresh process
@@ -70,7 +71,7 @@ class BenchConfig:
 
 QUICK: dict[str, Any] = {
     "quick": True, "models": ("mnist-vae", "mnist-dcgan"), "batches": (1, 64), "compile_modes": ("default",),
-    "warmup": 2, "seconds_per_point": 0.3, "retries": 0, "min_calls": 5, "max_calls": 60, "rounds": 2, "memory": False,
+    "warmup": 2, "seconds_per_point": 0.3, "overhead_seconds": 0.6, "retries": 0, "min_calls": 5, "max_calls": 60, "rounds": 2, "memory": False,
     "fit_model": "mnist-dcgan", "fit_steps": 4, "fit_warmup": 2, "ddp_steps": 12,
     "unlearn_models": ("mnist-vae",), "unlearn_steps": 20, "eval_n": 500, "attack_starts": 16, "attack_steps": 5,
     "unlearn_overrides": (("steps_per_round", 20), ("n_collect", 600), ("probe", 200), ("pool", 4096),

@@ -85,12 +85,15 @@ def calls_for(seconds_per_call: float, budget_s: float, lo: int, hi: int) -> int
 
 
 def interleave(
-    fns: dict[str, Callable[[], object]], warmup: int, budget_s: float, lo: int, hi: int, rounds: int, seed: int = 0
+    fns: dict[str, Callable[[], object]], warmup: int, budget_s: float, lo: int, hi: int, rounds: int, seed: int = 0,
+    settle: int = 1,
 ) -> tuple[dict[str, Timing], dict[str, str]]:
     """Warm each contender up, then time them in ``rounds`` shuffled rounds; per-call samples each.
 
+    Each block starts with ``settle`` untimed calls: right after a switch, the previous contender's
+    thread pool may still be spinning (ONNX Runtime's workers spin-wait after a run) and steals a core.
     Returns the timings and, for contenders whose warm-up raised (a compiler missing, say), the error.
-    """
+    """  # fmt: skip
     firsts, per_call, failed = {}, {}, {}
     for name, fn in list(fns.items()):
         try:
@@ -106,6 +109,8 @@ def interleave(
             rng.shuffle(order)
             for name in order:
                 fn, n = fns[name], calls[name] // rounds + (1 if r < calls[name] % rounds else 0)
+                for _ in range(settle if n else 0):
+                    fn()
                 for _ in range(n):
                     t = time.perf_counter()
                     fn()
@@ -113,13 +118,28 @@ def interleave(
     return {k: Timing(tuple(v), firsts[k], round(foreign.cores, 2)) for k, v in samples.items()}, failed
 
 
-def paired(a: Callable[[], object], b: Callable[[], object], pairs: int) -> tuple[list[float], list[float]]:
-    """Alternate a and b call by call (which goes first alternates too): samples of each, pair by pair."""
+def block_ratios(
+    a: Callable[[], object], b: Callable[[], object], rounds: int, per_block: int, settle: int = 1
+) -> tuple[list[float], list[float], list[float]]:
+    """Alternate blocks of ``per_block`` calls of a and b (order alternating, ``settle`` untimed calls after each switch).
+
+    Returns all samples of a, of b, and the ratio of a's block median to b's in each round: neighbouring
+    blocks share the machine's state, so the per-round ratio cancels drift that lasts longer than a block.
+    """
     ta: list[float] = []
     tb: list[float] = []
-    for i in range(pairs):
-        for fn, out in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-    return ta, tb
+    ratios: list[float] = []
+    for r in range(rounds):
+        block: dict[int, list[float]] = {0: [], 1: []}
+        for which in (0, 1) if r % 2 == 0 else (1, 0):
+            fn = a if which == 0 else b
+            for _ in range(settle):
+                fn()
+            for _ in range(per_block):
+                t = time.perf_counter()
+                fn()
+                block[which].append(time.perf_counter() - t)
+        ta += block[0]
+        tb += block[1]
+        ratios.append(statistics.median(block[0]) / statistics.median(block[1]))
+    return ta, tb, ratios

@@ -165,6 +165,21 @@ def finish(cfg: BenchConfig, res: dict[str, Any], started: float, final: bool) -
     )
 
 
+def rerender(cfg: BenchConfig) -> dict[str, Any]:
+    """RESULTS.md, plots and targets again from ``cfg.results_json``, without measuring anything."""
+    from unlearn.io import read_json
+
+    res = read_json(cfg.results_json, "benchmark results")
+    if "serve" in res and "http" in res["serve"]:
+        from benchmarks import serve_load
+
+        res["serve"]["markdown"] = serve_load.markdown(res["serve"])
+    res["targets"] = all_targets(res)
+    write_report(res, cfg.out)
+    write_json(cfg.results_json, {**res, "serve": {k: v for k, v in res["serve"].items() if k != "markdown"}} if "serve" in res else res)
+    return res
+
+
 def run_bench(cfg: BenchConfig, command: str = "unlearn-cli bench") -> dict[str, Any]:
     """Run the sections ``cfg`` enables; write ``cfg.results_json``, ``cfg.out``/RESULTS.md and plots; return the results.
 

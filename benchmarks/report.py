@@ -75,7 +75,9 @@ def machine_section(res: dict[str, Any]) -> list[str]:
 
 
 def targets_section(res: dict[str, Any]) -> list[str]:
-    rows = [[t["name"], t["model"], _fmt(t["measured"], ".3f"), t["target"], {True: "yes", False: "**no**", None: "n/a"}[t["met"]], t["detail"]]
+    verdict = {True: "yes", False: "**no**", None: "n/a"}
+    rows = [[t["name"], t["model"], _fmt(t["measured"], ".3f"), t["target"],
+             "not judged" if t["met"] is None and t["measured"] is not None else verdict[t["met"]], t["detail"]]
             for t in res.get("targets", [])]  # fmt: skip
     lines = (
         ["## Targets (ratios in this run)", ""]
@@ -92,7 +94,7 @@ def targets_section(res: dict[str, Any]) -> list[str]:
     if not short:
         return lines + ["Nothing: every target measured in this run is met.", ""]
     for t in short:
-        state = "not measured" if t["met"] is None else f"measured {_fmt(t['measured'])} against {t['target']}"
+        state = f"measured {_fmt(t['measured'])} against {t['target']}" if t["measured"] is not None else "not measured"
         why = _why(t["name"])
         lines.append(
             f"- **{t['name']}** ({t['model']}): {state} ({t['detail']}).{' Likely cause: ' + why + '.' if why else ''}"

@@ -29,7 +29,7 @@ from benchmarks.unlearning import run_unlearning
 from unlearn.cli import app
 
 TINY: dict[str, Any] = {"models": ("mnist-vae",), "batches": (1, 4), "compile_modes": (), "warmup": 1, "seconds_per_point": 0.02,
-        "min_calls": 4, "max_calls": 20, "rounds": 2, "memory": False, "fit": False, "unlearning": False, "serve": False}  # fmt: skip
+        "min_calls": 4, "max_calls": 20, "rounds": 2, "overhead_seconds": 0.05, "retries": 0, "memory": False, "fit": False, "unlearning": False, "serve": False}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +189,18 @@ def test_a_disturbed_point_is_timed_again_and_the_least_disturbed_kept(monkeypat
     monkeypatch.setattr(inference.time, "sleep", lambda s: None)
     timings, _, attempts = inference.timed({"x": lambda: None}, BenchConfig(retries=2, warmup=3))
     assert attempts == 3 and calls == [3, 1, 1] and timings["x"].foreign_cores == 0.6
+
+
+def test_report_only_rebuilds_from_the_json_and_disturbed_points_are_not_judged(
+    tiny_bench: tuple[BenchConfig, dict[str, Any]], tmp_path: Path
+) -> None:
+    from benchmarks.targets import mark_disturbed
+
+    cfg, res = tiny_bench
+    out = tmp_path / "again"
+    result = CliRunner().invoke(app, ["bench", "--report-only", "--json", str(cfg.results_json), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "## Inference" in (out / "RESULTS.md").read_text() and (out / "throughput.png").is_file()
+    fake = {"inference": [{"model": "m", "batch": 64, "foreign_cores": 0.9}], "guard_overhead": {"rows": []}}
+    (t,) = mark_disturbed(fake, [{"name": "ORT guarded / torch eager, batch 64", "model": "m", "met": False, "detail": "d"}])
+    assert t["met"] is None and "0.90 cores" in t["detail"]

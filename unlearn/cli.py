@@ -255,11 +255,12 @@ def bench(
     skip_unlearning: bool = typer.Option(False, "--skip-unlearning", help="Skip the fit + evaluate table."),
     skip_serve: bool = typer.Option(False, "--skip-serve", help="Skip the HTTP load test."),
     skip_memory: bool = typer.Option(False, "--skip-memory"),
+    report_only: bool = typer.Option(False, "--report-only", help="Rebuild RESULTS.md, plots and targets from --json; measure nothing."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch and ONNX Runtime threads (default: all cores)."),
 ) -> None:
     """Benchmark inference backends, fit speed and unlearning quality in one run (JSON, RESULTS.md, plots)."""
     from benchmarks.config import BASE_GENERATORS, make_config
-    from benchmarks.harness import run_bench
+    from benchmarks.harness import rerender, run_bench
     from unlearn.errors import ConfigError
 
     unknown = [m for m in model if m not in BASE_GENERATORS]
@@ -271,6 +272,10 @@ def bench(
                                     ("serve", skip_serve), ("memory", skip_memory)) if skip}  # fmt: skip
     cfg = make_config(quick, json_path=as_json, out=out, work=work, models=tuple(model) or None,
                       batches=tuple(sorted(set(batch))) or None, threads=threads, **off)  # fmt: skip
+    if report_only:
+        rerender(cfg)
+        typer.echo(f"rebuilt {cfg.out / 'RESULTS.md'} from {cfg.results_json}")
+        return
     res = run_bench(cfg, command=" ".join(["unlearn-cli", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "unlearn-cli bench")
     met = [t for t in res.get("targets", []) if t["met"] is not None]
     typer.echo(f"wrote {cfg.results_json} and {cfg.out / 'RESULTS.md'}; targets met: {sum(t['met'] for t in met)}/{len(met)}")

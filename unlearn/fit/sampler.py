@@ -21,8 +21,8 @@ class LatentPool:
     def __init__(self, guard: LatentGuard, pool: int, seed: int, round_index: int) -> None:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + round_index)
         self.z = torch.randn(pool, guard.z_dim, generator=gen)
-        with torch.no_grad():
-            flagged = guard(self.z)[1]
+        with torch.no_grad():  # the pool lives on the CPU; the guard may sit on the training device
+            flagged = guard(self.z.to(guard.u.device))[1].cpu()
         self.targets = torch.nonzero(flagged).flatten()
         self.keep = torch.nonzero(~flagged).flatten()
         if len(self.targets) == 0 or len(self.keep) == 0:

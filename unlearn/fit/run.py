@@ -60,8 +60,7 @@ def _first_collection(cfg: FitConfig, f: nn.Module, labeller: AttributeClassifie
     return collection_from_labels(cfg.labels, feats[0], z_dim_of(f))
 
 
-def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) -> int:
-    added = 0
+def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) -> None:
     for feat, y in c.labels.items():
         if not first and int(y.sum()) < MIN_POSITIVES:
             continue
@@ -70,9 +69,7 @@ def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) 
         state.thresholds.append(det.threshold)
         state.row_features.append(feat)
         state.detectors.append({"round": state.round, "feature": feat, **det.as_dict(), "direction": None})
-        added += 1
     state.collections.append({"round": state.round, **c.stats()})
-    return added
 
 
 def _prepare_out(cfg: FitConfig) -> None:

@@ -38,9 +38,8 @@ def measure(
     rt = resolve_runtime(device, precision)
     f = load_generator(model).requires_grad_(False).to(rt.device)
     g = copy.deepcopy(f).requires_grad_(True).eval()
-    guard = LatentGuard(torch.eye(z_dim_of(f))[0], 1.0)
-    pool = LatentPool(guard, 8192, seed=0, round_index=0)  # latents drawn on the CPU, moved per batch
-    guard = guard.to(rt.device)
+    guard = LatentGuard(torch.eye(z_dim_of(f))[0], 1.0).to(rt.device)
+    pool = LatentPool(guard, 8192, seed=0, round_index=0)  # latents stay on the CPU, moved per batch
     trainer = Trainer(f, g, maybe_compile(g, compiled), guard, UnlearnLoss(1.0), torch.optim.Adam(g.parameters(), 1e-4), rt.grad_scaler(), rt, Dist())
     t0 = time.perf_counter()
     for s in range(warmup):

@@ -30,7 +30,7 @@ RULES = [("pooled", 0.0), ("midpoint", 0.0), ("f1", 0.0), ("recall", 0.9), ("rec
 
 def rows_for(model: str, n_collect: int, n_eval: int) -> list[dict[str, object]]:
     f, meta = load_generator_with_meta(model)
-    dataset = str(meta["dataset"])
+    dataset = str(meta.record.dataset)
     feature = DEFAULT_FEATURE[dataset]
     labeller, auditor = load_classifier(f"{dataset}-labeller"), load_classifier(f"{dataset}-auditor")
     c = collect_with_labeller(f, labeller, (feature,), n_collect, 0, f"{dataset}-labeller")

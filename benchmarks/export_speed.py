@@ -13,6 +13,7 @@ round and take medians, since other jobs may share the CPU.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from export import ExportConfig, export_model  # noqa: E402
 from export.module import build_module  # noqa: E402
 from export.validate import session  # noqa: E402
+from unlearn.artifacts import GuardRecord, ModelRecord  # noqa: E402
 from unlearn.io import save_checkpoint  # noqa: E402
 from unlearn.models import DCGANConfig, DCGANGenerator, arch_dict  # noqa: E402
 
@@ -46,11 +48,11 @@ def make_run(root: Path, guarded: bool) -> Path:
             m.running_mean.normal_(0.0, 0.3)
             m.running_var.uniform_(0.05, 0.3)
     u = np.random.default_rng(1).standard_normal(64)
-    meta = {"kind": "generator", "arch": arch_dict(g.cfg), "dataset": "faces"}
+    record = ModelRecord(kind="generator", arch=arch_dict(g.cfg), dataset="faces")
     if guarded:
-        meta |= {"guard": {"direction": [(u / np.linalg.norm(u)).tolist()], "threshold": [0.5], "features": ["eyeglasses"]},
-                 "base_model": "faces-dcgan", "base_sha256": "0" * 64}  # fmt: skip
-    save_checkpoint(root / "generator", g.state_dict(), meta)
+        guard = GuardRecord(direction=(tuple((u / np.linalg.norm(u)).tolist()),), threshold=(0.5,), features=("eyeglasses",))
+        record = dataclasses.replace(record, guard=guard, base_model="faces-dcgan", base_sha256="0" * 64)
+    save_checkpoint(root / "generator", g.state_dict(), record)
     return root
 
 

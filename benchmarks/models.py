@@ -7,15 +7,16 @@ architecture, and the results say so. The unlearning table never uses stand-ins.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from unlearn.artifacts import GuardRecord, ModelRecord
 from unlearn.io import save_checkpoint
 from unlearn.models import DCGANConfig, VAEConfig, arch_dict, build_generator
 from unlearn.pretrain.recipes import RECIPES
@@ -29,7 +30,8 @@ GUARD_THRESHOLD = 1.0  # p(z) > 1 flags about 16% of N(0, I) latents; the guard'
 class BenchModel:
     name: str
     generator: nn.Module
-    meta: dict[str, Any]
+    record: ModelRecord
+    sha256: str  # of the zoo weights ("0" * 64 for a stand-in)
     weights: str  # "zoo" or "random stand-in (zoo weights not shipped)"
 
 
@@ -37,7 +39,7 @@ def shipped(name: str) -> bool:
     return (WEIGHTS / f"{name}.json").is_file()
 
 
-def stand_in(name: str, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+def stand_in(name: str, seed: int = 0) -> tuple[nn.Module, ModelRecord]:
     """A random generator with the architecture the zoo recipe ``name`` trains."""
     recipe = RECIPES[name]
     tc, channels = recipe.train, CHANNELS[recipe.dataset]
@@ -50,15 +52,15 @@ def stand_in(name: str, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
             assert m.running_mean is not None and m.running_var is not None
             m.running_mean.normal_(0.0, 0.3)
             m.running_var.uniform_(0.05, 0.3)
-    return g, {"kind": "generator", "arch": arch_dict(cfg), "dataset": recipe.dataset}
+    return g, ModelRecord(kind="generator", arch=arch_dict(cfg), dataset=recipe.dataset)
 
 
 def load_bench_model(name: str) -> BenchModel:
     if shipped(name):
         g, meta = load_generator_with_meta(name)
-        return BenchModel(name, g, meta, "zoo")
-    g, meta = stand_in(name)
-    return BenchModel(name, g, meta, "random stand-in (zoo weights not shipped)")
+        return BenchModel(name, g, meta.record, meta.sha256, "zoo")
+    g, record = stand_in(name)
+    return BenchModel(name, g, record, "0" * 64, "random stand-in (zoo weights not shipped)")
 
 
 def guard_vector(z_dim: int, seed: int = 0) -> list[float]:
@@ -68,12 +70,12 @@ def guard_vector(z_dim: int, seed: int = 0) -> list[float]:
 
 def write_run(root: Path, model: BenchModel, guarded: bool) -> Path:
     """A checkpoint directory ``export_model`` accepts: with a guard entry (a fit run's shape) or plain."""
-    meta = {k: model.meta[k] for k in ("kind", "arch", "dataset")}
+    record = ModelRecord(kind="generator", arch=model.record.arch, dataset=model.record.dataset)
     if guarded:
-        z_dim = int(model.meta["arch"]["z_dim"])
-        meta |= {"guard": {"direction": [guard_vector(z_dim)], "threshold": [GUARD_THRESHOLD], "features": ["benchmark"]},
-                 "base_model": model.name, "base_sha256": str(model.meta.get("sha256", "0" * 64))}  # fmt: skip
-    save_checkpoint(root / "generator", model.generator.state_dict(), meta)
+        z_dim = int(model.record.arch["z_dim"])
+        guard = GuardRecord(direction=(tuple(guard_vector(z_dim)),), threshold=(GUARD_THRESHOLD,), features=("benchmark",))
+        record = dataclasses.replace(record, guard=guard, base_model=model.name, base_sha256=model.sha256)
+    save_checkpoint(root / "generator", model.generator.state_dict(), record)
     return root
 
 

@@ -7,6 +7,7 @@ PyTorch; build the engine; stamp the manifest; rename into place; then the Trito
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -20,9 +21,12 @@ from export.errors import ExportError
 from export.manifest import build_manifest
 from export.module import build_module
 from export.publish import refuse_existing, replace_dir, staging
+from export.selftest import build_self_test
 from export.source import guard_mode, load_source, safe_name
 from export.spec import ExportConfig
-from unlearn.io import write_json
+from serve.manifest import FILES, Manifest
+from serve.selftest import SelfTestError, verify
+from unlearn.io import sha256_file, write_json
 
 
 def _preflight(cfg: ExportConfig) -> None:
@@ -35,10 +39,10 @@ def _preflight(cfg: ExportConfig) -> None:
         tensorrt.require_tensorrt()
 
 
-def _build(cfg: ExportConfig, tmp: Path) -> dict[str, Any]:
-    """Everything inside the staging directory; returns the manifest."""
+def _build(cfg: ExportConfig, tmp: Path) -> Manifest:
+    """Everything inside the staging directory; returns the manifest as written to manifest.json."""
     spec, started = cfg.spec, time.perf_counter()
-    source = load_source(cfg.source)
+    source = load_source(cfg.source, cfg.trust_code)
     mode = guard_mode(cfg.guard, source)
     module = build_module(source.generator, source.guard, mode, fp16=cfg.fp16)
     model = onnx_export.to_onnx(module, spec)
@@ -48,20 +52,32 @@ def _build(cfg: ExportConfig, tmp: Path) -> dict[str, Any]:
     onnx_export.save(model, candidate)
     reference = build_module(source.generator, source.guard, mode, fp16=False) if cfg.fp16 else module
     report = validate.validate(candidate, reference, spec, fp16=cfg.fp16)
-    manifest = build_manifest(source, module, model, spec, cfg.fp16)
-    manifest["validation"] = {**report, "fp16_ops": fp16_ops}
+    precision = "fp16" if cfg.fp16 else "fp32"
+    self_test = build_self_test(source.generator, source.guard, module.z_dim, precision, spec)
+    manifest = build_manifest(source, module, model, spec, cfg.fp16, self_test)
+    info = {**manifest.info, "validation": {**report, "fp16_ops": fp16_ops}}
     if cfg.tensorrt:
-        manifest["tensorrt"] = tensorrt.build_engine(
-            candidate, tmp / "model.plan", spec, module.z_dim, tmp / "timing.cache"
-        )
-    manifest["export_seconds"] = round(time.perf_counter() - started, 2)
-    onnx_export.stamp(model, manifest)
+        info["tensorrt"] = tensorrt.build_engine(candidate, tmp / "model.plan", spec, module.z_dim, tmp / "timing.cache")
+    info["export_seconds"] = round(time.perf_counter() - started, 2)
+    manifest = dataclasses.replace(manifest, info=info)
+    onnx_export.stamp(model, manifest.embedded().to_json())
     onnx_export.save(model, candidate)
     if onnx.load_model(str(candidate)).graph.SerializeToString() != graph_bytes:
         raise ExportError("the stamped model.onnx no longer matches the validated graph")
     candidate.rename(tmp / "model.onnx")
-    write_json(tmp / "manifest.json", manifest)
+    manifest = dataclasses.replace(manifest, files={n: sha256_file(tmp / n) for n in FILES if (tmp / n).is_file()})
+    _self_check(tmp / "model.onnx", manifest)
+    write_json(tmp / "manifest.json", manifest.to_json())
     return manifest
+
+
+def _self_check(path: Path, manifest: Manifest) -> None:
+    """The artifact must pass the runtime's own load-time self-test before it is published."""
+    sess = validate.session(path)
+    try:
+        verify(lambda z: tuple(sess.run(None, {"z": z})), manifest, str(path))  # type: ignore[arg-type,return-value]
+    except SelfTestError as exc:
+        raise ExportError(f"the exported graph fails its own self-test: {exc}") from None
 
 
 def export_model(cfg: ExportConfig) -> dict[str, Any]:
@@ -74,7 +90,7 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
         repo = cfg.triton
         if repo is not None:
             staged = triton.stage_repository(
-                repo, safe_name(cfg.triton_name or manifest["name"]), tmp, manifest, cfg.spec
+                repo, safe_name(cfg.triton_name or manifest.name), tmp, manifest.to_json(), cfg.spec
             )
         try:
             for final in staged:  # the entry and, with an engine, its "-trt" twin
@@ -89,5 +105,5 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
                 shutil.rmtree(staged_dir, ignore_errors=True)
     files = sorted(p.name for p in out.iterdir())
     return {"out": str(out), "files": files, "triton": sorted(str(repo / n) for n in staged) if repo and staged else None,
-            "guard": manifest["guard"]["mode"], "precision": manifest["precision"], "export_seconds": manifest["export_seconds"],
-            "validation": manifest["validation"]["cases"]}  # fmt: skip
+            "guard": manifest.guard.mode, "precision": manifest.precision, "export_seconds": manifest.info["export_seconds"],
+            "sha256": manifest.files, "validation": manifest.info["validation"]["cases"]}  # fmt: skip

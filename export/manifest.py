@@ -1,7 +1,8 @@
 """manifest.json: what the artifact is, written beside model.onnx and embedded in its metadata.
 
-The runtime (``serve/``) reads only this and the graph, so everything it needs is here:
-z_dim, the image shape, the guard (mode, unit direction rows, thresholds), the outputs.
+The schema is ``serve.manifest.Manifest`` (the runtime reads it without torch); this module
+fills it from the export: z_dim, the image shape, the guard as the graph holds it, the outputs,
+the self-test's known answers and the provenance.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import unlearn
 from export.module import ExportModule
 from export.onnx_export import io_shapes
 from export.source import Source
-from export.spec import MANIFEST_FORMAT, ExportSpec
+from export.spec import ExportSpec
+from serve.manifest import MANIFEST_FORMAT, GuardSpec, Manifest, SelfTest
 
 _DTYPES: dict[int, str] = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool",
            onnx.TensorProto.FLOAT16: "float16"}  # fmt: skip
@@ -35,44 +37,34 @@ def guard_entry(module: ExportModule) -> dict[str, Any]:
     if not module.has_direction:
         return {"mode": "off", "direction": None, "threshold": None}
     u, t = module.guard_arrays()
-    return {"mode": module.guard.mode, "direction": u.tolist(), "threshold": t.tolist()}
+    direction = tuple(tuple(float(v) for v in row) for row in u)
+    return {"mode": module.guard.mode, "direction": direction, "threshold": tuple(float(v) for v in t)}
 
 
 def build_manifest(
-    source: Source, module: ExportModule, model: onnx.ModelProto, spec: ExportSpec, fp16: bool
-) -> dict[str, Any]:
+    source: Source, module: ExportModule, model: onnx.ModelProto, spec: ExportSpec, fp16: bool, self_test: SelfTest
+) -> Manifest:
+    """The manifest of one export (without ``files``: those are hashed once the files are final)."""
     inputs, outputs = _tensors(model)
     _, h, w, c = outputs[0]["shape"]
-    meta = source.meta
-    features = list(source.guard.features) if source.guard else []
-    return {
-        "format_version": MANIFEST_FORMAT,
-        "name": source.name,
-        "z_dim": module.z_dim,
-        "image": {
-            "height": h,
-            "width": w,
-            "channels": c,
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "formula": "round((x + 1) * 127.5) clipped to [0, 255]",
-        },  # fmt: skip
-        "inputs": inputs,
-        "outputs": outputs,
-        "guard": guard_entry(module),
-        "feature": ",".join(features) or meta.get("exclude"),
-        "features": features,
-        "base_model": meta.get("base_model", source.name),
-        "base_sha256": meta.get("base_sha256", meta.get("sha256")),
-        "weights_sha256": meta.get("sha256"),
-        "arch": meta.get("arch"),
-        "dataset": meta.get("dataset"),
-        "precision": "fp16" if fp16 else "fp32",
-        "onnx": {
-            "opset": spec.opset,
-            "exporter": "torch.onnx.export(dynamo=True)",
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-        },  # fmt: skip
+    record = source.meta.record
+    features = list(dict.fromkeys(source.guard.features)) if source.guard else []
+    g = guard_entry(module)
+    info = {
+        "feature": ",".join(features) or record.exclude,
+        "base_model": record.base_model or source.name,
+        "base_sha256": record.base_sha256 or source.meta.sha256,
+        "weights_sha256": source.meta.sha256,
+        "arch": record.arch,
+        "dataset": record.dataset,
+        "onnx": {"opset": spec.opset, "exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__,
+                 "onnx": onnx.__version__},
         "package": {"name": "feature-unlearn", "version": unlearn.__version__},
-    }
+    }  # fmt: skip
+    image = {"height": h, "width": w, "channels": c, "dtype": "uint8", "layout": "NHWC",
+             "formula": "round((x + 1) * 127.5) clipped to [0, 255]"}  # fmt: skip
+    return Manifest(
+        format_version=MANIFEST_FORMAT, name=source.name, z_dim=module.z_dim, image=image, inputs=inputs,
+        outputs=outputs, guard=GuardSpec(g["mode"], g["direction"], g["threshold"]), features=tuple(features),
+        precision="fp16" if fp16 else "fp32", self_test=self_test, info=info,
+    )  # fmt: skip

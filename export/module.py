@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.source import GuardVector
+from unlearn.artifacts import GuardRecord
 from unlearn.guard import GuardedGenerator, LatentGuard
 from unlearn.images import to_uint8
 
@@ -65,7 +65,7 @@ class ExportModule(nn.Module):
         return to_uint8(image), flagged, score
 
 
-def make_guard(vector: Optional[GuardVector], z_dim: int, mode: str) -> LatentGuard:
+def make_guard(vector: Optional[GuardRecord], z_dim: int, mode: str) -> LatentGuard:
     """The guard for the graph; without a target vector only mode 'off' exists (a placeholder axis)."""
     if vector is None:
         assert mode == "off", "a guard without a target vector can only be off"
@@ -73,7 +73,7 @@ def make_guard(vector: Optional[GuardVector], z_dim: int, mode: str) -> LatentGu
     return LatentGuard(torch.tensor(vector.direction), torch.tensor(vector.threshold), mode)
 
 
-def build_module(generator: nn.Module, vector: Optional[GuardVector], mode: str, fp16: bool = False) -> ExportModule:
+def build_module(generator: nn.Module, vector: Optional[GuardRecord], mode: str, fp16: bool = False) -> ExportModule:
     """The eval-mode module to export (``fp16``: half generator, fp32 guard)."""
     guard = make_guard(vector, z_dim_of(generator), mode)
     gen = HalfGenerator(generator) if fp16 else generator

@@ -13,9 +13,9 @@ from several threads, and unseeded sampling uses a fresh generator per call.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +24,10 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import onnxruntime as ort
+
+from serve.artifact import ArtifactError, open_artifact, same_manifest
+from serve.manifest import Manifest
+from serve.selftest import SelfTestError, VerifiedGuard, verify
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 PREFERENCE = (TENSORRT, CUDA, CPU)
@@ -69,16 +73,7 @@ def resolve_providers(providers: Union[str, Sequence[str]] = "auto") -> list[str
     return chosen + ([CPU] if CPU not in chosen else [])
 
 
-def _paths(path: Union[str, Path]) -> tuple[Path, Optional[Path]]:
-    p = Path(path)
-    onnx_path = p / "model.onnx" if p.is_dir() else p
-    if not onnx_path.is_file():
-        raise ModelLoadError(f"{onnx_path}: not found (give an export directory or a model.onnx file)")
-    sidecar = onnx_path.with_name("manifest.json")
-    return onnx_path, sidecar if sidecar.is_file() else None
-
-
-def _session(onnx_path: Path, providers: list[str], threads: Optional[int]) -> ort.InferenceSession:
+def _session(model: bytes, onnx_path: Path, providers: list[str], threads: Optional[int]) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -88,7 +83,7 @@ def _session(onnx_path: Path, providers: list[str], threads: Optional[int]) -> o
         for p in providers
     ]
     try:
-        return ort.InferenceSession(str(onnx_path), opts, providers=with_options)
+        return ort.InferenceSession(model, opts, providers=with_options)
     except Exception as exc:  # onnxruntime raises InvalidProtobuf, InvalidGraph, Fail, NoSuchFile, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(
@@ -96,33 +91,13 @@ def _session(onnx_path: Path, providers: list[str], threads: Optional[int]) -> o
         ) from None
 
 
-def _manifest(session: ort.InferenceSession, onnx_path: Path, sidecar: Optional[Path]) -> dict[str, Any]:
-    """The manifest embedded in the graph; manifest.json beside it must say the same."""
-    embedded = session.get_modelmeta().custom_metadata_map.get("manifest")
-    try:
-        inner = json.loads(embedded) if embedded else None
-        outer = json.loads(sidecar.read_text()) if sidecar else None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ModelLoadError(f"{onnx_path}: unreadable manifest ({exc})") from None
-    if inner is None and outer is None:
-        raise ModelLoadError(
-            f"{onnx_path}: no manifest (neither in its metadata nor a manifest.json); export it with unlearn-cli export"
-        )
-    if inner is not None and outer is not None and inner != outer:
-        raise ModelLoadError(f"{sidecar}: does not match the manifest embedded in {onnx_path.name} (mixed-up files?)")
-    manifest = inner if inner is not None else outer
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("z_dim"), int):
-        raise ModelLoadError(f"{onnx_path}: the manifest has no integer z_dim")
-    return manifest
-
-
-def _check_graph(session: ort.InferenceSession, manifest: dict[str, Any], onnx_path: Path) -> tuple[str, list[str]]:
+def _check_graph(session: ort.InferenceSession, manifest: Manifest, onnx_path: Path) -> tuple[str, list[str]]:
     """The graph's I/O must be the export contract: z float [batch, z_dim] -> image, flagged, score."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    want_out = [t["name"] for t in manifest.get("outputs", [])] or ["image", "flagged", "score"]
-    if len(inputs) != 1 or inputs[0].type != "tensor(float)" or list(inputs[0].shape[1:]) != [manifest["z_dim"]]:
+    want_out = [t["name"] for t in manifest.outputs] or ["image", "flagged", "score"]
+    if len(inputs) != 1 or inputs[0].type != "tensor(float)" or list(inputs[0].shape[1:]) != [manifest.z_dim]:
         got = [(i.name, i.type, i.shape) for i in inputs]
-        raise ModelLoadError(f"{onnx_path}: expected one float input [batch, {manifest['z_dim']}], the graph has {got}")
+        raise ModelLoadError(f"{onnx_path}: expected one float input [batch, {manifest.z_dim}], the graph has {got}")
     if [o.name for o in outputs] != want_out:
         raise ModelLoadError(f"{onnx_path}: outputs {[o.name for o in outputs]} != manifest's {want_out}")
     return inputs[0].name, want_out
@@ -134,14 +109,17 @@ class SafeGenerator:
     def __init__(
         self,
         session: ort.InferenceSession,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         requested: list[str],
         max_batch: int,
         source: Path,
     ) -> None:
-        self._session, self.manifest, self.max_batch, self.path = session, manifest, max_batch, source
+        self._session, self.spec, self.max_batch, self.path = session, manifest, max_batch, source
+        self.manifest: dict[str, Any] = manifest.to_json()
         self._input, self._outputs = _check_graph(session, manifest, source)
-        self.z_dim: int = manifest["z_dim"]
+        self.z_dim: int = manifest.z_dim
+        self.sha256: Optional[str] = (manifest.files or {}).get("model.onnx")
+        self.timings: dict[str, float] = {}
         self.requested_providers = requested
         self.providers: list[str] = session.get_providers()
         self.provider: str = self.providers[0]
@@ -150,26 +128,50 @@ class SafeGenerator:
             self.fallback = (f"asked for {requested[0]} but ONNX Runtime runs on {self.provider} "
                              "(CUDA/TensorRT libraries missing or the device is unusable)")  # fmt: skip
             warnings.warn(self.fallback, RuntimeWarning, stacklevel=3)
+        started = time.perf_counter()
+        try:
+            self.verified: VerifiedGuard = verify(self._run, manifest, str(source))
+        except SelfTestError as exc:
+            raise ModelLoadError(str(exc)) from None
+        self.timings["self_test_s"] = time.perf_counter() - started
 
     @classmethod
     def load(cls, path: Union[str, Path], providers: Union[str, Sequence[str]] = "auto", max_batch: int = DEFAULT_MAX_BATCH,
-             threads: Optional[int] = None) -> SafeGenerator:  # fmt: skip
-        """Open an export directory (model.onnx + manifest.json) or a model.onnx file."""
+             threads: Optional[int] = None, pin: Optional[str] = None) -> SafeGenerator:  # fmt: skip
+        """Open an export directory (model.onnx + manifest.json) or a model.onnx file.
+
+        The graph's sha256 must be the one manifest.json records (and ``pin``, when given); then the
+        known-answer self-test must confirm the guard mode, thresholds and weights the manifest claims.
+        """
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
-        onnx_path, sidecar = _paths(path)
+        try:
+            art = open_artifact(path, pin)
+        except ArtifactError as exc:
+            raise ModelLoadError(str(exc)) from None
         requested = resolve_providers(providers)
-        session = _session(onnx_path, requested, threads)
-        return cls(session, _manifest(session, onnx_path, sidecar), requested, max_batch, onnx_path)
+        session = _session(art.model, art.onnx_path, requested, threads)
+        try:
+            manifest = same_manifest(session.get_modelmeta().custom_metadata_map.get("manifest"), art.manifest, art.onnx_path)
+        except ArtifactError as exc:
+            raise ModelLoadError(str(exc)) from None
+        gen = cls(session, manifest, requested, max_batch, art.onnx_path)
+        gen.sha256 = art.sha256
+        gen.timings["hash_s"] = art.hash_seconds
+        return gen
+
+    def _run(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        image, flagged, score = self._session.run(self._outputs, {self._input: z})
+        return image, flagged, score
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        im = self.manifest["image"]
-        return int(im["height"]), int(im["width"]), int(im["channels"])
+        return self.spec.image_shape
 
     @property
     def guard(self) -> dict[str, Any]:
-        return dict(self.manifest.get("guard") or {"mode": "off"})
+        """The guard as the load-time self-test verified it (mode, thresholds ± their precision)."""
+        return self.verified.as_dict()
 
     def info(self) -> dict[str, Any]:
         return {"path": str(self.path), "name": self.manifest.get("name"), "z_dim": self.z_dim, "image": list(self.image_shape),
@@ -180,7 +182,7 @@ class SafeGenerator:
     ) -> GenerateResult:
         """Images for ``z`` [N, z_dim] float32, or for ``n`` latents drawn from N(0, I) (``seed`` for repeatability)."""
         latents = self._check_z(z, n, seed) if z is not None else self._sample(1 if n is None else n, seed)
-        image, flagged, score = self._session.run(self._outputs, {self._input: latents})
+        image, flagged, score = self._run(latents)
         return GenerateResult(image, flagged, score, latents, self.provider)
 
     def _check_batch(self, n: int, what: str) -> None:
@@ -209,5 +211,10 @@ class SafeGenerator:
         if bad.any():
             raise RuntimeInputError(
                 f"z holds NaN or infinity in {int(bad.sum())} of {len(z)} rows (first: row {int(np.argmax(bad))})"
+            )
+        big = (np.abs(z) > LATENT_BOUND).any(axis=1)
+        if big.any():
+            raise RuntimeInputError(
+                f"z has values beyond ±{LATENT_BOUND:g} in {int(big.sum())} of {len(z)} rows (first: row {int(np.argmax(big))})"
             )
         return np.ascontiguousarray(z)

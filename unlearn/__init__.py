@@ -10,11 +10,15 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def load_generator(name_or_path: Any) -> nn.Module:
-    """An eval-mode generator from a zoo name, a checkpoint path, or a fit run directory."""
+def load_generator(name_or_path: Any, trust_code: bool = False) -> nn.Module:
+    """An eval-mode generator from a zoo name, a checkpoint path, or a fit run directory.
+
+    Checkpoints are data: one whose architecture names code (``module:factory``) is refused
+    unless ``trust_code=True``.
+    """
     from unlearn.zoo import load_generator as _load
 
-    return _load(name_or_path)
+    return _load(name_or_path, trust_code)
 
 
 __all__ = ["__version__", "load_generator"]

@@ -111,8 +111,10 @@ def load_latents(directory: Path) -> torch.Tensor:
     stem = directory / "latents"
     if not stem.with_suffix(".safetensors").is_file():
         raise DataError(f"--labels: {directory} holds no latents.safetensors (run collect --sheet first)")
-    state, _ = load_checkpoint(stem)
-    return state["z"]
+    ckpt = load_checkpoint(stem)
+    if ckpt.record.KIND != "latents" or "z" not in ckpt.tensors:
+        raise DataError(f"--labels: {stem}.json does not hold the latents of a collect --sheet run")
+    return ckpt.tensors["z"]
 
 
 @dataclass(frozen=True)
@@ -129,21 +131,22 @@ class CollectConfig:
 
 def run_collect(cfg: CollectConfig) -> dict[str, Any]:
     """Sheets for a person (``sheet``), a person's labels (``labels``) or the labeller's."""
+    from unlearn.artifacts import LatentsRecord
     from unlearn.io import save_checkpoint
     from unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
 
     g, meta = load_generator_with_meta(cfg.model)
-    feats = cfg.features or (DEFAULT_FEATURE.get(str(meta.get("dataset")), ""),)
+    feats = cfg.features or (DEFAULT_FEATURE.get(str(meta.record.dataset), ""),)
     cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.sheet:
         z = latents(cfg.n, z_dim_of(g), cfg.seed)
-        save_checkpoint(cfg.out / "latents", {"z": z}, {"kind": "latents", "model": cfg.model, "seed": cfg.seed})
+        save_checkpoint(cfg.out / "latents", {"z": z}, LatentsRecord(kind="latents", model=cfg.model, seed=cfg.seed))
         sheets = write_sheets(g, z, cfg.out)
         return {"n": cfg.n, "sheets": [str(p) for p in sheets], "next": f"list positive tile numbers in a file, then --labels FILE (in {cfg.out})"}
     if cfg.labels is not None:
         c = collection_from_labels(cfg.labels, feats[0], z_dim_of(g))
     else:
-        name = cfg.labeller or f"{meta.get('dataset')}-labeller"
+        name = cfg.labeller or f"{meta.record.dataset}-labeller"
         labeller = load_classifier(name)
         for f in feats:
             if labeller.cfg.heads.get(f) != 2:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unlearn.artifacts import ModelRecord
 from unlearn.attack import AttackConfig, pgd_success
 from unlearn.data import train_test
 from unlearn.errors import UserError
@@ -34,17 +35,19 @@ class EvalConfig:
     attack_cfg: AttackConfig = field(default_factory=AttackConfig)
     auditor: str | None = None
     out: Path | None = None  # where evaluation.{json,md,png} go (default: the run directory)
+    trust_code: bool = False  # the run's generator is built by a module:factory: import it
 
 
-def _load_run(run: Path) -> tuple[nn.Module, dict[str, Any], nn.Module, LatentGuard]:
-    g, meta = load_generator_with_meta(run)
-    if "guard" not in meta or "base_model" not in meta:
+def _load_run(run: Path, trust_code: bool = False) -> tuple[nn.Module, ModelRecord, nn.Module, LatentGuard]:
+    g, meta = load_generator_with_meta(run, trust_code)
+    record = meta.record
+    if record.guard is None or record.base_model is None:
         raise UserError(f"{run}: not a fit run (its generator.json has no guard/base_model); evaluate takes a fit run directory")
-    f, base_meta = load_generator_with_meta(meta["base_model"])
-    if base_meta.get("sha256") != meta.get("base_sha256"):
-        raise UserError(f"{run}: the base model {meta['base_model']!r} changed since the fit (sha256 differs)")
-    guard = LatentGuard(torch.tensor(meta["guard"]["direction"]), torch.tensor(meta["guard"]["threshold"]), "shift")
-    return g, meta, f, guard
+    f, base_meta = load_generator_with_meta(record.base_model, trust_code)
+    if base_meta.sha256 != record.base_sha256:
+        raise UserError(f"{run}: the base model {record.base_model!r} changed since the fit (sha256 differs)")
+    guard = LatentGuard(torch.tensor(record.guard.direction), torch.tensor(record.guard.threshold), "shift")
+    return g, record, f, guard
 
 
 def inception_score(auditor: AttributeClassifier, images: torch.Tensor, head: str = "digit") -> float:
@@ -62,15 +65,15 @@ def _flips(auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip:
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    g, meta, f, guard = _load_run(cfg.run)
-    dataset, feats = str(meta.get("dataset")), list(meta.get("features", []))
+    g, meta, f, guard = _load_run(cfg.run, cfg.trust_code)
+    dataset, feats = str(meta.dataset), list(meta.features)
     auditor = load_classifier(cfg.auditor or f"{dataset}-auditor")
     _, test = train_test(dataset)
     z = latents(cfg.n, z_dim_of(f), 10_000 + cfg.seed)
     flagged = guard(z)[1]
     images = {"original": generate(f, z), "original+guard": generate(GuardedGenerator(f, guard), z, out=0),
               "unlearned": generate(g, z), "unlearned+guard": generate(GuardedGenerator(g, guard), z, out=0)}  # fmt: skip
-    oracle_name = f"{meta['base_model']}-no-{feats[0]}" if len(feats) == 1 else None
+    oracle_name = f"{meta.base_model}-no-{feats[0]}" if len(feats) == 1 else None
     if oracle_name in GENERATORS:
         try:
             oracle, _ = load_generator_with_meta(oracle_name)
@@ -92,7 +95,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     flips_all = _flips(auditor, images["original"], images["unlearned"], feats)
     flips_keep = _flips(auditor, images["original"][keep], images["unlearned"][keep], feats)
     result: dict[str, Any] = {
-        "run": str(cfg.run), "base_model": meta["base_model"], "features": feats, "auditor": auditor.cfg.kind,
+        "run": str(cfg.run), "base_model": meta.base_model, "features": feats, "auditor": auditor.cfg.kind,
         "n": cfg.n, "oracle": oracle_name, "models": rows, "preservation": preservation,
         "attribute_flips": {"all": flips_all, "non_target": flips_keep},
     }  # fmt: skip

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from unlearn.artifacts import FORMAT_VERSION, ModelRecord
 from unlearn.errors import CheckpointError
 from unlearn.io import load_checkpoint, read_json
 from unlearn.models import AttributeClassifier, build_classifier, build_generator
@@ -45,30 +47,41 @@ def resolve(name_or_path: str | Path) -> Path:
     raise CheckpointError(f"{s}: not a zoo name, run directory or checkpoint file")
 
 
-def _load(name_or_path: str | Path, kind: str) -> tuple[nn.Module, dict[str, Any]]:
+@dataclass(frozen=True)
+class ModelMeta:
+    """A loaded model's sealed record, the sha256 of its weights and where it came from."""
+
+    record: ModelRecord
+    sha256: str
+    stem: Path
+
+
+def _load(name_or_path: str | Path, kind: str, trust_code: bool = False) -> tuple[nn.Module, ModelMeta]:
     stem = resolve(name_or_path)
-    state, meta = load_checkpoint(stem)
-    if meta.get("kind") != kind:
-        raise CheckpointError(f"{stem}.json: holds a {meta.get('kind')!r}, not a {kind}")
-    arch = meta.get("arch")
-    if not isinstance(arch, dict):
-        raise CheckpointError(f"{stem}.json: missing 'arch'")
-    model = build_generator(arch, f"{stem}.json") if kind == "generator" else build_classifier(arch, f"{stem}.json")
+    ckpt = load_checkpoint(stem)
+    record = ckpt.record
+    if not isinstance(record, ModelRecord) or record.kind != kind:
+        raise CheckpointError(f"{stem}.json: holds a {getattr(record, 'kind', '?')!r}, not a {kind}")
+    where = f"{stem}.json"
+    model = build_generator(record.arch, where, trust_code) if kind == "generator" else build_classifier(record.arch, where)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(ckpt.tensors)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "mismatch"
         raise CheckpointError(f"{stem}.safetensors does not fit its architecture: {first}") from None
-    return model.eval(), meta
+    return model.eval(), ModelMeta(record, ckpt.sha256, stem)
 
 
-def load_generator(name_or_path: str | Path) -> nn.Module:
-    """An eval-mode generator from a zoo name, checkpoint path or fit run directory."""
-    return load_generator_with_meta(name_or_path)[0]
+def load_generator(name_or_path: str | Path, trust_code: bool = False) -> nn.Module:
+    """An eval-mode generator from a zoo name, checkpoint path or fit run directory.
+
+    ``trust_code``: allow a checkpoint whose architecture is a ``module:factory`` to import it.
+    """
+    return load_generator_with_meta(name_or_path, trust_code)[0]
 
 
-def load_generator_with_meta(name_or_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    return _load(name_or_path, "generator")
+def load_generator_with_meta(name_or_path: str | Path, trust_code: bool = False) -> tuple[nn.Module, ModelMeta]:
+    return _load(name_or_path, "generator", trust_code)
 
 
 def load_classifier(name_or_path: str | Path) -> AttributeClassifier:
@@ -81,11 +94,16 @@ def zoo_table() -> list[dict[str, Any]]:
     """One row per shipped entry: name, kind, dataset, architecture kind and measured metrics."""
     rows = []
     for name in zoo_names():
-        meta = read_json(WEIGHTS / f"{name}.json", "zoo sidecar")
+        path = WEIGHTS / f"{name}.json"
+        meta = read_json(path, "zoo sidecar")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
+        body = {k: v for k, v in meta.items() if k not in ("format_version", "sha256")}
+        record = ModelRecord.from_dict(body, str(path))
         rows.append({
-            "name": name, "kind": meta.get("kind"), "dataset": meta.get("dataset"),
-            "arch": meta.get("arch", {}).get("kind"), "exclude": meta.get("exclude"),
+            "name": name, "kind": record.kind, "dataset": record.dataset,
+            "arch": record.arch.get("kind"), "exclude": record.exclude,
             "size_kb": round((WEIGHTS / f"{name}.safetensors").stat().st_size / 1024),
-            "metrics": meta.get("metrics", {}),
+            "metrics": record.metrics,
         })  # fmt: skip
     return rows

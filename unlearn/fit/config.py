@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 DEFAULT_MODEL = "faces-dcgan"
 
@@ -38,6 +38,11 @@ class FitConfig:
     checkpoint_every: int = 125
     resume: bool = False
     force: bool = False
+    trust_code: bool = False  # --model names a checkpoint built by a module:factory: import it
+
+    # Options that may differ on --resume: where the run lives and how this invocation behaves;
+    # everything else shapes the result and must match the run's.
+    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("out", "resume", "force", "trust_code")
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

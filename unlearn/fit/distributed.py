@@ -25,13 +25,21 @@ class Dist:
         return slice(self.rank * per, (self.rank + 1) * per)
 
 
-def init_dist(device_type: str) -> Dist:
+def init_dist(device: str) -> Dist:
+    """Join the torchrun process group before any device is chosen: ``local_rank`` picks this process's GPU.
+
+    ``device`` is the --device option (auto, cpu, cuda, cuda:N): CUDA gets nccl, the CPU gloo.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda and device in ("auto", "cuda"):
+        torch.cuda.set_device(local_rank)  # nccl binds each process to the current device
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def barrier(d: Dist) -> None:

@@ -9,6 +9,9 @@ probe set reaches ``goal`` or the step budget runs out.
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -17,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unlearn import __version__
+from unlearn.artifacts import FORMAT_VERSION, GuardRecord, ModelRecord, RunRecord
 from unlearn.collect import Collection, collect_with_labeller, collection_from_labels
 from unlearn.device import Runtime, maybe_compile, resolve_runtime
 from unlearn.errors import ConfigError, UserError
@@ -31,7 +35,7 @@ from unlearn.io import save_checkpoint, write_json
 from unlearn.metrics import generate, latents
 from unlearn.models import AttributeClassifier, z_dim_of
 from unlearn.target import fit_detector
-from unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
+from unlearn.zoo import DEFAULT_FEATURE, ModelMeta, load_classifier, load_generator_with_meta
 
 MIN_POSITIVES = 20  # a later round adds a direction only from at least this many positives
 
@@ -41,8 +45,8 @@ def probe_rates(g: nn.Module, labeller: AttributeClassifier, features: list[str]
     return {f: float(pred[f].float().mean()) for f in features}
 
 
-def _features(cfg: FitConfig, meta: dict[str, Any], labeller: AttributeClassifier) -> list[str]:
-    feats = list(cfg.features) or [DEFAULT_FEATURE.get(str(meta.get("dataset")), "")]
+def _features(cfg: FitConfig, meta: ModelMeta, labeller: AttributeClassifier) -> list[str]:
+    feats = list(cfg.features) or [DEFAULT_FEATURE.get(str(meta.record.dataset), "")]
     for f in feats:
         if labeller.cfg.heads.get(f) != 2:
             known = ", ".join(k for k, c in labeller.cfg.heads.items() if c == 2)
@@ -72,12 +76,31 @@ def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) 
     state.collections.append({"round": state.round, **c.stats()})
 
 
-def _prepare_out(cfg: FitConfig) -> None:
+def _prepare_out(cfg: FitConfig) -> bool:
+    """Check --out before any work; returns whether this run created it (so a failure removes it)."""
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise UserError(f"--out {cfg.out}: exists and is not a directory")
     if cfg.out.exists() and any(cfg.out.iterdir()) and not (cfg.resume or cfg.force):
         raise UserError(f"--out {cfg.out}: exists and is not empty (use --resume to continue or --force to overwrite)")
     if cfg.resume and not (cfg.out / "checkpoint.json").is_file():
         raise UserError(f"--resume: {cfg.out} holds no checkpoint.json")
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    created = not cfg.out.exists()
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=cfg.out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"--out {cfg.out}: cannot write there ({exc.strerror or exc})") from None
+    return created
+
+
+def _discard_failed(cfg: FitConfig, created: bool) -> None:
+    """A fit that failed leaves nothing behind unless there is a checkpoint to --resume from."""
+    if cfg.resume or (cfg.out / "checkpoint.json").is_file():
+        return
+    if created:
+        shutil.rmtree(cfg.out, ignore_errors=True)
 
 
 def _sync_guard(state: FitState, d: Dist, rt: Runtime) -> LatentGuard:
@@ -89,24 +112,33 @@ def _sync_guard(state: FitState, d: Dist, rt: Runtime) -> LatentGuard:
 def fit(cfg: FitConfig) -> dict[str, Any]:
     if cfg.batch < 2 or cfg.steps < 1 or cfg.steps_per_round < 1 or not 0 < cfg.target_frac < 1:
         raise ConfigError("--batch ≥ 2, --steps ≥ 1, --steps-per-round ≥ 1 and 0 < --target-frac < 1 are required")
-    rt = resolve_runtime(cfg.device, cfg.precision)
-    d = init_dist(rt.device.type)
+    resolve_runtime(cfg.device, cfg.precision)  # refuse a bad --device/--precision before the process group
+    d = init_dist(cfg.device)
+    rt = resolve_runtime(cfg.device, cfg.precision, d.local_rank)  # each torchrun process on its own GPU
     if cfg.batch % d.world:
         raise ConfigError(f"--batch {cfg.batch} must be divisible by the {d.world} processes")
-    if d.main:
-        _prepare_out(cfg)
+    created = _prepare_out(cfg) if d.main else False
     barrier(d)
+    try:
+        return _setup_and_train(cfg, rt, d)
+    except UserError:
+        if d.main:
+            _discard_failed(cfg, created)
+        raise
+
+
+def _setup_and_train(cfg: FitConfig, rt: Runtime, d: Dist) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
-    f, meta = load_generator_with_meta(cfg.model)
-    labeller_name = cfg.labeller or f"{meta.get('dataset')}-labeller"
+    f, meta = load_generator_with_meta(cfg.model, cfg.trust_code)
+    labeller_name = cfg.labeller or f"{meta.record.dataset}-labeller"
     labeller = load_classifier(labeller_name)
     feats = _features(cfg, meta, labeller)
     f = f.to(rt.device).requires_grad_(False)
     g = copy.deepcopy(f).requires_grad_(True).eval()  # eval: BatchNorm statistics stay those of f
     opt = torch.optim.Adam(g.parameters(), lr=cfg.lr)
-    state = FitState(model=cfg.model, features=feats, base_sha256=str(meta.get("sha256")))
+    state = FitState(model=cfg.model, features=feats, base_sha256=meta.sha256)
     if cfg.resume:
-        state = load_state(cfg.out / "checkpoint", g, opt, state)
+        state = load_state(cfg.out / "checkpoint", g, opt, state, cfg)
     else:  # every rank collects the same (seeded) samples; rank 0's guard is broadcast anyway
         _add_detectors(state, _first_collection(cfg, f, labeller, feats, labeller_name), cfg, first=True)
     return _train(cfg, rt, d, f, g, opt, labeller, state, meta, labeller_name)
@@ -114,7 +146,7 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
 
 def _train(
     cfg: FitConfig, rt: Runtime, d: Dist, f: nn.Module, g: nn.Module, opt: torch.optim.Optimizer,
-    labeller: AttributeClassifier, state: FitState, meta: dict[str, Any], labeller_name: str,
+    labeller: AttributeClassifier, state: FitState, meta: ModelMeta, labeller_name: str,
 ) -> dict[str, Any]:  # fmt: skip
     g_model: nn.Module = g
     if d.world > 1:
@@ -142,11 +174,11 @@ def _train(
                 state.probes.append({"step": state.step, "round": state.round, "rates": probe_rates(g, labeller, state.features, z_probe)})
                 state.seconds = time.perf_counter() - start
                 if d.main:
-                    save_state(cfg.out / "checkpoint", state, g, opt)
+                    save_state(cfg.out / "checkpoint", state, g, opt, cfg)
         _end_round(cfg, state, g, labeller, labeller_name, z_probe, pool)
         state.seconds = time.perf_counter() - start
         if d.main:
-            save_state(cfg.out / "checkpoint", state, g, opt)
+            save_state(cfg.out / "checkpoint", state, g, opt, cfg)
     bar.total = state.step  # stopped early once the goal was met: show a full bar
     bar.refresh()
     bar.close()
@@ -165,26 +197,32 @@ def _end_round(cfg: FitConfig, state: FitState, g: nn.Module, labeller: Attribut
     _add_detectors(state, c, cfg, first=False)
 
 
-def _finish(cfg: FitConfig, state: FitState, f: nn.Module, g: nn.Module, meta: dict[str, Any], labeller: AttributeClassifier) -> dict[str, Any]:
+def _finish(cfg: FitConfig, state: FitState, f: nn.Module, g: nn.Module, meta: ModelMeta, labeller: AttributeClassifier) -> dict[str, Any]:
     from unlearn.fit.report import write_report
 
-    u, t = state.guard_tensors()
     first, last = state.probes[0]["rates"], state.probes[-1]["rates"]
     metrics = {
         "labeller_rate_before": first, "labeller_rate_after": last, "steps": state.step, "rounds": state.round + 1,
         "seconds": round(state.seconds, 1), "steps_per_second": round(state.step / max(state.seconds, 1e-9), 2),
     }  # fmt: skip
-    sidecar = {
-        "kind": "generator", "arch": meta["arch"], "dataset": meta.get("dataset"), "base_model": cfg.model,
-        "base_sha256": meta.get("sha256"), "features": state.features, "alpha": cfg.alpha,
-        "guard": {"direction": u.tolist(), "threshold": t.tolist(), "features": state.row_features},
-        "metrics": metrics, "version": __version__,
-    }  # fmt: skip
-    save_checkpoint(cfg.out / "generator", {k: v.cpu() for k, v in g.state_dict().items()}, sidecar)
-    run = {"options": cfg.as_dict(), "metrics": metrics, "detectors": state.detectors, "collections": state.collections,
-           "probes": state.probes, "guard": sidecar["guard"], "base_model": cfg.model, "base_sha256": meta.get("sha256"),
-           "alpha": cfg.alpha, "version": __version__}  # fmt: skip
-    write_json(cfg.out / "run.json", run)
+    guard = GuardRecord(
+        direction=tuple(tuple(r) for r in state.directions),
+        threshold=tuple(state.thresholds),
+        features=tuple(state.row_features),
+    )
+    record = ModelRecord(
+        kind="generator", arch=meta.record.arch, dataset=meta.record.dataset, base_model=cfg.model,
+        base_sha256=meta.sha256, features=tuple(state.features), alpha=cfg.alpha, guard=guard,
+        metrics=metrics, version=__version__,
+    )  # fmt: skip
+    save_checkpoint(cfg.out / "generator", {k: v.cpu() for k, v in g.state_dict().items()}, record)
+    run = RunRecord(
+        format_version=FORMAT_VERSION, options=cfg.as_dict(), metrics=metrics, detectors=state.detectors,
+        collections=state.collections, probes=state.probes, guard=guard, base_model=cfg.model,
+        base_sha256=meta.sha256, alpha=cfg.alpha, version=__version__,
+    )  # fmt: skip
+    write_json(cfg.out / "run.json", run.as_json())
     write_json(cfg.out / "history.json", state.history)
-    write_report(cfg.out, f.cpu(), g.cpu(), LatentGuard(u, t, "shift"), state, run)
+    u, t = state.guard_tensors()
+    write_report(cfg.out, f.cpu(), g.cpu(), LatentGuard(u, t, "shift"), state, run.as_json())
     return metrics

@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from unlearn.artifacts import FitCheckpointRecord
 from unlearn.errors import CheckpointError, UserError
+from unlearn.fit.config import FitConfig
 from unlearn.io import load_checkpoint, save_checkpoint
 
 
@@ -35,29 +37,49 @@ class FitState:
         return torch.tensor(self.directions, dtype=torch.float32), torch.tensor(self.thresholds, dtype=torch.float32)
 
 
-def save_state(path: Path, state: FitState, g: nn.Module, opt: torch.optim.Optimizer) -> None:
-    """Write ``checkpoint.safetensors`` + ``checkpoint.json`` (temp + rename each)."""
+def save_state(path: Path, state: FitState, g: nn.Module, opt: torch.optim.Optimizer, cfg: FitConfig) -> None:
+    """Write ``checkpoint.safetensors`` + ``checkpoint.json`` (temp + rename each); state and options are sealed with the weights."""
     tensors = {f"g.{k}": v for k, v in g.state_dict().items()}
     opt_state = opt.state_dict()
     for idx, st in opt_state["state"].items():
         for k, v in st.items():
             tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).reshape(-1) if k == "step" else v
-    meta = {"kind": "fit-checkpoint", "state": dataclasses.asdict(state), "param_groups": opt_state["param_groups"]}
-    save_checkpoint(path, tensors, meta)
+    record = FitCheckpointRecord(
+        kind="fit-checkpoint", state=dataclasses.asdict(state), param_groups=opt_state["param_groups"], options=cfg.as_dict()
+    )
+    save_checkpoint(path, tensors, record)
 
 
-def load_state(path: Path, g: nn.Module, opt: torch.optim.Optimizer, expect: FitState) -> FitState:
-    """Restore g and the optimiser in place; refuse a checkpoint of another model or feature."""
-    tensors, meta = load_checkpoint(path)
-    if meta.get("kind") != "fit-checkpoint":
+def _check_options(saved: dict[str, Any], cfg: FitConfig, where: Path) -> None:
+    """--resume continues the same run: options that shape the result must be the run's."""
+    now = cfg.as_dict()
+    differ = [k for k in now if k not in cfg.RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if differ:
+        shown = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now[k]!r})" for k in differ[:4])
+        raise UserError(f"--resume: {where} was started with {shown}; repeat the run's options to continue it")
+
+
+def _fit_state(record: FitCheckpointRecord, where: Path) -> FitState:
+    try:
+        return FitState(**record.state)
+    except TypeError as exc:
+        raise CheckpointError(f"{where}.json: state is not a fit state ({exc})") from None
+
+
+def load_state(path: Path, g: nn.Module, opt: torch.optim.Optimizer, expect: FitState, cfg: FitConfig) -> FitState:
+    """Restore g and the optimiser in place; refuse a checkpoint of another model, feature or options."""
+    ckpt = load_checkpoint(path)
+    record = ckpt.record
+    if not isinstance(record, FitCheckpointRecord):
         raise CheckpointError(f"--resume: {path}.json is not a fit checkpoint")
-    state = FitState(**meta["state"])
+    state = _fit_state(record, path)
     for key in ("model", "features", "base_sha256"):
         if getattr(state, key) != getattr(expect, key):
             raise UserError(f"--resume: {path.parent} was fitted with {key} {getattr(state, key)!r}, not {getattr(expect, key)!r}")
-    g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
-    for k, v in tensors.items():
+    _check_options(record.options, cfg, path.parent)
+    g.load_state_dict({k[2:]: v for k, v in ckpt.tensors.items() if k.startswith("g.")})
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": record.param_groups}
+    for k, v in ckpt.tensors.items():
         if k.startswith("opt."):
             _, idx, name = k.split(".", 2)
             opt_state["state"].setdefault(int(idx), {})[name] = v.reshape(()) if name == "step" else v

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unlearn.artifacts import CODE_KINDS
 from unlearn.errors import CheckpointError, ConfigError
 from unlearn.models.classifier import AttributeClassifier, ClassifierConfig
 from unlearn.models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
@@ -35,16 +36,29 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     return cls(**d)
 
 
-def build_generator(arch: dict[str, Any], where: str = "arch") -> nn.Module:
-    """A generator from its architecture dict: kind 'vae', 'dcgan' or 'plugin' (module:factory)."""
+def build_generator(arch: dict[str, Any], where: str = "arch", trust_code: bool = False) -> nn.Module:
+    """A generator from its architecture dict: kind 'vae' or 'dcgan' (data), or 'factory' (code).
+
+    A sidecar is data that travels between machines, so a ``factory`` it names is imported only
+    when the caller passes ``trust_code`` (``--trust-code`` on the command line).
+    """
     kind = arch.get("kind")
     if kind == "vae":
         return VAEDecoder(_from_dict(VAEConfig, arch, where))
     if kind == "dcgan":
         return DCGANGenerator(_from_dict(DCGANConfig, arch, where))
-    if kind == "plugin":
-        return load_factory(str(arch.get("factory")), arch.get("kwargs") or {})
-    raise CheckpointError(f"{where}: unknown generator kind {kind!r} (expected vae, dcgan or plugin)")
+    if kind in CODE_KINDS:
+        spec = str(arch.get("factory"))
+        if not trust_code:
+            raise CheckpointError(
+                f"{where}: the generator is built by code ({spec!r}), which is imported only on request: "
+                "pass --trust-code (trust_code=True in Python) if you trust its source"
+            )
+        kwargs = arch.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise CheckpointError(f"{where}: arch.kwargs must be an object")
+        return load_factory(spec, kwargs)
+    raise CheckpointError(f"{where}: unknown generator kind {kind!r} (expected vae or dcgan)")
 
 
 def build_classifier(arch: dict[str, Any], where: str = "arch") -> AttributeClassifier:
@@ -66,6 +80,7 @@ def load_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     model = factory(**kwargs)
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "z_dim", None), int):
         raise ConfigError(f"--factory {spec!r}: must return an nn.Module with an int attribute z_dim")
+    check_generator(model.eval(), f"factory {spec!r}")
     return model
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from unlearn import __version__
+from unlearn.artifacts import ModelRecord
 from unlearn.data import ImageSet, train_test
 from unlearn.errors import ConfigError
 from unlearn.images import save_grid
@@ -62,12 +63,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         metrics = _generator_metrics(cfg, model, train, test)
         kind = "generator"
     metrics["train_seconds"] = round(time.perf_counter() - start, 1)
-    meta = {
-        "kind": kind, "arch": arch_dict(model.cfg), "dataset": cfg.dataset, "exclude": cfg.exclude,
-        "role": cfg.model, "train_args": dataclasses.asdict(cfg.train), "train_images": len(train),
-        "metrics": metrics, "version": __version__,
-    }  # fmt: skip
-    save_checkpoint(cfg.out / "model", model.state_dict(), meta)
+    record = ModelRecord(
+        kind=kind, arch=arch_dict(model.cfg), dataset=cfg.dataset, exclude=cfg.exclude, role=cfg.model,
+        train_args=dataclasses.asdict(cfg.train), train_images=len(train), metrics=metrics, version=__version__,
+    )  # fmt: skip
+    save_checkpoint(cfg.out / "model", model.state_dict(), record)
     write_json(cfg.out / "metrics.json", metrics)
     return metrics
 

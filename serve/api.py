@@ -29,7 +29,7 @@ from serve.batching import Outputs
 from serve.config import ServeConfig
 from serve.errors import ApiError, ServeError
 from serve.png import encode_pngs
-from serve.runtime import ModelLoadError, SafeGenerator
+from serve.runtime import LATENT_BOUND, ModelLoadError, SafeGenerator
 
 SEED_MAX = 2**63 - 1
 FIELDS = "n, seed and latents"
@@ -153,6 +153,11 @@ class GeneratorAPI:
         if bad.any():
             raise _invalid("invalid_latents", f"latents hold NaN, infinity or a value beyond float32 range in {int(bad.sum())} "
                                               f"of {len(z)} rows (first: row {int(np.argmax(bad))})")  # fmt: skip
+        # Finite is not enough: ±3.4e38 overflows p(z) = z·û to inf (a 500, or X-Score: inf and a black PNG).
+        big = (np.abs(z) > LATENT_BOUND).any(axis=1)
+        if big.any():
+            raise _invalid("invalid_latents", f"latents exceed the bound |z_i| <= {LATENT_BOUND:g} in {int(big.sum())} of {len(z)} "
+                                              f"rows (first: row {int(np.argmax(big))}); N(0, I) draws stay within [-7, 7]")  # fmt: skip
         return z
 
     def batch(self, requests: list[Latents]) -> np.ndarray:
@@ -195,10 +200,12 @@ class GeneratorAPI:
         gen, m = self.model, self.model.manifest
         h, w, c = gen.image_shape
         guard = gen.guard
+        # One guard row per direction: a feature removed with k directions is listed k times in the manifest.
+        features = list(dict.fromkeys(str(f) for f in m.get("features") or []))
         return {
             "name": m.get("name"), "z_dim": gen.z_dim, "image": {"height": h, "width": w, "channels": c, "format": "png"},
             "guard": {"mode": guard.get("mode", "off"), "threshold": guard.get("threshold")},
-            "feature": m.get("feature"), "features": m.get("features", []), "base_model": m.get("base_model"),
+            "feature": ",".join(features) or m.get("feature"), "features": features, "base_model": m.get("base_model"),
             "precision": m.get("precision"), "format_version": m.get("format_version"), "provider": gen.provider,
             "limits": {"max_images": self.config.max_images, "max_batch": self.config.max_batch,
                        "max_body_bytes": self.config.max_body_bytes, "timeout_s": self.config.timeout_s},

@@ -37,10 +37,12 @@ class ServeConfig:
     device: str = "auto"
     token_env: str = TOKEN_ENV
     access_log: bool = False
+    header_timeout_s: float = 10.0  # a connection must deliver a complete request head within this, else it is closed
+    max_connections: int = 1000  # open connections (or requests in flight) above which requests get a 503
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifact", Path(self.artifact))
-        for name in ("max_batch", "workers", "max_images", "max_body_bytes", "max_queue"):
+        for name in ("max_batch", "workers", "max_images", "max_body_bytes", "max_queue", "max_connections"):
             _positive_int(name, getattr(self, name))
         if self.threads is not None:
             _positive_int("threads", self.threads)
@@ -50,6 +52,8 @@ class ServeConfig:
             raise ServeError(f"--max-delay-ms {self.max_delay_ms}: must be between 0 and 10000")
         if not 0 < self.timeout_s <= 3600:
             raise ServeError(f"--timeout-s {self.timeout_s}: must be above 0 and at most 3600")
+        if not 0 < self.header_timeout_s <= 3600:
+            raise ServeError(f"--header-timeout-s {self.header_timeout_s}: must be above 0 and at most 3600")
         if self.max_queue < self.max_images:
             raise ServeError(f"--max-queue {self.max_queue} is below --max-images {self.max_images}: no request would fit")
         if self.device not in DEVICES:
@@ -81,13 +85,17 @@ class ServeConfig:
             raise ServeError(f"${CONFIG_ENV}: not a serve configuration ({exc})") from None
 
     def read_token(self) -> Optional[str]:
-        """The bearer token from the environment, or None when auth is off; an empty one is refused."""
+        """The bearer token from the environment, or None when auth is off; an empty one is refused.
+
+        Surrounding whitespace is dropped: ``export TOKEN=$(cat file)`` or a secrets mount often
+        ends in a newline, which no client sends back, so every request would be a 401.
+        """
         token = os.environ.get(self.token_env)
         if token is None:
             return None
         if not token.strip():
             raise ServeError(f"${self.token_env} is set but empty: unset it to serve without auth, or give a token")
-        return token
+        return token.strip()
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -3,9 +3,10 @@
     unlearn-cli serve exported/ --port 8000          # or: run_server(ServeConfig("exported/"))
     curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' -d '{"n": 4, "seed": 0}'
 
-Routes: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics, and FastAPI's /docs.
+Routes: POST /v1/generate, GET /v1/model, GET/HEAD /healthz and /readyz, GET /metrics, and FastAPI's /docs.
 With ``$UNLEARN_SERVE_TOKEN`` set, /v1/* and /metrics need ``Authorization: Bearer <token>``.
-Every refusal is ``{"error": {"code", "message"}}`` with a 4xx/5xx status, never a traceback.
+Every refusal is ``{"error": {"code", "message"}}`` with a 4xx/5xx status, never a traceback, and
+at most one log line (serve/server.py does the same for the refusals uvicorn itself makes).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from serve.api import GenerateRequest, GenerateResponse, GeneratorAPI
 from serve.config import CONFIG_ENV, ServeConfig
 from serve.errors import ApiError, ServeError
 from serve.metrics import Metrics, MetricsMiddleware
-from serve.protocol import check_bearer
+from serve.protocol import CLIENT_CLOSED, check_bearer, client_closed
+from serve.server import install_log_throttle, uvicorn_options
 from serve.service import Service
 
 log = logging.getLogger("serve")
@@ -79,6 +82,11 @@ def _routes(app: FastAPI, service: Service, metrics: Metrics, token: Optional[by
         service.check_ready()
         return {"status": "ready", "guard_mode": service.api.guard_mode, "provider": service.api.model.provider}
 
+    # Load balancers probe with HEAD; FastAPI (unlike Starlette) does not add it to GET routes.
+    # Separate routes, out of the schema, so /openapi.json keeps one operation per path.
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):
+        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
+
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus(request: Request) -> Response:
         auth(request)
@@ -91,7 +99,14 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status == CLIENT_CLOSED:  # one line, no traceback: nobody reads the reply, the metrics count it
+            client = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+            log.warning("%s %s from %s: %s", request.method, request.url.path[:100], client, exc.message)
         return reply(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(ClientDisconnect)  # a disconnect noticed outside read_json
+    async def disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        return await api_error(request, client_closed("before the response"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -111,6 +126,7 @@ def _error_handlers(app: FastAPI) -> None:
 
 def _log_setup() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    install_log_throttle()
 
 
 def app_from_env() -> FastAPI:
@@ -134,7 +150,7 @@ def run_server(config: ServeConfig) -> None:
     api = GeneratorAPI(config)
     api.setup(config.device)  # a bad artifact fails here, before the port opens
     common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": config.access_log,
-                              "server_header": False, "timeout_graceful_shutdown": 10}  # fmt: skip
+                              "server_header": False, "timeout_graceful_shutdown": 10, **uvicorn_options(config)}  # fmt: skip
     if config.workers == 1:
         uvicorn.run(create_app(config, api), **common)
         return

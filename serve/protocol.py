@@ -6,15 +6,23 @@ import hmac
 import json
 from typing import Any, Optional
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from serve.errors import ApiError
 
 JSON, PNG = "application/json", "image/png"
+# nginx's "client closed request": the client left, so no one reads the reply and it is not the
+# server's fault (never a 5xx); the status still lands in the metrics and in one log line.
+CLIENT_CLOSED = 499
+
+
+def client_closed(detail: str) -> ApiError:
+    return ApiError(CLIENT_CLOSED, "client_closed_request", f"the client closed the connection {detail}")
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The parsed body; 415 unless it is JSON, 413 above ``limit`` bytes (declared or streamed), 400 if malformed."""
+    """The parsed body; 415 unless it is JSON, 413 above ``limit`` bytes (declared or streamed), 400 if malformed,
+    499 (``client_closed``) if the client hangs up before the body is complete."""
     given = request.headers.get("content-type")
     if given is None or given.split(";")[0].strip().lower() != JSON:
         shown = repr(given[:60]) if given is not None else "none"
@@ -23,10 +31,14 @@ async def read_json(request: Request, limit: int) -> Any:
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"the body has {int(declared)} bytes; the limit is {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+    except ClientDisconnect:
+        expected = declared if declared.isdigit() else "an unknown number of"
+        raise client_closed(f"after {len(body)} of {expected} body bytes") from None
     if not body.strip():
         raise ApiError(400, "malformed_json", 'the body is empty; send a JSON object such as {"n": 4, "seed": 0}')
     try:

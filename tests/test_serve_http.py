@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -14,14 +15,17 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import ClientDisconnect
+from test_export_support import guard_entry, make_generator, save_run
 from test_serve_support import JSON, config, decode_images, png_array, serve_artifact, wait_ready  # noqa: F401
 
+from export import ExportConfig, export_model
 from serve.api import GeneratorAPI
 from serve.batching import Outputs
 from serve.config import ServeConfig
 from serve.errors import ServeError
 from serve.http import create_app
-from serve.runtime import SafeGenerator
+from serve.runtime import LATENT_BOUND, SafeGenerator
 
 Z = 8  # the test artifact's z_dim
 
@@ -80,6 +84,17 @@ def test_png_on_request(client: TestClient, gen: SafeGenerator) -> None:
     assert post(client, {"n": 1}, Accept="text/html").status_code == 406
 
 
+def test_latents_up_to_the_bound_are_served_beyond_it_refused(client: TestClient, gen: SafeGenerator) -> None:
+    edge = np.where(np.arange(Z) % 2, LATENT_BOUND, -LATENT_BOUND).astype(np.float32)[None]  # |z_i| == bound: allowed
+    r = post(client, {"latents": edge.tolist()}, Accept="image/png")
+    assert r.status_code == 200 and np.isfinite(float(r.headers["x-score"]))
+    assert float(r.headers["x-score"]) == pytest.approx(float(gen.generate(z=edge).scores[0]), rel=1e-5)
+    for accept in ("image/png", "application/json"):  # ±3.4e38 once overflowed p(z): a 500, or X-Score: inf
+        huge = post(client, {"latents": [[3.4e38] * Z]}, Accept=accept)
+        assert huge.status_code == 422 and huge.headers["content-type"] == "application/json", huge.text
+        assert huge.json()["error"]["code"] == "invalid_latents" and "|z_i| <= 10000" in huge.json()["error"]["message"]
+
+
 BAD_INPUT = [
     ({"n": 0}, 422, "invalid_n", "n = 0: must be between 1 and 16"),
     ({"n": -3}, 422, "invalid_n", "n = -3: must be between 1 and 16"),
@@ -100,6 +115,9 @@ BAD_INPUT = [
     ({"latents": [[0.0] * (Z - 1) + ["1"]]}, 422, "invalid_latents", "latents.0.7: Input should be a valid number"),
     ({"latents": [[0.0] * Z] * 17}, 422, "invalid_latents", "latents rows = 17: must be between 1 and 16"),
     ({"latents": [[1e39] + [0.0] * (Z - 1)]}, 422, "invalid_latents", "beyond float32 range in 1 of 1 rows"),
+    ({"latents": [[3.4e38] * Z]}, 422, "invalid_latents", "latents exceed the bound |z_i| <= 10000 in 1 of 1 rows (first: row 0)"),
+    ({"latents": [[0.0] * Z, [0.0] * (Z - 1) + [-3.4e38]]}, 422, "invalid_latents", "exceed the bound |z_i| <= 10000 in 1 of 2 rows (first: row 1)"),  # fmt: skip
+    ({"latents": [[LATENT_BOUND * 1.01] + [0.0] * (Z - 1)]}, 422, "invalid_latents", "exceed the bound"),
     ({"latents": [[0.0] * Z], "n": 1}, 422, "invalid_body", "not both"),
     ({"latents": [[0.0] * Z], "seed": 1}, 422, "invalid_body", "not both"),
     ({"n": 1, "guard": "off"}, 422, "unknown_field", "unknown field 'guard'"),
@@ -151,6 +169,80 @@ def test_oversized_streamed_body_and_query_fields(client: TestClient) -> None:
     r = client.post("/v1/generate?guard=off", content=b'{"n": 1}', headers=JSON)
     assert r.status_code == 422 and "unknown query parameter(s) guard" in r.json()["error"]["message"]
     assert client.get("/v1/generate").status_code == 405 and client.get("/nope").json()["error"]["code"] == "not_found"
+
+
+def asgi_post(client: TestClient, chunks: list[bytes], declared: int) -> list[dict[str, Any]]:
+    """POST /v1/generate straight into the app: ``chunks`` of a ``declared``-byte body, then the client hangs up."""
+    pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/generate", "raw_path": b"/v1/generate", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(declared).encode())],
+             "client": ("127.0.0.9", 4321), "server": ("127.0.0.1", 80)}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr]
+    return sent
+
+
+def test_client_disconnect_is_a_499_and_one_log_line(client: TestClient, caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    key, errors = 'unlearn_serve_requests_total{path="/v1/generate",status="499"}', 'status="5'
+    before = client.get("/metrics").text
+    caplog.clear()
+    sent = asgi_post(client, [b'{"n": ', b"4"], declared=20)
+    assert sent[0]["status"] == 499, sent  # was: a 500, and two tracebacks in the log
+    err = json.loads(sent[1]["body"])["error"]
+    assert err == {"code": "client_closed_request", "message": "the client closed the connection after 7 of 20 body bytes"}
+    records = [r for r in caplog.records if r.name.startswith(("serve", "uvicorn"))]
+    assert len(records) == 1 and records[0].levelno == logging.WARNING and records[0].exc_info is None, records
+    assert records[0].getMessage() == "POST /v1/generate from 127.0.0.9:4321: " + err["message"]
+    after = client.get("/metrics").text
+    assert _metric(after, key) == _metric(before, key) + 1 and after.count(errors) == before.count(errors)
+
+    def hung_up() -> dict[str, Any]:
+        raise ClientDisconnect()
+
+    monkeypatch.setattr(client.app.state.service.api, "model_info", hung_up)  # type: ignore[attr-defined]
+    r = client.get("/v1/model")  # a disconnect noticed anywhere else is the same 499, not a 500
+    assert r.status_code == 499 and r.json()["error"]["code"] == "client_closed_request"
+
+
+def test_health_routes_answer_head(client: TestClient) -> None:
+    for path in ("/healthz", "/readyz"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json" and r.content == b"", path
+    assert client.head("/v1/model").status_code == 405  # only the probes
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/healthz"]) == {"get"} and set(paths["/readyz"]) == {"get"}
+
+
+def test_token_loses_surrounding_whitespace(serve_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setenv("UNLEARN_SERVE_TOKEN", "  s3cret-token\n")  # as $(cat secret-file) or a mounted secret gives it
+    assert config(serve_artifact).read_token() == "s3cret-token"
+    with TestClient(create_app(config(serve_artifact))) as c:
+        wait_ready(c)
+        assert c.get("/v1/model", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200  # was: 401
+        assert c.get("/v1/model", headers={"Authorization": "Bearer s3cret-toke"}).status_code == 401
+    monkeypatch.setenv("UNLEARN_SERVE_TOKEN", "\t\r\n")
+    with pytest.raises(ServeError, match=r"\$UNLEARN_SERVE_TOKEN is set but empty"):
+        config(serve_artifact).read_token()
+
+
+def test_model_lists_each_feature_once(tmp_path: Path) -> None:
+    guard = {**guard_entry(k=3), "features": ["eyeglasses", "eyeglasses", "hat"]}  # one name per guard row
+    export_model(ExportConfig(source=str(save_run(tmp_path / "run", make_generator("dcgan"), guard)), out=tmp_path / "art"))
+    cfg = config(tmp_path / "art")
+    api = GeneratorAPI(cfg)
+    api.setup("cpu")
+    with TestClient(create_app(cfg, api)) as c:
+        info = c.get("/v1/model").json()
+    assert info["features"] == ["eyeglasses", "hat"] and info["feature"] == "eyeglasses,hat", info
 
 
 def test_distinct_seeds_never_cross_in_merged_batches(serve_artifact: Path, gen: SafeGenerator) -> None:  # noqa: F811
@@ -257,9 +349,12 @@ def test_not_ready_and_bad_config(tmp_path: Path) -> None:
         r = c.get("/readyz")
         assert r.status_code == 503 and "not found" in r.json()["error"]["message"]
         assert post(c, {"n": 1}).status_code == 503 and c.get("/healthz").status_code == 200
+        assert c.head("/readyz").status_code == 503 and c.head("/healthz").status_code == 200
     for kwargs, message in [({"port": 70000}, "--port"), ({"max_batch": 0}, "--max-batch 0"),
                             ({"max_queue": 8, "max_images": 16}, "--max-queue 8 is below"), ({"device": "tpu"}, "--device 'tpu'"),
-                            ({"timeout_s": 0}, "--timeout-s"), ({"threads": 0}, "--threads")]:  # fmt: skip
+                            ({"timeout_s": 0}, "--timeout-s"), ({"threads": 0}, "--threads"),
+                            ({"header_timeout_s": 0}, "--header-timeout-s 0"), ({"header_timeout_s": float("nan")}, "--header-timeout-s nan"),
+                            ({"max_connections": 0}, "--max-connections 0")]:  # fmt: skip
         with pytest.raises(ServeError, match=message):
             ServeConfig(artifact=tmp_path, **kwargs)
     cfg = config(tmp_path, port=9)

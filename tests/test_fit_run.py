@@ -11,10 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from unlearn.artifacts import FitCheckpointRecord
 from unlearn.cli import app
 from unlearn.fit import FitConfig
 from unlearn.fit import loop as fit_loop
 from unlearn.fit.run import fit
+from unlearn.errors import CheckpointError, UserError
 from unlearn.io import load_checkpoint
 from unlearn.zoo import load_generator, load_generator_with_meta
 
@@ -22,7 +24,7 @@ SMALL = dict(model="mnist-vae", features=("thick",), batch=32, n_collect=2000, p
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(run / "generator")[0]
+    return load_checkpoint(run / "generator").tensors
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +40,11 @@ def test_fit_lowers_the_labeller_rate_and_keeps_non_targets(run_dir: Path) -> No
     assert after < 0.6 * before, (before, after)
     g, meta = load_generator_with_meta(run_dir)
     f = load_generator("mnist-vae")
-    assert meta["base_model"] == "mnist-vae" and meta["guard"]["features"] == ["thick"]
+    assert meta.record.base_model == "mnist-vae" and meta.record.guard is not None
+    assert meta.record.guard.features == ("thick",)
     from unlearn.guard import LatentGuard
 
-    guard = LatentGuard(torch.tensor(meta["guard"]["direction"]), torch.tensor(meta["guard"]["threshold"]))
+    guard = LatentGuard(torch.tensor(meta.record.guard.direction), torch.tensor(meta.record.guard.threshold))
     z = torch.randn(2000, g.z_dim, generator=torch.Generator().manual_seed(5))
     flagged = guard(z)[1]
     with torch.no_grad():
@@ -69,7 +72,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path, monke
     with pytest.raises(KeyboardInterrupt):
         fit(FitConfig(out=tmp_path / "crashed", **cfg))  # type: ignore[arg-type]
     assert not (tmp_path / "crashed" / "generator.json").exists()
-    assert load_checkpoint(tmp_path / "crashed" / "checkpoint")[1]["state"]["step"] == 20
+    record = load_checkpoint(tmp_path / "crashed" / "checkpoint").record
+    assert isinstance(record, FitCheckpointRecord) and record.state["step"] == 20
     monkeypatch.setattr(fit_loop.Trainer, "step", real_step)
     fit(FitConfig(out=tmp_path / "crashed", resume=True, **cfg))  # type: ignore[arg-type]
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "crashed")
@@ -132,8 +136,8 @@ def test_several_features_in_one_run(tmp_path: Path) -> None:
     metrics = fit(FitConfig(out=tmp_path / "two", steps=20, steps_per_round=20, goal=0.0, **cfg))  # type: ignore[arg-type]
     assert set(metrics["labeller_rate_after"]) == {"thick", "eight"}
     _, meta = load_generator_with_meta(tmp_path / "two")
-    assert meta["guard"]["features"] == ["thick", "eight"] and len(meta["guard"]["direction"]) == 2
-    assert meta["features"] == ["thick", "eight"]
+    assert meta.record.guard is not None and meta.record.guard.features == ("thick", "eight")
+    assert len(meta.record.guard.direction) == 2 and meta.record.features == ("thick", "eight")
 
 
 def test_fit_from_a_person_s_labels(tmp_path: Path) -> None:
@@ -148,3 +152,28 @@ def test_fit_from_a_person_s_labels(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["fit", "--model", "mnist-dcgan", "--feature", "thick", "--labels", str(sheets / "positives.txt"),
                                       "--out", str(tmp_path / "run2")])  # fmt: skip
     assert result.exit_code == 2 and "z_dim" in result.output  # the sheets were made with mnist-vae (z_dim 16)
+
+
+def test_resume_refuses_changed_options(tmp_path: Path) -> None:
+    cfg = dict(steps=12, steps_per_round=12, lr=1e-3, goal=0.0, **SMALL)
+    fit(FitConfig(out=tmp_path / "r", **cfg))  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=r"--resume: .* was started with --lr 0.001 \(now 0.01\)"):
+        fit(FitConfig(out=tmp_path / "r", resume=True, **{**cfg, "lr": 1e-2}))  # type: ignore[arg-type]
+    before = (tmp_path / "r" / "checkpoint.json").read_text()
+    state = __import__("json").loads(before)
+    state["state"]["step"] = 0  # an edited resumable state is refused, not trusted
+    (tmp_path / "r" / "checkpoint.json").write_text(__import__("json").dumps(state))
+    with pytest.raises(CheckpointError, match="differ from the record sealed in checkpoint.safetensors"):
+        fit(FitConfig(out=tmp_path / "r", resume=True, **cfg))  # type: ignore[arg-type]
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--out", str(tmp_path / "file" / "run")])
+    assert result.exit_code == 2 and "--out" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_failed_fit_leaves_nothing_behind(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--feature", "glasses", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()

@@ -6,6 +6,7 @@ import textwrap
 import pytest
 import torch
 
+from unlearn.artifacts import ModelRecord
 from unlearn.errors import CheckpointError, ConfigError
 from unlearn.io import load_checkpoint, save_checkpoint
 from unlearn.models import (
@@ -42,7 +43,7 @@ def test_generator_contract(g: torch.nn.Module) -> None:
 @pytest.mark.parametrize("g", GENERATORS, ids=["vae", "dcgan"])
 def test_generator_checkpoint_round_trip(g: torch.nn.Module, tmp_path) -> None:  # type: ignore[no-untyped-def]
     g.eval()
-    save_checkpoint(tmp_path / "model", g.state_dict(), {"kind": "generator", "arch": arch_dict(g.cfg)})
+    save_checkpoint(tmp_path / "model", g.state_dict(), ModelRecord(kind="generator", arch=arch_dict(g.cfg)))
     loaded = load_generator(tmp_path)
     z = torch.randn(4, g.z_dim)
     assert torch.equal(loaded(z), g(z))
@@ -59,7 +60,7 @@ def test_classifier_heads_and_predict() -> None:
 
 def test_tampered_weights_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
     g = GENERATORS[0]
-    save_checkpoint(tmp_path / "model", g.state_dict(), {"kind": "generator", "arch": arch_dict(g.cfg)})
+    save_checkpoint(tmp_path / "model", g.state_dict(), ModelRecord(kind="generator", arch=arch_dict(g.cfg)))
     blob = bytearray((tmp_path / "model.safetensors").read_bytes())
     blob[-1] ^= 0xFF
     (tmp_path / "model.safetensors").write_bytes(bytes(blob))
@@ -69,7 +70,7 @@ def test_tampered_weights_are_refused(tmp_path) -> None:  # type: ignore[no-unty
 
 def test_corrupt_sidecar_and_wrong_kind(tmp_path) -> None:  # type: ignore[no-untyped-def]
     g = GENERATORS[1]
-    save_checkpoint(tmp_path / "model", g.state_dict(), {"kind": "generator", "arch": arch_dict(g.cfg)})
+    save_checkpoint(tmp_path / "model", g.state_dict(), ModelRecord(kind="generator", arch=arch_dict(g.cfg)))
     with pytest.raises(CheckpointError, match="not a classifier"):
         load_classifier(tmp_path / "model.json")
     (tmp_path / "model.json").write_text("{not json")
@@ -79,8 +80,8 @@ def test_corrupt_sidecar_and_wrong_kind(tmp_path) -> None:  # type: ignore[no-un
 
 def test_architecture_mismatch_is_a_checkpoint_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     g = GENERATORS[1]
-    meta = {"kind": "generator", "arch": {**arch_dict(g.cfg), "ngf": 16}}
-    save_checkpoint(tmp_path / "model", g.state_dict(), meta)
+    record = ModelRecord(kind="generator", arch={**arch_dict(g.cfg), "ngf": 16})
+    save_checkpoint(tmp_path / "model", g.state_dict(), record)
     with pytest.raises(CheckpointError, match="does not fit its architecture"):
         load_generator(tmp_path)
 
@@ -105,10 +106,16 @@ def test_plugin_generator_via_module_factory(tmp_path, monkeypatch) -> None:  # 
             return Tiny(z_dim)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    g = build_generator({"kind": "plugin", "factory": "mygen:make", "kwargs": {"z_dim": 6}})
+    arch = {"kind": "factory", "factory": "mygen:make", "kwargs": {"z_dim": 6}}
+    with pytest.raises(CheckpointError, match="--trust-code"):
+        build_generator(arch)
+    assert "mygen" not in sys.modules  # refused before importing anything
+    g = build_generator(arch, trust_code=True)
     assert g.z_dim == 6 and check_generator(g) == (3, 32, 32)
-    save_checkpoint(tmp_path / "ck", g.state_dict(), {"kind": "generator", "arch": {"kind": "plugin", "factory": "mygen:make", "kwargs": {"z_dim": 6}}})
-    assert load_generator(tmp_path / "ck.safetensors").z_dim == 6
+    save_checkpoint(tmp_path / "ck", g.state_dict(), ModelRecord(kind="generator", arch=arch))
+    with pytest.raises(CheckpointError, match="mygen:make.*--trust-code"):
+        load_generator(tmp_path / "ck.safetensors")
+    assert load_generator(tmp_path / "ck.safetensors", trust_code=True).z_dim == 6
     sys.modules.pop("mygen", None)
 
 

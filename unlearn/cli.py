@@ -112,11 +112,12 @@ def collect(
     labels: Optional[Path] = typer.Option(None, help="A person's positive tile numbers (beside the sheets' latents)."),
     labeller: Optional[str] = typer.Option(None, help="Labelling classifier (default: the zoo's <dataset>-labeller)."),
     out: Path = typer.Option(..., help="Output directory."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Allow a checkpoint built by a module:factory to import and run that code."),
 ) -> None:
     """Sample latents, generate and label them (labeller or a person's contact-sheet labels)."""
     from unlearn.collect import CollectConfig, run_collect
 
-    stats = run_collect(CollectConfig(model, tuple(feature), n, seed, sheet, labels, labeller, out))
+    stats = run_collect(CollectConfig(model, tuple(feature), n, seed, sheet, labels, labeller, out, trust_code))
     typer.echo(json.dumps(stats, indent=2))
 
 
@@ -147,6 +148,7 @@ def fit(
     checkpoint_every: int = typer.Option(_fit_default("checkpoint_every"), min=1),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     force: bool = typer.Option(False, "--force", help="Overwrite a non-empty --out."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Allow a checkpoint built by a module:factory to import and run that code."),
     threads: Optional[int] = typer.Option(None, min=1),
 ) -> None:
     """Unlearn a feature from a pre-trained generator (Moon, Cho & Kim, 2024)."""
@@ -159,6 +161,7 @@ def fit(
         lr=lr, batch=batch, target_frac=target_frac, direction=direction, threshold=threshold,
         target_recall=target_recall, n_collect=n_collect, goal=goal, round_flag_budget=round_flag_budget, labeller=labeller, labels=labels, seed=seed,
         compile=compile, precision=precision, device=device, checkpoint_every=checkpoint_every, resume=resume, force=force,
+        trust_code=trust_code,
     )  # fmt: skip
     metrics = run(cfg)
     if metrics:
@@ -177,6 +180,7 @@ def evaluate(
     attack_starts: int = typer.Option(512, min=1),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON here."),
     auditor: Optional[str] = typer.Option(None),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Allow a checkpoint built by a module:factory to import and run that code."),
     threads: Optional[int] = typer.Option(None, min=1),
 ) -> None:
     """Grade a fit run with the independent auditor: rates, FID, preservation, flips, attack."""
@@ -184,7 +188,8 @@ def evaluate(
     from unlearn.evaluate import EvalConfig, markdown, run_evaluate
 
     _threads(threads)
-    cfg = EvalConfig(run=run, n=n, seed=seed, attack=attack, attack_cfg=AttackConfig(eps=eps, steps=attack_steps, starts=attack_starts), auditor=auditor)
+    cfg = EvalConfig(run=run, n=n, seed=seed, attack=attack, attack_cfg=AttackConfig(eps=eps, steps=attack_steps, starts=attack_starts), auditor=auditor,
+                     trust_code=trust_code)  # fmt: skip
     typer.echo(markdown(run_evaluate(cfg, as_json)))
 
 
@@ -199,6 +204,7 @@ def export_cmd(
     triton: Optional[Path] = typer.Option(None, help="Also write a Triton model repository entry under this directory."),
     triton_name: Optional[str] = typer.Option(None, help="Model name in the Triton repository (default: the source's name)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out (and Triton entry)."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Allow a checkpoint built by a module:factory to import and run that code."),
     threads: Optional[int] = typer.Option(None, min=1),
 ) -> None:
     """Export a generator behind its latent guard to validated ONNX (+ fp16, TensorRT, Triton)."""
@@ -206,7 +212,7 @@ def export_cmd(
 
     _threads(threads)
     cfg = ExportConfig(source=source, out=out, guard=guard, fp16=fp16, tensorrt=tensorrt, triton=triton,
-                       triton_name=triton_name, force=force)  # fmt: skip
+                       triton_name=triton_name, force=force, trust_code=trust_code)  # fmt: skip
     typer.echo(json.dumps(export_model(cfg), indent=2))
 
 

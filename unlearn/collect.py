@@ -127,6 +127,7 @@ class CollectConfig:
     labels: Path | None
     labeller: str | None
     out: Path
+    trust_code: bool = False  # the model is built by a module:factory: import it
 
 
 def run_collect(cfg: CollectConfig) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def run_collect(cfg: CollectConfig) -> dict[str, Any]:
     from unlearn.io import save_checkpoint
     from unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
 
-    g, meta = load_generator_with_meta(cfg.model)
+    g, meta = load_generator_with_meta(cfg.model, cfg.trust_code)
     feats = cfg.features or (DEFAULT_FEATURE.get(str(meta.record.dataset), ""),)
     cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.sheet:

@@ -2,8 +2,10 @@
 
 Cases: random latents at batch 1, a prime batch and a batch above 256; latents whose
 projection sits exactly at and just around each threshold; large norms. Tolerances come from
-the ``ExportSpec``. Flags are compared away from the threshold only (within ``flag_band`` of t
-the two runtimes may round a projection to either side; the shift makes both images agree).
+the ``ExportSpec``. The score's tolerance follows float32 rounding of z·û, which grows with
+‖z‖·‖û‖ per sample (see ``ExportSpec.score_ulps``). Flags are compared away from the threshold
+only (within that same float32 error of t the two runtimes may round a projection to either
+side; the shift then moves the latent by less than that error, so both images agree).
 """
 
 from __future__ import annotations
@@ -46,46 +48,80 @@ def session(path: Path, providers: list[str] | None = None, threads: int | None 
     return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 
+EPS32 = float(np.finfo(np.float32).eps)  # 2^-23: one ulp of 1.0 in float32
+
+
 @dataclass(frozen=True)
 class Tolerance:
     image_max: int
     image_mean: float
     score_atol: float
-    score_rtol: float
-    flag_band: float
+    score_ulps: float  # in units of fp32_unit(): eps32·‖z‖·max_k‖û_k‖
+    flag_atol: float
 
     @classmethod
     def of(cls, spec: ExportSpec, fp16: bool, large_norm: bool = False) -> Tolerance:
+        # fp16 halves the generator only; the guard (score, flags) stays fp32 with fp32 tolerances
         if not fp16:
-            return cls(spec.image_atol, float(spec.image_atol), spec.score_atol, spec.score_rtol, spec.flag_band)
+            return cls(spec.image_atol, float(spec.image_atol), spec.score_atol, spec.score_ulps, spec.flag_atol)
         image_max = spec.fp16_large_norm_image_atol if large_norm else spec.fp16_image_atol
-        return cls(image_max, spec.fp16_image_mean, spec.score_atol, spec.score_rtol, spec.flag_band)
+        return cls(image_max, spec.fp16_image_mean, spec.score_atol, spec.score_ulps, spec.flag_atol)
+
+    def score_allowed(self, unit: np.ndarray) -> np.ndarray:
+        """Per-sample allowed |score difference|, given ``fp32_unit`` of each latent."""
+        allowed: np.ndarray = self.score_atol + self.score_ulps * unit
+        return allowed
+
+    def describe(self) -> str:
+        return f"{self.score_atol:g} + {self.score_ulps:g}·eps32·‖z‖·‖û‖"
 
 
-def _near(z: np.ndarray, module: ExportModule, band: float) -> np.ndarray:
-    """Latents whose projection (float64) lies within the band of some threshold."""
+def _u_norm(module: ExportModule) -> np.ndarray:
+    """‖û_k‖ of the graph's float32 rows [K] (1 up to rounding; no direction: a placeholder 1)."""
+    if not module.has_direction:
+        return np.ones(1)
+    u, _ = module.guard_arrays()
+    norms: np.ndarray = np.linalg.norm(u.astype(np.float64), axis=1)
+    return norms
+
+
+def fp32_unit(z: np.ndarray, module: ExportModule) -> np.ndarray:
+    """eps32·‖z‖·max_k‖û_k‖ per latent [N]: the scale of float32 rounding in z·û_k (the partial sums' size)."""
+    unit: np.ndarray = EPS32 * np.linalg.norm(z.astype(np.float64), axis=1) * float(_u_norm(module).max())
+    return unit
+
+
+def _near(z: np.ndarray, module: ExportModule, tol: Tolerance) -> np.ndarray:
+    """Latents whose float64 projection lies within float32 error of some threshold: too close to call."""
     if not module.has_direction:
         return np.zeros(len(z), dtype=bool)
     u, t = module.guard_arrays()
-    p = z.astype(np.float64) @ u.astype(np.float64).T  # [N, K]
-    near: np.ndarray = (np.abs(p - t) <= band * np.maximum(1.0, np.abs(p))).any(axis=1)
+    z64 = z.astype(np.float64)
+    p = z64 @ u.astype(np.float64).T  # [N, K], the value both float32 runtimes approximate
+    scale = np.outer(np.linalg.norm(z64, axis=1), _u_norm(module))  # ‖z‖·‖û_k‖ [N, K]
+    band = tol.flag_atol + tol.score_ulps * EPS32 * scale
+    near: np.ndarray = np.any(np.abs(p - t.astype(np.float64)) <= band, axis=1)
     return near
 
 
 def compare(
-    name: str, got: list[np.ndarray], ref: list[np.ndarray], near: np.ndarray, tol: Tolerance
+    name: str, got: list[np.ndarray], ref: list[np.ndarray], near: np.ndarray, tol: Tolerance, unit: np.ndarray
 ) -> tuple[dict[str, Any], list[str]]:
-    """Stats for one case and the list of what exceeded the tolerance (empty when it passed)."""
+    """Stats for one case and the list of what exceeded the tolerance (empty when it passed).
+
+    ``unit``: ``fp32_unit`` of each latent, the float32 error scale its score is judged by.
+    """
     fails = [f"{name}: output {i} is {g.dtype}{list(g.shape)}, PyTorch gives {r.dtype}{list(r.shape)}"
              for i, (g, r) in enumerate(zip(got, ref, strict=True)) if g.dtype != r.dtype or g.shape != r.shape]  # fmt: skip
     if fails:
         return {}, fails
     d = np.abs(got[0].astype(np.int16) - ref[0].astype(np.int16))
     err = np.abs(got[2].astype(np.float64) - ref[2].astype(np.float64))
-    excess = err - (tol.score_atol + tol.score_rtol * np.abs(ref[2]))
+    excess = err - tol.score_allowed(unit)
     flips = (got[1] != ref[1]) & ~near
     stats = {"batch": len(near), "image_max": int(d.max()), "image_mean": round(float(d.mean()), 5),
-             "score_max_err": float(err.max()), "flag_mismatches": int(flips.sum()), "near_threshold": int(near.sum())}  # fmt: skip
+             "score_max_err": float(err.max()), "score_max_ulps": round(float((err / np.maximum(unit, 1e-300)).max()), 3),
+             "flag_mismatches": int(flips.sum()), "near_threshold": int(near.sum())}  # fmt: skip
     if d.max() > tol.image_max:
         i = int(np.unravel_index(d.argmax(), d.shape)[0])
         fails.append(f"{name}: image differs by {int(d.max())} grey levels (allowed {tol.image_max}) at sample {i}")
@@ -94,7 +130,7 @@ def compare(
     if (excess > 0).any():
         i = int(excess.argmax())
         fails.append(f"{name}: score differs by {err[i]:.3g} at sample {i} (PyTorch {ref[2][i]:.6g}, ONNX Runtime {got[2][i]:.6g}; "
-                     f"allowed {tol.score_atol:g} + {tol.score_rtol:g}·|score|)")  # fmt: skip
+                     f"allowed {tol.describe()} = {tol.score_allowed(unit[i : i + 1])[0]:.3g})")  # fmt: skip
     if flips.any():
         fails.append(f"{name}: flagged differs on {int(flips.sum())} of {len(near)} latents away from the threshold "
                      f"(first at sample {int(np.argmax(flips))})")  # fmt: skip
@@ -113,14 +149,14 @@ def validate(path: Path, reference_module: ExportModule, spec: ExportSpec, fp16:
     except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, NotImplemented, ...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportValidationError(f"ONNX Runtime cannot load the exported graph: {first[:300]}") from None
-    report: dict[str, Any] = {"provider": sess.get_providers()[0], "reference": "pytorch-eager-fp32", "cases": {}}
+    report: dict[str, Any] = {"provider": sess.get_providers()[0], "reference": "pytorch-eager-fp32",
+                              "score_tolerance": Tolerance.of(spec, fp16).describe(), "cases": {}}  # fmt: skip
     failures: list[str] = []
     for name, z in cases(reference_module, spec).items():
         got = sess.run(None, {spec.input_name: z})
         tol = Tolerance.of(spec, fp16, large_norm=name.startswith("large-norm"))
-        stats, fails = compare(
-            name, got, reference(reference_module, z), _near(z, reference_module, tol.flag_band), tol
-        )
+        near, unit = _near(z, reference_module, tol), fp32_unit(z, reference_module)
+        stats, fails = compare(name, got, reference(reference_module, z), near, tol, unit)
         report["cases"][name] = stats
         failures += fails
     if failures:

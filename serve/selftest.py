@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -34,11 +34,13 @@ class VerifiedGuard:
     """The guard as the self-test observed it."""
 
     mode: str
+    direction: Optional[tuple[tuple[float, ...], ...]]  # û_k: the graph's scores are p(z) along these rows
     threshold: Optional[tuple[float, ...]]  # t_k, each confirmed within ± precision_k
     precision: Optional[tuple[float, ...]]
 
-    def as_dict(self) -> dict[str, object]:
-        return {"mode": self.mode, "threshold": self.threshold, "threshold_precision": self.precision, "verified": True}
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "direction": self.direction, "threshold": self.threshold,
+                "threshold_precision": self.precision, "verified": True}  # fmt: skip
 
 
 def _check_scores(score: np.ndarray, st: SelfTest, z: np.ndarray, where: str) -> None:
@@ -99,4 +101,4 @@ def verify(run: Run, m: Manifest, where: str) -> VerifiedGuard:
     if m.guard.mode not in modes:
         raise SelfTestError(f"{where}: the graph behaves as guard mode {modes[0]!r}, but the manifest says {m.guard.mode!r}")
     precision = _check_brackets(m, z, where)
-    return VerifiedGuard(m.guard.mode, m.guard.threshold, precision)
+    return VerifiedGuard(m.guard.mode, m.guard.direction, m.guard.threshold, precision)

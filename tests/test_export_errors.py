@@ -72,7 +72,7 @@ def test_guard_without_target_vector(tmp_path: Path) -> None:
 def test_guard_entry_that_does_not_fit(tmp_path: Path) -> None:
     bad = guard_entry(z_dim=Z_DIM + 1)
     run = save_run(tmp_path / "run", make_generator("dcgan"), bad)
-    with pytest.raises(CheckpointError, match=r"guard.direction\[0\] has 9 values, the generator's z_dim is 8"):
+    with pytest.raises(CheckpointError, match=r"guard.direction rows have 9 values, the generator.s z_dim is 8"):
         export_model(ExportConfig(source=str(run), out=tmp_path / "out"))
 
 

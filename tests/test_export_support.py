@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearn.artifacts import ModelRecord
 from unlearn.io import save_checkpoint
 from unlearn.models import DCGANConfig, DCGANGenerator, VAEConfig, VAEDecoder, arch_dict
 
@@ -47,7 +48,7 @@ def save_run(
     meta: dict[str, Any] = {"kind": "generator", "arch": arch_dict(cfg), "dataset": "mnist", "exclude": None}
     if guard is not None:
         meta.update({"guard": guard, "base_model": base_model, "base_sha256": "0" * 64})
-    save_checkpoint(root / "generator", generator.state_dict(), meta)
+    save_checkpoint(root / "generator", generator.state_dict(), ModelRecord.from_dict(meta, str(root)))
     return root
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -106,27 +107,36 @@ def test_thread_safe(gen: SafeGenerator) -> None:
 
 
 def test_corrupt_or_missing_model(tmp_path: Path, exported: Path) -> None:
-    (tmp_path / "model.onnx").write_bytes((exported / "model.onnx").read_bytes()[:5000])
-    with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load it; corrupt or not an ONNX model"):
+    truncated = (exported / "model.onnx").read_bytes()[:5000]
+    (tmp_path / "model.onnx").write_bytes(truncated)
+    with pytest.raises(ModelLoadError, match="manifest.json: not found; it holds the sha256"):
         SafeGenerator.load(tmp_path)
+    (tmp_path / "manifest.json").write_text((exported / "manifest.json").read_text())
+    with pytest.raises(ModelLoadError, match="model.onnx: sha256 .* the graph was changed after export"):
+        SafeGenerator.load(tmp_path)
+    (tmp_path / "manifest.json").unlink()  # a pinned bare model.onnx: authenticated by the pin alone
+    with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load it; corrupt or not an ONNX model"):
+        SafeGenerator.load(tmp_path / "model.onnx", pin=hashlib.sha256(truncated).hexdigest())
     with pytest.raises(ModelLoadError, match="not found"):
         SafeGenerator.load(tmp_path / "nowhere")
 
 
 def test_manifest_must_agree_with_the_graph(tmp_path: Path, exported: Path) -> None:
     (tmp_path / "model.onnx").write_bytes((exported / "model.onnx").read_bytes())
-    other = json.loads((exported / "manifest.json").read_text()) | {"z_dim": 99}
+    other = json.loads((exported / "manifest.json").read_text()) | {"name": "someone-else"}
     (tmp_path / "manifest.json").write_text(json.dumps(other))
     with pytest.raises(ModelLoadError, match="does not match the manifest embedded"):
+        SafeGenerator.load(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps(other | {"format_version": 1}))
+    with pytest.raises(ModelLoadError, match="format_version 1 is not one this runtime reads"):
         SafeGenerator.load(tmp_path)
     model = onnx.load(str(exported / "model.onnx"))
     del model.metadata_props[:]
     onnx.save(model, str(tmp_path / "model.onnx"))
-    with pytest.raises(ModelLoadError, match=r"expected one float input \[batch, 99\]"):
-        SafeGenerator.load(tmp_path)  # the sidecar alone is used, and it does not fit the graph
     (tmp_path / "manifest.json").unlink()
-    with pytest.raises(ModelLoadError, match="no manifest"):
-        SafeGenerator.load(tmp_path)
+    pin = hashlib.sha256((tmp_path / "model.onnx").read_bytes()).hexdigest()
+    with pytest.raises(ModelLoadError, match="no embedded manifest"):
+        SafeGenerator.load(tmp_path / "model.onnx", pin=pin)
 
 
 def test_providers(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +149,7 @@ def test_providers(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("serve.runtime.resolve_providers", lambda p: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(
         "serve.runtime._session",
-        lambda path, providers, threads: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]),
+        lambda model, path, providers, threads: ort.InferenceSession(model, providers=["CPUExecutionProvider"]),
     )
     with pytest.warns(
         RuntimeWarning, match="asked for CUDAExecutionProvider but ONNX Runtime runs on CPUExecutionProvider"

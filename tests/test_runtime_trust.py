@@ -1,0 +1,101 @@
+"""An edited artifact is refused: patched guard constants, flipped weights, a manifest claiming another mode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from test_export_support import guard_entry, make_generator, save_run
+
+from export import ExportConfig, export_model
+from serve import ModelLoadError, SafeGenerator
+
+THRESHOLD = 0.4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("trust")
+    run = save_run(root / "run", make_generator("dcgan"), guard_entry(threshold=THRESHOLD))
+    export_model(ExportConfig(source=str(run), out=root / "out", guard="shift"))
+    return root / "out"
+
+
+def _copy(exported: Path, dest: Path) -> Path:
+    shutil.copytree(exported, dest)
+    return dest
+
+
+def _rehash(art: Path) -> None:
+    """What a careful forger does: make manifest.json's file hash agree with the edited graph."""
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["files"]["model.onnx"] = hashlib.sha256((art / "model.onnx").read_bytes()).hexdigest()
+    (art / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _patch_initializers(art: Path, edit: str) -> int:
+    """Edit model.onnx in place: 'threshold' sets the guard's t to 1e30, 'weights' flips bytes of a conv kernel."""
+    model = onnx.load(str(art / "model.onnx"))
+    changed = 0
+    for init in model.graph.initializer:
+        a = numpy_helper.to_array(init).copy()
+        if edit == "threshold" and a.dtype == np.float32 and a.size == 1 and np.isclose(a.reshape(-1)[0], THRESHOLD):
+            a[...] = 1e30
+        elif edit == "weights" and a.ndim == 4 and changed == 0:
+            raw = bytearray(a.tobytes())
+            raw[100:104] = bytes(b ^ 0x40 for b in raw[100:104])  # one float's exponent bits
+            a = np.frombuffer(bytes(raw), dtype=a.dtype).reshape(a.shape).copy()
+        else:
+            continue
+        init.CopyFrom(numpy_helper.from_array(a, init.name))
+        changed += 1
+    onnx.save(model, str(art / "model.onnx"))
+    return changed
+
+
+def test_the_untouched_artifact_loads_and_reports_what_it_verified(exported: Path) -> None:
+    gen = SafeGenerator.load(exported)
+    assert gen.guard["verified"] and gen.guard["mode"] == "shift"
+    assert gen.guard["threshold"] == pytest.approx((THRESHOLD,)) and gen.guard["threshold_precision"][0] <= 1e-3
+    assert gen.sha256 == json.loads((exported / "manifest.json").read_text())["files"]["model.onnx"]
+
+
+@pytest.mark.parametrize("edit", ["threshold", "weights"])
+def test_a_patched_graph_is_refused_by_its_hash_and_by_the_self_test(exported: Path, tmp_path: Path, edit: str) -> None:
+    art = _copy(exported, tmp_path / "art")
+    assert _patch_initializers(art, edit) >= 1
+    with pytest.raises(ModelLoadError, match=r"model.onnx: sha256 .* the graph was changed after export"):
+        SafeGenerator.load(art)
+    _rehash(art)
+    with pytest.raises(ModelLoadError, match=r"model.onnx: the graph (reproduces none|behaves as guard mode)") as info:
+        SafeGenerator.load(art)
+    assert "\n" not in str(info.value)
+
+
+def test_a_manifest_rewritten_to_another_mode_is_refused(exported: Path, tmp_path: Path) -> None:
+    art = _copy(exported, tmp_path / "art")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["guard"]["mode"] = "flag"  # both copies say flag; the graph still shifts
+    model = onnx.load(str(art / "model.onnx"))
+    embedded = {k: v for k, v in manifest.items() if k != "files"}
+    onnx.helper.set_model_props(model, {"manifest": json.dumps(embedded, sort_keys=True)})
+    onnx.save(model, str(art / "model.onnx"))
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    _rehash(art)
+    with pytest.raises(ModelLoadError, match="behaves as guard mode 'shift', but the manifest says 'flag'"):
+        SafeGenerator.load(art)
+
+
+def test_a_pin_refuses_any_other_artifact(exported: Path, tmp_path: Path) -> None:
+    digest = hashlib.sha256((exported / "model.onnx").read_bytes()).hexdigest()
+    assert SafeGenerator.load(exported, pin=digest.upper()).sha256 == digest
+    with pytest.raises(ModelLoadError, match="is not the pinned 000000000000"):
+        SafeGenerator.load(exported, pin="0" * 64)
+    with pytest.raises(ModelLoadError, match="--pin 'abc': expected the 64 hex digits"):
+        SafeGenerator.load(exported, pin="abc")

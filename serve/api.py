@@ -101,7 +101,8 @@ class GeneratorAPI:
         """Load the artifact (ModelLoadError -> ServeError); called once per process."""
         try:
             self.gen = SafeGenerator.load(self.config.artifact, providers=device, threads=self.config.ort_threads,
-                                          max_batch=max(self.config.max_batch, self.config.max_images))  # fmt: skip
+                                          max_batch=max(self.config.max_batch, self.config.max_images),
+                                          pin=self.config.pin)  # fmt: skip
         except (ModelLoadError, ValueError) as exc:
             raise ServeError(str(exc)) from None
 
@@ -204,8 +205,10 @@ class GeneratorAPI:
         features = list(dict.fromkeys(str(f) for f in m.get("features") or []))
         return {
             "name": m.get("name"), "z_dim": gen.z_dim, "image": {"height": h, "width": w, "channels": c, "format": "png"},
-            "guard": {"mode": guard.get("mode", "off"), "threshold": guard.get("threshold")},
-            "feature": ",".join(features) or m.get("feature"), "features": features, "base_model": m.get("base_model"),
+            "guard": {"mode": guard.get("mode", "off"), "threshold": guard.get("threshold"),
+                      "threshold_precision": guard.get("threshold_precision"), "verified": guard.get("verified", False)},
+            "feature": ",".join(features) or m["info"].get("feature"), "features": features,
+            "base_model": m["info"].get("base_model"), "sha256": gen.sha256,
             "precision": m.get("precision"), "format_version": m.get("format_version"), "provider": gen.provider,
             "limits": {"max_images": self.config.max_images, "max_batch": self.config.max_batch,
                        "max_body_bytes": self.config.max_body_bytes, "timeout_s": self.config.timeout_s},

@@ -38,6 +38,7 @@ class ServeConfig:
     token_env: str = TOKEN_ENV
     access_log: bool = False
     header_timeout_s: float = 10.0  # a connection must deliver a complete request head within this, else it is closed
+    pin: Optional[str] = None  # sha256 of model.onnx kept out of band: any other artifact is refused
     max_connections: int = 1000  # open connections (or requests in flight) above which requests get a 503
 
     def __post_init__(self) -> None:

@@ -232,6 +232,9 @@ def serve_cmd(
     threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: cores - 1; one is left for HTTP)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or tensorrt."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+    pin: Optional[str] = typer.Option(None, help="Refuse any model.onnx whose sha256 is not this one (keep the digest out of band)."),
+    header_timeout_s: float = typer.Option(10.0, min=0.001, help="Close a connection whose request head has not arrived within this."),
+    max_connections: int = typer.Option(1000, min=1, help="Open connections above which requests get a JSON 503."),
 ) -> None:
     """Serve an exported guarded generator over HTTP (no torch; bearer auth from $UNLEARN_SERVE_TOKEN)."""
     from serve.config import ServeConfig  # lazy, and torch-free: the serving process never imports torch
@@ -242,7 +245,8 @@ def serve_cmd(
     try:
         run_server(ServeConfig(artifact=artifact, host=host, port=port, max_batch=max_batch, max_delay_ms=max_delay_ms,
                                workers=workers, max_images=max_images, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
-                               max_queue=max_queue, threads=threads, device=device, access_log=access_log))  # fmt: skip
+                               max_queue=max_queue, threads=threads, device=device, access_log=access_log, pin=pin,
+                               header_timeout_s=header_timeout_s, max_connections=max_connections))  # fmt: skip
     except ServeError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -110,7 +110,7 @@ def test_flop_counter_agrees_with_the_hook_count_and_stand_ins_match_the_recipes
     g = load_bench_model("mnist-dcgan").generator
     assert flops_per_image(g, 32) == pytest.approx(hook_flops(g, 32))
     faces, meta = stand_in("faces-dcgan")
-    assert meta["arch"]["channels"] == 3 and faces(torch.zeros(2, int(meta["arch"]["z_dim"]))).shape == (2, 3, 32, 32)
+    assert meta.arch["channels"] == 3 and faces(torch.zeros(2, int(meta.arch["z_dim"]))).shape == (2, 3, 32, 32)
 
 
 def test_memory_probe_runs_in_a_fresh_process(tiny_bench: tuple[BenchConfig, dict[str, Any]], tmp_path: Path) -> None:

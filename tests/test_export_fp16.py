@@ -44,7 +44,7 @@ def test_graph_is_half_but_guard_is_fp32(pair: tuple[Path, Path, Path]) -> None:
         i for n in casts for i in n.input
     }  # z itself is never cast to fp16 (the guard's output is)
     manifest = json.loads((fp16 / "manifest.json").read_text())
-    assert manifest["precision"] == "fp16" and manifest["validation"]["fp16_ops"]["ConvTranspose"] == 4
+    assert manifest["precision"] == "fp16" and manifest["info"]["validation"]["fp16_ops"]["ConvTranspose"] == 4
 
 
 def test_decisions_near_threshold_match_fp32_exactly(pair: tuple[Path, Path, Path]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 from pathlib import Path
 
@@ -57,8 +59,10 @@ def test_graph_contract(exported: Path) -> None:
 def test_manifest_embedded_and_complete(exported: Path, run_dir: Path) -> None:
     manifest = json.loads((exported / "manifest.json").read_text())
     embedded = _session(exported).get_modelmeta().custom_metadata_map["manifest"]
-    assert json.loads(embedded) == manifest
-    assert manifest["format_version"] == 1 and manifest["z_dim"] == Z_DIM
+    files = manifest.pop("files")
+    assert json.loads(embedded) == manifest  # the embedded copy is manifest.json less the file hashes
+    assert files == {"model.onnx": hashlib.sha256((exported / "model.onnx").read_bytes()).hexdigest()}
+    assert manifest["format_version"] == 2 and manifest["z_dim"] == Z_DIM
     assert {k: manifest["image"][k] for k in ("height", "width", "channels")} == {
         "height": 32,
         "width": 32,
@@ -68,9 +72,11 @@ def test_manifest_embedded_and_complete(exported: Path, run_dir: Path) -> None:
     assert guard["mode"] == "shift" and guard["threshold"] == [pytest.approx(0.4)]
     assert np.linalg.norm(np.array(guard["direction"]), axis=1) == pytest.approx([1.0], abs=1e-6)
     sidecar = json.loads((run_dir / "generator.json").read_text())
-    assert manifest["weights_sha256"] == sidecar["sha256"] and manifest["base_model"] == "mnist-dcgan"
-    assert manifest["feature"] == "f0" and manifest["package"]["version"] and manifest["onnx"]["opset"] == OPSET
-    assert set(manifest["validation"]["cases"]) >= {
+    info = manifest["info"]
+    assert info["weights_sha256"] == sidecar["sha256"] and info["base_model"] == "mnist-dcgan"
+    assert info["feature"] == "f0" and info["package"]["version"] and info["onnx"]["opset"] == OPSET
+    assert manifest["self_test"]["cases"][-3:] == ["below-0", "above-0", "far-0"]
+    assert set(info["validation"]["cases"]) >= {
         "random-batch-1",
         "random-batch-13",
         "random-batch-300",
@@ -165,5 +171,5 @@ def test_zoo_model_exports_unguarded_in_under_a_minute(tmp_path: Path) -> None:
     assert name is not None
     result = export_model(ExportConfig(source=name, out=tmp_path / "out"))
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["name"] == manifest["base_model"] == name and manifest["guard"]["mode"] == "off"
+    assert manifest["name"] == manifest["info"]["base_model"] == name and manifest["guard"]["mode"] == "off"
     assert result["export_seconds"] < 60

@@ -7,7 +7,6 @@ both figures are the ``steps_per_second`` their run.json reports (training time,
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import torch
 from benchmarks.config import BenchConfig
 from benchmarks.fit_speed import CONFIGS, measure
 from benchmarks.models import shipped
+from unlearn.io import read_run
 
 
 def fit_model(cfg: BenchConfig) -> str:
@@ -43,8 +43,7 @@ def _run_json(cmd: list[str], out: Path) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} … failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
-    metrics: dict[str, Any] = json.loads((out / "run.json").read_text())["metrics"]
-    return metrics
+    return read_run(out).metrics
 
 
 def ddp(cfg: BenchConfig, model: str) -> dict[str, Any]:

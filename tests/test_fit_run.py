@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from unlearn.artifacts import FitCheckpointRecord
 from unlearn.cli import app
+from unlearn.errors import CheckpointError, UserError
 from unlearn.fit import FitConfig
 from unlearn.fit import loop as fit_loop
 from unlearn.fit.run import fit
-from unlearn.errors import CheckpointError, UserError
-from unlearn.io import load_checkpoint
+from unlearn.io import load_checkpoint, read_run
 from unlearn.zoo import load_generator, load_generator_with_meta
 
 SMALL = dict(model="mnist-vae", features=("thick",), batch=32, n_collect=2000, probe=1000, pool=8192, checkpoint_every=10)
@@ -35,8 +35,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_fit_lowers_the_labeller_rate_and_keeps_non_targets(run_dir: Path) -> None:
-    run = __import__("json").loads((run_dir / "run.json").read_text())
-    before, after = run["metrics"]["labeller_rate_before"]["thick"], run["metrics"]["labeller_rate_after"]["thick"]
+    run = read_run(run_dir)
+    before, after = run.metrics["labeller_rate_before"]["thick"], run.metrics["labeller_rate_after"]["thick"]
     assert after < 0.6 * before, (before, after)
     g, meta = load_generator_with_meta(run_dir)
     f = load_generator("mnist-vae")
@@ -147,8 +147,8 @@ def test_fit_from_a_person_s_labels(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--feature", "thick", "--labels", str(sheets / "positives.txt"),
                                       "--steps", "10", "--steps-per-round", "10", "--n-collect", "500", "--out", str(tmp_path / "run")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    run = __import__("json").loads((tmp_path / "run" / "run.json").read_text())
-    assert run["collections"][0]["source"].startswith("person:") and run["collections"][0]["n"] == 200
+    run = read_run(tmp_path / "run")
+    assert run.collections[0]["source"].startswith("person:") and run.collections[0]["n"] == 200
     result = CliRunner().invoke(app, ["fit", "--model", "mnist-dcgan", "--feature", "thick", "--labels", str(sheets / "positives.txt"),
                                       "--out", str(tmp_path / "run2")])  # fmt: skip
     assert result.exit_code == 2 and "z_dim" in result.output  # the sheets were made with mnist-vae (z_dim 16)

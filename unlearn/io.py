@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from unlearn.artifacts import FORMAT_VERSION, Record, parse_record
+from unlearn.artifacts import FORMAT_VERSION, Record, RunRecord, parse_record
 from unlearn.errors import CheckpointError
 
 RECORD_KEY = "feature_unlearn_record"  # the safetensors header key that holds the sealed record
@@ -149,3 +149,9 @@ def load_checkpoint(stem: str | Path) -> Checkpoint:
             f"{sidecar_path}: field(s) {changed} differ from the record sealed in {weights.name} (edited by hand?)"
         )
     return Checkpoint(tensors, parse_record(body, str(sidecar_path)), actual, stem)
+
+
+def read_run(directory: str | Path) -> RunRecord:
+    """``run.json`` of a finished fit, checked against its schema (an unknown format_version is refused)."""
+    path = Path(directory) / "run.json"
+    return RunRecord.from_dict(read_json(path, "fit run report"), str(path))

@@ -177,3 +177,21 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path) -> None:
 def test_a_failed_fit_leaves_nothing_behind(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--feature", "glasses", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (each torchrun process must get its own)")
+def test_each_torchrun_process_gets_its_own_gpu(tmp_path: Path) -> None:
+    code = (
+        "from unlearn.device import resolve_runtime\n"
+        "from unlearn.fit.distributed import init_dist\n"
+        "d = init_dist('auto')\n"
+        "print('device', d.rank, resolve_runtime('auto', 'fp32', d.local_rank).device, flush=True)\n"
+    )
+    script = tmp_path / "which.py"
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    devices = sorted(line.split()[2] for line in proc.stdout.splitlines() if line.startswith("device"))
+    assert devices == ["cuda:0", "cuda:1"]

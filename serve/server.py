@@ -96,8 +96,18 @@ class ServeProtocol(H11Protocol):
         self.watch_head()
 
     def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and self.head_too_large(data):
+            log.warning("refused a request head of more than %d bytes from %s", HEAD_LIMIT, self.peer())
+            self.refuse(431, "headers_too_large", f"the request line and headers exceed {HEAD_LIMIT} bytes")
+            return
         super().data_received(data)
         self.watch_head()
+
+    def head_too_large(self, data: bytes) -> bool:
+        """h11's size limit only applies to a head still incomplete after a read; a whole one in one read passes."""
+        buffered = self.conn.trailing_data[0] + data  # under HEAD_LIMIT + one read: anything longer was refused
+        end = buffered.find(b"\r\n\r\n")
+        return (end if end >= 0 else len(buffered)) > HEAD_LIMIT
 
     def on_response_complete(self) -> None:
         self.served = True
@@ -125,19 +135,22 @@ class ServeProtocol(H11Protocol):
         if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return
         pending = bool(self.conn.trailing_data[0])
-        if pending and self.conn.their_state is h11.IDLE:  # half a head: tell the client why
-            self.transport.write(raw_error(408, "request_timeout", f"no complete request head within {self.header_timeout_s:g} s"))
         if pending or not self.served:  # an idle keep-alive connection closing is routine, not worth a line
             log.warning("closed a connection from %s: no complete request head within %g s", self.peer(), self.header_timeout_s)
+        if pending and self.conn.their_state is h11.IDLE:  # half a head: tell the client why
+            self.refuse(408, "request_timeout", f"no complete request head within {self.header_timeout_s:g} s")
         self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's plain-text refusal of a request h11 cannot parse (it has logged one line), in JSON."""
         if self.conn.status_hint == 431:
-            reply = raw_error(431, "headers_too_large", f"the request line and headers exceed {HEAD_LIMIT} bytes")
+            self.refuse(431, "headers_too_large", f"the request line and headers exceed {HEAD_LIMIT} bytes")
         else:
-            reply = raw_error(400, "bad_request", "invalid HTTP/1.1 request (malformed request line or headers)")
-        self.transport.write(reply)
+            self.refuse(400, "bad_request", "invalid HTTP/1.1 request (malformed request line or headers)")
+
+    def refuse(self, status: int, code: str, message: str) -> None:
+        """Answer outside any request cycle (raw bytes: h11's state may be ERROR) and close."""
+        self.transport.write(raw_error(status, code, message))
         self.transport.close()
 
     def peer(self) -> str:
@@ -213,8 +226,8 @@ class LogThrottle(logging.Filter):
                 self.held.clear()
             self.last[key] = now
             held = self.held.pop(key, 0)
-        if held:
-            record.msg = f"{record.msg} [{held} more like this in the last {now - (last or now):.0f} s]"
+        if held and last is not None:
+            record.msg = f"{record.msg} [{held} more like this in the last {now - last:.0f} s]"
         return True
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import json
 from pathlib import Path
 
@@ -83,6 +82,9 @@ def test_manifest_embedded_and_complete(exported: Path, run_dir: Path) -> None:
         "near-threshold-0",
         "large-norm-x1000",
     }
+    # validation records how far ONNX Runtime's score came from PyTorch's in float32 units (eps32·‖z‖·‖û‖)
+    assert info["validation"]["score_tolerance"] == "1e-06 + 8·eps32·‖z‖·‖û‖"
+    assert all(0 <= case["score_max_ulps"] <= 4 for case in info["validation"]["cases"].values())
 
 
 @pytest.mark.parametrize("batch", [1, 5, 300])

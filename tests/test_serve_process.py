@@ -49,10 +49,24 @@ def stalled_body(port: int, token: str) -> bytes:
         return s.recv(4096)
 
 
+def raw(port: int, data: bytes, hang_up: bool = False) -> bytes:
+    """Send ``data`` on a fresh connection; everything until the server closes it (or nothing, hanging up first)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        if hang_up:
+            time.sleep(0.05)
+            return b""
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+        return reply
+
+
 def test_cli_serves_on_loopback_without_torch(serve_artifact: Path) -> None:  # noqa: F811
-    port, token = free_port(), "process-test-token"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "UNLEARN_SERVE_TOKEN": token, "OMP_NUM_THREADS": "1"}
-    cmd = [*CLI, "serve", str(serve_artifact), "--port", str(port), "--threads", "1", "--max-images", "8", "--timeout-s", "1"]
+    port, token = free_port(), "process-test-token"  # given with a newline, as $(cat secret-file) does
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UNLEARN_SERVE_TOKEN": token + "\n", "OMP_NUM_THREADS": "1"}
+    cmd = [*CLI, "serve", str(serve_artifact), "--port", str(port), "--threads", "1", "--max-images", "8", "--timeout-s", "1",
+           "--header-timeout-s", "1"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -70,13 +84,44 @@ def test_cli_serves_on_loopback_without_torch(serve_artifact: Path) -> None:  # 
         assert bad.status_code == 422 and "between 1 and 8" in bad.json()["error"]["message"]
         assert "server" not in r.headers  # no version banner
         assert stalled_body(port, token).startswith(b"HTTP/1.1 408")
-        assert 'status="401"' in httpx.get(f"{base}/metrics", headers=auth).text
+        assert httpx.head(f"{base}/healthz").status_code == 200 and httpx.head(f"{base}/readyz").status_code == 200
+        garbage = raw(port, b"GARBAGE\r\n\r\n")  # uvicorn's own refusal, in the service's JSON shape
+        assert garbage.startswith(b"HTTP/1.1 400") and garbage.endswith(b'"code": "bad_request", "message": "invalid HTTP/1.1 request (malformed request line or headers)"}}')  # noqa: E501
+        started = time.monotonic()
+        assert raw(port, b"GET /healthz HTTP/1.1\r\n").startswith(b"HTTP/1.1 408")  # half a head, then silence
+        assert 0.9 < time.monotonic() - started < 5
+        raw(port, b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+            + token.encode() + b"\r\nContent-Length: 20\r\n\r\n{\"n\":", hang_up=True)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while 'status="499"' not in (metrics := httpx.get(f"{base}/metrics", headers=auth).text):
+            assert time.monotonic() < deadline, "the hang-up was not counted"
+            time.sleep(0.05)
+        assert 'status="401"' in metrics and 'status="5' not in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert proc.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in err, err[-2000:]
     assert "Traceback" not in err and token not in err + out and "127.0.0.1" in err
+    assert err.count("the client closed the connection after 5 of 20 body bytes") == 1, err[-2000:]
+    assert err.count("Invalid HTTP request received.") == 1 and err.count("no complete request head within 1 s") == 1
+
+
+def test_workers_run_the_service_protocol(serve_artifact: Path) -> None:  # noqa: F811
+    """--workers 2 pickles the protocol into each worker process: its head timeout must still apply."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "UNLEARN_SERVE_TOKEN"} | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [*CLI, "serve", str(serve_artifact), "--port", str(port), "--threads", "1", "--workers", "2", "--header-timeout-s", "0.5"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        for _ in range(4):  # whichever worker accepts it
+            started = time.monotonic()
+            assert raw(port, b"GET /healthz HTTP/1.1\r\n").startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err[-2000:]
 
 
 def test_serving_imports_no_torch(serve_artifact: Path) -> None:  # noqa: F811

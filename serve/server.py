@@ -153,6 +153,10 @@ class ServeProtocol(H11Protocol):
         self.transport.write(raw_error(status, code, message))
         self.transport.close()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """Silent: with ``ws="none"`` uvicorn logged two lines per request carrying ``Upgrade: websocket``,
+        though the request is then served as plain HTTP (no route here takes WebSockets)."""
+
     def peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "unknown"
 

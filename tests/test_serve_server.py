@@ -155,6 +155,9 @@ def test_protocol_refusals_are_json(port: int, caplog: pytest.LogCaptureFixture)
     status, err = json_error(exchange(port, big))
     assert status == 431 and err == {"code": "headers_too_large", "message": "the request line and headers exceed 16384 bytes"}
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) <= 2  # at most a line per refusal
+    caplog.clear()  # an ignored Upgrade header: served as plain HTTP, and no longer two log lines per request
+    upgrade = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close, Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    assert upgrade.startswith(b"HTTP/1.1 200") and not [r for r in caplog.records if r.levelno >= logging.WARNING]
     idle = [connect(port) for _ in range(MAX_CONNECTIONS)]
     time.sleep(0.1)  # let the server accept them
     reply = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

@@ -27,7 +27,7 @@ from serve.config import CONFIG_ENV, ServeConfig
 from serve.errors import ApiError, ServeError
 from serve.metrics import Metrics, MetricsMiddleware
 from serve.protocol import CLIENT_CLOSED, check_bearer, client_closed
-from serve.server import install_log_throttle, uvicorn_options
+from serve.server import install_log_throttle, open_file_warning, uvicorn_options
 from serve.service import Service
 
 log = logging.getLogger("serve")
@@ -147,6 +147,8 @@ def run_server(config: ServeConfig) -> None:
     if not config.loopback:
         log.warning("binding to %s: reachable beyond this machine%s", config.host,
                     "" if os.environ.get(config.token_env) else f" and ${config.token_env} is unset (no auth)")  # fmt: skip
+    if warning := open_file_warning(config.max_connections):
+        log.warning(warning)
     api = GeneratorAPI(config)
     api.setup(config.device)  # a bad artifact fails here, before the port opens
     common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": config.access_log,

@@ -182,8 +182,9 @@ class ServeProtocol(H11Protocol):
 
         try:
             await self.inner_app(scope, receive, watched)
-        except Exception:
+        except Exception as exc:
             if started:  # the app's handler answered and logged it; Starlette re-raises only so servers may log it twice
+                log.debug("after the response started: %r", exc)
                 return
             log.exception("unhandled error on %s %s", scope["method"], scope["path"][:100])
             await send_error(send, 500, "internal", "internal error (the server log has the details)")
@@ -200,6 +201,25 @@ def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
     """
     protocol = functools.partial(ServeProtocol, header_timeout_s=config.header_timeout_s, max_connections=config.max_connections)
     return {"http": protocol, "ws": "none", "h11_max_incomplete_event_size": HEAD_LIMIT}
+
+
+def open_file_warning(max_connections: int, soft_limit: Optional[int] = None) -> Optional[str]:
+    """A warning when the process may run out of file descriptors before ``max_connections`` is reached.
+
+    Past the limit accept() fails (EMFILE) and new clients hang instead of getting the JSON 503.
+    """
+    if soft_limit is None:
+        try:
+            import resource  # Unix only
+        except ImportError:
+            return None
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft_limit == resource.RLIM_INFINITY:
+            return None
+    if max_connections + 64 <= soft_limit:  # the model, the log, the listening socket and libraries need some
+        return None
+    return (f"--max-connections {max_connections} is not below the open-file limit {soft_limit} (ulimit -n) by 64: "
+            "raise the limit or lower --max-connections, or clients past it will hang instead of getting a 503")  # fmt: skip
 
 
 class LogThrottle(logging.Filter):

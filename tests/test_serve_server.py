@@ -24,7 +24,7 @@ import uvicorn
 from test_serve_support import config, serve_artifact  # noqa: F401
 
 from serve.http import create_app
-from serve.server import LogThrottle, ServeProtocol, uvicorn_options
+from serve.server import LogThrottle, ServeProtocol, open_file_warning, uvicorn_options
 
 HEADER_TIMEOUT = 0.5
 MAX_CONNECTIONS = 8
@@ -238,3 +238,9 @@ def test_protocol_options_survive_pickling_for_workers() -> None:
     protocol = pickle.loads(pickle.dumps(options["http"]))  # --workers N spawns processes with the pickled config
     assert protocol.func is ServeProtocol and protocol.keywords == {"header_timeout_s": 2.5, "max_connections": 7}
     assert options["ws"] == "none"
+
+
+def test_open_file_limit_below_max_connections_is_named() -> None:
+    assert open_file_warning(1000, soft_limit=20000) is None
+    warning = open_file_warning(1000, soft_limit=1024)
+    assert warning is not None and "--max-connections 1000" in warning and "ulimit -n" in warning

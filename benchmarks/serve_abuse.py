@@ -211,7 +211,7 @@ def start_server(artifact: Path, port: int, token: Optional[str], log: Path, ext
 
 
 def server_statuses(port: int, token: Optional[str]) -> dict[str, float]:
-    """``path status`` -> count from the server's own /metrics."""
+    """``path status`` -> count from the server's own /metrics (this request not included)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     text = asyncio.run(exchange(port, request("/metrics", b"", headers, "GET")))[2].decode()
     out: dict[str, float] = {}
@@ -236,12 +236,14 @@ def measure(artifact: Path, args: argparse.Namespace) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         model = json.loads(asyncio.run(exchange(port, request("/v1/model", b"", headers, "GET")))[2])
         lines_before = len(log.read_text().splitlines())
+        server_before = server_statuses(port, token)  # readiness polls answered 503 while the model loaded
         abuse = Abuse(port, token, int(model["z_dim"]), time.monotonic() + args.seconds, args.header_timeout_s)
         started = time.monotonic()
         asyncio.run(asyncio.wait_for(abuse.run(args.clients), args.seconds + args.header_timeout_s + 30))
         elapsed = time.monotonic() - started
         log_lines = log.read_text().splitlines()[lines_before:]
-        server = server_statuses(port, token)
+        server = {k: v - server_before.get(k, 0.0) for k, v in server_statuses(port, token).items()}
+        server = {k: v for k, v in server.items() if v}
         healthy = asyncio.run(exchange(port, request("/readyz", b"", {}, "GET")))[0] == 200
     finally:
         proc.send_signal(signal.SIGTERM)

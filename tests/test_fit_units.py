@@ -6,6 +6,7 @@ import torch
 from unlearn.collect import read_positive_tiles
 from unlearn.device import resolve_runtime
 from unlearn.errors import ConfigError, DataError, UserError
+from unlearn.fit.config import FitConfig
 from unlearn.fit.loss import UnlearnLoss, msssim_loss
 from unlearn.fit.sampler import LatentPool
 from unlearn.fit.state import FitState, load_state, save_state
@@ -66,17 +67,20 @@ def test_checkpoint_round_trip_restores_weights_and_optimiser(tmp_path) -> None:
     g(torch.randn(2, 4)).sum().backward()
     opt.step()
     state = FitState("m", ["eyeglasses"], "abc", step=7, directions=[[1.0, 0, 0, 0]], thresholds=[0.5], row_features=["eyeglasses"])
-    save_state(tmp_path / "checkpoint", state, g, opt)
+    cfg = FitConfig(out=tmp_path, model="m", features=("eyeglasses",))
+    save_state(tmp_path / "checkpoint", state, g, opt, cfg)
     g2 = DCGANGenerator(DCGANConfig(z_dim=4, channels=1, ngf=4)).eval()
     opt2 = torch.optim.Adam(g2.parameters(), lr=1e-3)
-    loaded = load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["eyeglasses"], "abc"))
+    loaded = load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["eyeglasses"], "abc"), cfg)
     assert loaded.step == 7 and loaded.thresholds == [0.5]
     for a, b in zip(g.state_dict().values(), g2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     s1, s2 = opt.state_dict()["state"][0], opt2.state_dict()["state"][0]
     assert torch.equal(s1["exp_avg"], s2["exp_avg"]) and float(s1["step"]) == float(s2["step"])
     with pytest.raises(UserError, match="features"):
-        load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["hat"], "abc"))
+        load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["hat"], "abc"), cfg)
+    with pytest.raises(UserError, match=r"--resume: .* was started with --alpha 1.0 \(now 2.0\)"):
+        load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["eyeglasses"], "abc"), FitConfig(**{**cfg.__dict__, "alpha": 2.0}))
 
 
 def test_labels_file_parsing(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -16,14 +16,13 @@ import json
 from pathlib import Path
 
 import torch
-
-from unlearn.collect import collect_with_labeller
-from unlearn.guard import GuardedGenerator, LatentGuard
-from unlearn.io import write_text
-from unlearn.metrics import generate, latents
-from unlearn.models import z_dim_of
-from unlearn.target import DIRECTIONS, fit_detector
-from unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
+from feature_unlearn.unlearn.collect import collect_with_labeller
+from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from feature_unlearn.unlearn.io import write_text
+from feature_unlearn.unlearn.metrics import generate, latents
+from feature_unlearn.unlearn.models import z_dim_of
+from feature_unlearn.unlearn.target import DIRECTIONS, fit_detector
+from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
 
 RULES = [("pooled", 0.0), ("midpoint", 0.0), ("f1", 0.0), ("recall", 0.9), ("recall", 0.95)]
 

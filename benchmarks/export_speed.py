@@ -31,12 +31,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export import ExportConfig, export_model  # noqa: E402
-from export.module import build_module  # noqa: E402
-from export.validate import session  # noqa: E402
-from unlearn.artifacts import GuardRecord, ModelRecord  # noqa: E402
-from unlearn.io import save_checkpoint  # noqa: E402
-from unlearn.models import DCGANConfig, DCGANGenerator, arch_dict  # noqa: E402
+from feature_unlearn.export import ExportConfig, export_model  # noqa: E402
+from feature_unlearn.export.module import build_module  # noqa: E402
+from feature_unlearn.export.validate import session  # noqa: E402
+from feature_unlearn.unlearn.artifacts import GuardRecord, ModelRecord  # noqa: E402
+from feature_unlearn.unlearn.io import save_checkpoint  # noqa: E402
+from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator, arch_dict  # noqa: E402
 
 
 def make_run(root: Path, guarded: bool) -> Path:
@@ -126,7 +126,7 @@ def main() -> None:
             t = time.perf_counter()
             export_model(ExportConfig(source=str(run), out=tmp / f"out-{guarded}"))
             seconds[guarded] = time.perf_counter() - t
-        from export.source import load_source
+        from feature_unlearn.export.source import load_source
 
         src = load_source(str(tmp / "run-True"))
         module = build_module(src.generator, src.guard, "shift")

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from unlearn.device import maybe_compile, resolve_runtime
-from unlearn.fit.distributed import Dist
-from unlearn.fit.loop import Trainer
-from unlearn.fit.loss import UnlearnLoss
-from unlearn.fit.sampler import LatentPool
-from unlearn.guard import LatentGuard
-from unlearn.models import z_dim_of
-from unlearn.zoo import load_generator
+from feature_unlearn.unlearn.device import maybe_compile, resolve_runtime
+from feature_unlearn.unlearn.fit.distributed import Dist
+from feature_unlearn.unlearn.fit.loop import Trainer
+from feature_unlearn.unlearn.fit.loss import UnlearnLoss
+from feature_unlearn.unlearn.fit.sampler import LatentPool
+from feature_unlearn.unlearn.guard import LatentGuard
+from feature_unlearn.unlearn.models import z_dim_of
+from feature_unlearn.unlearn.zoo import load_generator
 
 CONFIGS = [("eager", "fp32", False), ("eager", "bf16", False), ("compile", "fp32", True), ("compile", "bf16", True)]
 

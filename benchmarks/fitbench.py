@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from feature_unlearn.unlearn.io import read_run
 
 from benchmarks.config import BenchConfig
 from benchmarks.fit_speed import CONFIGS, measure
 from benchmarks.models import shipped
-from unlearn.io import read_run
 
 
 def fit_model(cfg: BenchConfig) -> str:
@@ -35,7 +35,7 @@ def configs(cuda: bool) -> list[tuple[str, str, bool, str]]:
 
 
 def _fit_cmd(model: str, out: Path, steps: int, batch: int) -> list[str]:
-    return ["unlearn.cli", "fit", "--model", model, "--out", str(out), "--steps", str(steps), "--steps-per-round", str(steps),
+    return ["feature_unlearn.cli", "fit", "--model", model, "--out", str(out), "--steps", str(steps), "--steps-per-round", str(steps),
             "--n-collect", "1000", "--batch", str(batch), "--device", "cpu", "--force"]  # fmt: skip
 
 

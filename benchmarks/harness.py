@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from feature_unlearn.unlearn.io import write_json
 
 from benchmarks.config import FOREIGN_LIMIT, BenchConfig
 from benchmarks.export_speed import gemm_peak
@@ -27,7 +28,6 @@ from benchmarks.models import load_bench_model, shipped, write_run
 from benchmarks.report import write_report
 from benchmarks.targets import all_targets
 from benchmarks.timing import idle_probe
-from unlearn.io import write_json
 
 MEMORY_METHOD = ("Resident set size sampled every 0.5 ms (/proc/self/statm) by a thread in a fresh process per backend while it runs "
                  "5 batches, after loading and one warm-up call; steady = RSS before the calls, working = peak − steady, high-water = "
@@ -81,7 +81,7 @@ def run_serve(cfg: BenchConfig) -> dict[str, Any]:
         from benchmarks import serve_load
     except ImportError as exc:
         return {"reason": f"benchmarks/serve_load.py unavailable ({exc})"}
-    from export import ExportConfig, export_model
+    from feature_unlearn.export import ExportConfig, export_model
 
     name = "faces-dcgan" if shipped("faces-dcgan") else next((m for m in cfg.models if shipped(m)), "mnist-vae")
     args = argparse.Namespace(seconds=cfg.serve_seconds, warmup=2.0, clients=32, images=4, max_requests=500_000, max_batch=64,
@@ -167,7 +167,7 @@ def finish(cfg: BenchConfig, res: dict[str, Any], started: float, final: bool) -
 
 def rerender(cfg: BenchConfig) -> dict[str, Any]:
     """RESULTS.md, plots and targets again from ``cfg.results_json``, without measuring anything."""
-    from unlearn.io import read_json
+    from feature_unlearn.unlearn.io import read_json
 
     res = read_json(cfg.results_json, "benchmark results")
     if "serve" in res and "http" in res["serve"]:

@@ -73,9 +73,8 @@ def _backend(args: argparse.Namespace) -> Callable[[], object]:
         sess = ort.InferenceSession(str(args.onnx), opts, providers=["CPUExecutionProvider"])
         return lambda: sess.run(None, {"z": z})
     import torch
-
-    from export.module import build_module
-    from export.source import load_source
+    from feature_unlearn.export.module import build_module
+    from feature_unlearn.export.source import load_source
 
     torch.set_num_threads(args.threads)
     src = load_source(str(args.run))

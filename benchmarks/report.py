@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from unlearn.io import atomic_write, write_text
+from feature_unlearn.unlearn.io import atomic_write, write_text
 
 WHY = {  # what usually explains a miss; the numbers beside it are this run's
     "ORT guarded / torch eager, batch 64": "eager PyTorch is already within reach of ONNX Runtime for these small transposed convolutions; "

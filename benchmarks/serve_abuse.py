@@ -36,12 +36,12 @@ from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # never anything else
-CLI = [sys.executable, "-m", "unlearn.cli"]
+CLI = [sys.executable, "-m", "feature_unlearn.cli"]
 BUILD = """
 import sys
 from pathlib import Path
 from benchmarks.models import load_bench_model, write_run
-from export import ExportConfig, export_model
+from feature_unlearn.export import ExportConfig, export_model
 root = Path(sys.argv[1])
 run = write_run(root / "faces-dcgan", load_bench_model("faces-dcgan"), guarded=True)
 export_model(ExportConfig(source=str(run), out=root / "art", guard="shift"))

@@ -33,10 +33,10 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serve.runtime import SafeGenerator  # noqa: E402  (torch-free, like the service)
+from feature_unlearn.serve.runtime import SafeGenerator  # noqa: E402  (torch-free, like the service)
 
 HOST = "127.0.0.1"  # never anything else
-CLI = [sys.executable, "-m", "unlearn.cli"]
+CLI = [sys.executable, "-m", "feature_unlearn.cli"]
 
 
 def export_zoo(into: Path) -> Path:

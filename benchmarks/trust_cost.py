@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.serve import SafeGenerator
+
 from benchmarks.models import load_bench_model, write_run
-from export import ExportConfig, export_model
-from serve import SafeGenerator
 
 MODELS = ("mnist-vae", "mnist-dcgan", "faces-vae", "faces-dcgan")
 

@@ -11,13 +11,14 @@ import dataclasses
 import time
 from typing import Any
 
+from feature_unlearn.unlearn.attack import AttackConfig
+from feature_unlearn.unlearn.evaluate import EvalConfig, run_evaluate
+from feature_unlearn.unlearn.fit import FitConfig
+from feature_unlearn.unlearn.fit.run import fit
+from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE
+
 from benchmarks.config import BenchConfig
 from benchmarks.models import shipped
-from unlearn.attack import AttackConfig
-from unlearn.evaluate import EvalConfig, run_evaluate
-from unlearn.fit import FitConfig
-from unlearn.fit.run import fit
-from unlearn.zoo import DEFAULT_FEATURE
 
 
 def fit_config(name: str, cfg: BenchConfig) -> FitConfig:

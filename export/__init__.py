@@ -6,9 +6,9 @@ command imports it lazily), and the runtime in ``serve/`` imports neither.
 
 from __future__ import annotations
 
-from export.api import export_model
-from export.errors import ExportError, ExportValidationError, TensorRTUnavailableError
-from export.spec import DEFAULT_SPEC, OPSET, ExportConfig, ExportSpec
+from feature_unlearn.export.api import export_model
+from feature_unlearn.export.errors import ExportError, ExportValidationError, TensorRTUnavailableError
+from feature_unlearn.export.spec import DEFAULT_SPEC, OPSET, ExportConfig, ExportSpec
 
 __all__ = [
     "DEFAULT_SPEC", "OPSET", "ExportConfig", "ExportError", "ExportSpec", "ExportValidationError",

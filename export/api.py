@@ -14,19 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-
-from export import fp16 as fp16_check
-from export import onnx_export, tensorrt, triton, validate
-from export.errors import ExportError
-from export.manifest import build_manifest
-from export.module import build_module
-from export.publish import refuse_existing, replace_dir, staging
-from export.selftest import build_self_test
-from export.source import guard_mode, load_source, safe_name
-from export.spec import ExportConfig
-from serve.manifest import FILES, Manifest
-from serve.selftest import SelfTestError, verify
-from unlearn.io import sha256_file, write_json
+from feature_unlearn.export import fp16 as fp16_check
+from feature_unlearn.export import onnx_export, tensorrt, triton, validate
+from feature_unlearn.export.errors import ExportError
+from feature_unlearn.export.manifest import build_manifest
+from feature_unlearn.export.module import build_module
+from feature_unlearn.export.publish import refuse_existing, replace_dir, staging
+from feature_unlearn.export.selftest import build_self_test
+from feature_unlearn.export.source import guard_mode, load_source, safe_name
+from feature_unlearn.export.spec import ExportConfig
+from feature_unlearn.serve.manifest import FILES, Manifest
+from feature_unlearn.serve.selftest import SelfTestError, verify
+from feature_unlearn.unlearn.io import sha256_file, write_json
 
 
 def _preflight(cfg: ExportConfig) -> None:

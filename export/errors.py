@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn.errors import ConfigError, UserError
+from feature_unlearn.unlearn.errors import ConfigError, UserError
 
 
 class ExportError(UserError):

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections import Counter
 
 import onnx
-
-from export.errors import ExportError
-from export.spec import ExportSpec
+from feature_unlearn.export.errors import ExportError
+from feature_unlearn.export.spec import ExportSpec
 
 FLOAT16 = onnx.TensorProto.FLOAT16
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import onnx
 import torch
+from feature_unlearn.export.module import ExportModule
+from feature_unlearn.export.onnx_export import io_shapes
+from feature_unlearn.export.source import Source
+from feature_unlearn.export.spec import ExportSpec
+from feature_unlearn.serve.manifest import MANIFEST_FORMAT, GuardSpec, Manifest, SelfTest
 
-import unlearn
-from export.module import ExportModule
-from export.onnx_export import io_shapes
-from export.source import Source
-from export.spec import ExportSpec
-from serve.manifest import MANIFEST_FORMAT, GuardSpec, Manifest, SelfTest
+import feature_unlearn
 
 _DTYPES: dict[int, str] = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool",
            onnx.TensorProto.FLOAT16: "float16"}  # fmt: skip
@@ -59,7 +59,7 @@ def build_manifest(
         "dataset": record.dataset,
         "onnx": {"opset": spec.opset, "exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__,
                  "onnx": onnx.__version__},
-        "package": {"name": "feature-unlearn", "version": unlearn.__version__},
+        "package": {"name": "feature-unlearn", "version": feature_unlearn.__version__},
     }  # fmt: skip
     image = {"height": h, "width": w, "channels": c, "dtype": "uint8", "layout": "NHWC",
              "formula": "round((x + 1) * 127.5) clipped to [0, 255]"}  # fmt: skip

@@ -12,11 +12,10 @@ from typing import Optional, cast
 
 import numpy as np
 import torch
+from feature_unlearn.unlearn.artifacts import GuardRecord
+from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from feature_unlearn.unlearn.images import to_uint8
 from torch import nn
-
-from unlearn.artifacts import GuardRecord
-from unlearn.guard import GuardedGenerator, LatentGuard
-from unlearn.images import to_uint8
 
 
 def z_dim_of(generator: nn.Module) -> int:

@@ -13,10 +13,9 @@ from typing import Any
 
 import onnx
 import torch
-
-from export.errors import ExportError
-from export.module import ExportModule
-from export.spec import ExportSpec
+from feature_unlearn.export.errors import ExportError
+from feature_unlearn.export.module import ExportModule
+from feature_unlearn.export.spec import ExportSpec
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from unlearn.errors import ConfigError
+from feature_unlearn.unlearn.errors import ConfigError
 
 
 def refuse_existing(path: Path, force: bool, flag: str) -> None:

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from feature_unlearn.export.spec import GUARD_MODES
+from feature_unlearn.unlearn.artifacts import GuardRecord
+from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
+from feature_unlearn.unlearn.zoo import GENERATORS, ModelMeta, load_generator_with_meta, resolve
 from torch import nn
-
-from export.spec import GUARD_MODES
-from unlearn.artifacts import GuardRecord
-from unlearn.errors import CheckpointError, ConfigError
-from unlearn.zoo import GENERATORS, ModelMeta, load_generator_with_meta, resolve
 
 
 @dataclass(frozen=True)

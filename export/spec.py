@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from serve.manifest import GUARD_MODES as _MODES
+from feature_unlearn.serve.manifest import GUARD_MODES as _MODES
 
 # Opset 18: the newest opset every runtime we target handles (ONNX Runtime >= 1.14, TensorRT 10+,
 # Triton's onnxruntime backend); the dynamo exporter emits it natively (no version conversion).

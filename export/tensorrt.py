@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError, TensorRTUnavailableError
-from export.spec import ExportSpec
-from unlearn.io import atomic_write
+from feature_unlearn.export.errors import ExportError, TensorRTUnavailableError
+from feature_unlearn.export.spec import ExportSpec
+from feature_unlearn.unlearn.io import atomic_write
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from export.spec import ExportSpec
+from feature_unlearn.export.spec import ExportSpec
 
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
 

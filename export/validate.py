@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
-
-from export.errors import ExportValidationError
-from export.module import ExportModule
-from export.spec import ExportSpec
+from feature_unlearn.export.errors import ExportValidationError
+from feature_unlearn.export.module import ExportModule
+from feature_unlearn.export.spec import ExportSpec
 
 
 def cases(module: ExportModule, spec: ExportSpec) -> dict[str, np.ndarray]:

@@ -5,6 +5,12 @@ Nothing in ``serve`` imports torch, ``unlearn`` or ``export`` (a test checks it)
 
 from __future__ import annotations
 
-from serve.runtime import GenerateResult, ModelLoadError, RuntimeInputError, SafeGenerator, resolve_providers
+from feature_unlearn.serve.runtime import (
+    GenerateResult,
+    ModelLoadError,
+    RuntimeInputError,
+    SafeGenerator,
+    resolve_providers,
+)
 
 __all__ = ["GenerateResult", "ModelLoadError", "RuntimeInputError", "SafeGenerator", "resolve_providers"]

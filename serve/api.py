@@ -23,13 +23,12 @@ from typing import Any, Optional
 
 import numpy as np
 from fastapi.responses import JSONResponse, Response
+from feature_unlearn.serve.batching import Outputs
+from feature_unlearn.serve.config import ServeConfig
+from feature_unlearn.serve.errors import ApiError, ServeError
+from feature_unlearn.serve.png import encode_pngs
+from feature_unlearn.serve.runtime import LATENT_BOUND, ModelLoadError, SafeGenerator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from serve.batching import Outputs
-from serve.config import ServeConfig
-from serve.errors import ApiError, ServeError
-from serve.png import encode_pngs
-from serve.runtime import LATENT_BOUND, ModelLoadError, SafeGenerator
 
 SEED_MAX = 2**63 - 1
 FIELDS = "n, seed and latents"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from serve.manifest import Manifest, ManifestError
+from feature_unlearn.serve.manifest import Manifest, ManifestError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

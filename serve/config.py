@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from serve.errors import ServeError
+from feature_unlearn.serve.errors import ServeError
 
 TOKEN_ENV = "UNLEARN_SERVE_TOKEN"
 CONFIG_ENV = "UNLEARN_SERVE_CONFIG"  # how ``--workers N`` hands the settings to each worker process

@@ -19,16 +19,15 @@ from typing import Any, Optional
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from feature_unlearn.serve.api import GenerateRequest, GenerateResponse, GeneratorAPI
+from feature_unlearn.serve.config import CONFIG_ENV, ServeConfig
+from feature_unlearn.serve.errors import ApiError, ServeError
+from feature_unlearn.serve.metrics import Metrics, MetricsMiddleware
+from feature_unlearn.serve.protocol import CLIENT_CLOSED, check_bearer, client_closed
+from feature_unlearn.serve.server import install_log_throttle, open_file_warning, uvicorn_options
+from feature_unlearn.serve.service import Service
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-
-from serve.api import GenerateRequest, GenerateResponse, GeneratorAPI
-from serve.config import CONFIG_ENV, ServeConfig
-from serve.errors import ApiError, ServeError
-from serve.metrics import Metrics, MetricsMiddleware
-from serve.protocol import CLIENT_CLOSED, check_bearer, client_closed
-from serve.server import install_log_throttle, open_file_warning, uvicorn_options
-from serve.service import Service
 
 log = logging.getLogger("serve")
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "object", "properties": {
@@ -158,4 +157,4 @@ def run_server(config: ServeConfig) -> None:
         return
     del api
     os.environ[CONFIG_ENV] = config.to_json()
-    uvicorn.run("serve.http:app_from_env", factory=True, workers=config.workers, **common)
+    uvicorn.run("feature_unlearn.serve.http:app_from_env", factory=True, workers=config.workers, **common)

@@ -24,10 +24,9 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import onnxruntime as ort
-
-from serve.artifact import ArtifactError, open_artifact, same_manifest
-from serve.manifest import Manifest
-from serve.selftest import SelfTestError, VerifiedGuard, verify
+from feature_unlearn.serve.artifact import ArtifactError, open_artifact, same_manifest
+from feature_unlearn.serve.manifest import Manifest
+from feature_unlearn.serve.selftest import SelfTestError, VerifiedGuard, verify
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 PREFERENCE = (TENSORRT, CUDA, CPU)

@@ -9,14 +9,13 @@ from contextlib import asynccontextmanager
 from typing import Any, Optional
 
 from fastapi.responses import Response
+from feature_unlearn.serve.api import GeneratorAPI
+from feature_unlearn.serve.batching import BatchStats, DynamicBatcher
+from feature_unlearn.serve.config import ServeConfig
+from feature_unlearn.serve.errors import ApiError, ServeError
+from feature_unlearn.serve.metrics import Metrics
+from feature_unlearn.serve.protocol import read_json, wants_png
 from starlette.requests import Request
-
-from serve.api import GeneratorAPI
-from serve.batching import BatchStats, DynamicBatcher
-from serve.config import ServeConfig
-from serve.errors import ApiError, ServeError
-from serve.metrics import Metrics
-from serve.protocol import read_json, wants_png
 
 log = logging.getLogger("serve")
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from unlearn.artifacts import GuardRecord, ModelRecord
-from unlearn.errors import CheckpointError
-from unlearn.io import load_checkpoint, save_checkpoint
-from unlearn.models import DCGANConfig, DCGANGenerator, arch_dict
-from unlearn.zoo import load_generator, load_generator_with_meta
+from feature_unlearn.unlearn.artifacts import GuardRecord, ModelRecord
+from feature_unlearn.unlearn.errors import CheckpointError
+from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint
+from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator, arch_dict
+from feature_unlearn.unlearn.zoo import load_generator, load_generator_with_meta
 
 G = DCGANGenerator(DCGANConfig(z_dim=8, channels=1, ngf=8, ndf=8)).eval()
 GUARD = GuardRecord(direction=((1.0,) + (0.0,) * 7,), threshold=(0.5,), features=("thick",))
@@ -48,7 +47,7 @@ def test_a_sidecar_naming_code_is_not_run(tmp_path: Path) -> None:
     arch = {"kind": "plugin", "factory": "os:system", "kwargs": {"command": f"touch {marker}"}}
     save_checkpoint(tmp_path / "generator", {}, ModelRecord(kind="generator", arch=arch))
     result = subprocess.run(
-        [sys.executable, "-m", "unlearn.cli", "export", str(tmp_path), "--out", str(tmp_path / "x")],
+        [sys.executable, "-m", "feature_unlearn.cli", "export", str(tmp_path), "--out", str(tmp_path / "x")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2 and "--trust-code" in result.stderr and "Traceback" not in result.stderr

@@ -26,7 +26,7 @@ from benchmarks.report import markdown
 from benchmarks.targets import all_targets
 from benchmarks.timing import interleave
 from benchmarks.unlearning import run_unlearning
-from unlearn.cli import app
+from feature_unlearn.cli import app
 
 TINY: dict[str, Any] = {"models": ("mnist-vae",), "batches": (1, 4), "compile_modes": (), "warmup": 1, "seconds_per_point": 0.02,
         "min_calls": 4, "max_calls": 20, "rounds": 2, "overhead_seconds": 0.05, "retries": 0, "memory": False, "fit": False, "unlearning": False, "serve": False}  # fmt: skip
@@ -114,8 +114,9 @@ def test_flop_counter_agrees_with_the_hook_count_and_stand_ins_match_the_recipes
 
 
 def test_memory_probe_runs_in_a_fresh_process(tiny_bench: tuple[BenchConfig, dict[str, Any]], tmp_path: Path) -> None:
+    from feature_unlearn.export import ExportConfig, export_model
+
     from benchmarks.models import write_run
-    from export import ExportConfig, export_model
 
     run = write_run(tmp_path / "run", load_bench_model("mnist-vae"), guarded=True)
     export_model(ExportConfig(source=str(run), out=tmp_path / "onnx"))

@@ -3,11 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from unlearn.data import load_dataset, load_folder, train_test
-from unlearn.data.faces import P_GLASSES_GIVEN_GREY, P_GLASSES_GIVEN_NOT_GREY, render_faces
-from unlearn.data.thinning import skeletonize, stroke_width
-from unlearn.errors import ConfigError, DataError
+from feature_unlearn.unlearn.data import load_dataset, load_folder, train_test
+from feature_unlearn.unlearn.data.faces import P_GLASSES_GIVEN_GREY, P_GLASSES_GIVEN_NOT_GREY, render_faces
+from feature_unlearn.unlearn.data.thinning import skeletonize, stroke_width
+from feature_unlearn.unlearn.errors import ConfigError, DataError
 
 
 def test_mnist_shape_range_and_attributes() -> None:

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from feature_unlearn.unlearn.attack import AttackConfig, pgd_success
+from feature_unlearn.unlearn.fit import FitConfig
+from feature_unlearn.unlearn.fit.run import fit
+from feature_unlearn.unlearn.zoo import load_classifier, load_generator
 from typer.testing import CliRunner
 
-from unlearn.attack import AttackConfig, pgd_success
-from unlearn.cli import app
-from unlearn.fit import FitConfig
-from unlearn.fit.run import fit
-from unlearn.zoo import load_classifier, load_generator
+from feature_unlearn.cli import app
 
 
 @pytest.fixture(scope="module")

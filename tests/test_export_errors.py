@@ -8,17 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from feature_unlearn.export import (
+    ExportConfig,
+    ExportError,
+    ExportValidationError,
+    TensorRTUnavailableError,
+    export_model,
+)
+from feature_unlearn.export import validate as validate_mod
+from feature_unlearn.export.module import ExportModule, build_module
+from feature_unlearn.export.onnx_export import to_onnx
+from feature_unlearn.export.spec import DEFAULT_SPEC
+from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
 from test_export_support import Z_DIM, guard_entry, make_generator, save_run
 from torch import nn
 from typer.testing import CliRunner
 
-from export import ExportConfig, ExportError, ExportValidationError, TensorRTUnavailableError, export_model
-from export import validate as validate_mod
-from export.module import ExportModule, build_module
-from export.onnx_export import to_onnx
-from export.spec import DEFAULT_SPEC
-from unlearn.cli import app
-from unlearn.errors import CheckpointError, ConfigError
+from feature_unlearn.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.export.fp16 import FLOAT16, fp16_ops, guard_dtypes
+from feature_unlearn.export.source import load_source
+from feature_unlearn.export.spec import DEFAULT_SPEC
+from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
 from test_export_support import guard_entry, make_generator, near_threshold, save_run
-
-from export import ExportConfig, export_model
-from export.fp16 import FLOAT16, fp16_ops, guard_dtypes
-from export.source import load_source
-from export.spec import DEFAULT_SPEC
-from unlearn.guard import GuardedGenerator, LatentGuard
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,7 @@ def test_casting_z_to_fp16_first_flips_decisions(pair: tuple[Path, Path, Path]) 
 
 
 def _trained() -> str | None:
-    from unlearn.zoo import GENERATORS, zoo_names
+    from feature_unlearn.unlearn.zoo import GENERATORS, zoo_names
 
     return next((n for n in zoo_names() if n in GENERATORS), None)
 
@@ -84,7 +83,7 @@ def _trained() -> str | None:
 @pytest.mark.skipif(_trained() is None, reason="no zoo generator weights are shipped in this checkout yet")
 def test_trained_generator_fp16_export(tmp_path: Path) -> None:
     """A trained generator (large activations) passes fp16 validation and keeps fp32 decisions near t."""
-    from unlearn.zoo import load_generator
+    from feature_unlearn.unlearn.zoo import load_generator
 
     name = _trained()
     assert name is not None

@@ -11,13 +11,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from feature_unlearn.export import OPSET, ExportConfig, export_model
+from feature_unlearn.export.module import build_module
+from feature_unlearn.export.source import load_source
+from feature_unlearn.unlearn.guard import LatentGuard
+from feature_unlearn.unlearn.images import to_uint8
 from test_export_support import Z_DIM, guard_entry, make_generator, save_run
-
-from export import OPSET, ExportConfig, export_model
-from export.module import build_module
-from export.source import load_source
-from unlearn.guard import LatentGuard
-from unlearn.images import to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +160,7 @@ def test_several_directions(tmp_path: Path) -> None:
 
 
 def _shipped_generator() -> str | None:
-    from unlearn.zoo import GENERATORS, zoo_names
+    from feature_unlearn.unlearn.zoo import GENERATORS, zoo_names
 
     names = [n for n in zoo_names() if n in GENERATORS]
     return next((n for n in names if "dcgan" in n), names[0] if names else None)

@@ -10,11 +10,10 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from feature_unlearn.unlearn.artifacts import ModelRecord
+from feature_unlearn.unlearn.io import save_checkpoint
+from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator, VAEConfig, VAEDecoder, arch_dict
 from torch import nn
-
-from unlearn.artifacts import ModelRecord
-from unlearn.io import save_checkpoint
-from unlearn.models import DCGANConfig, DCGANGenerator, VAEConfig, VAEDecoder, arch_dict
 
 Z_DIM = 8
 
@@ -75,7 +74,10 @@ def run_isolated(code: str, forbidden: tuple[str, ...]) -> None:
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    check = f"\nbad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})\nassert not bad, bad\n"
+    check = (
+        f"\nbad = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in {forbidden!r}))"
+        "\nassert not bad, bad\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.run([sys.executable, "-c", "import sys\n" + code + check], capture_output=True, text=True, env=env, timeout=120, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]

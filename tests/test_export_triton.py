@@ -10,12 +10,11 @@ from typing import Any
 
 import onnx
 import pytest
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.export.spec import DEFAULT_SPEC
+from feature_unlearn.export.triton import config_text
+from feature_unlearn.unlearn.errors import ConfigError
 from test_export_support import guard_entry, make_generator, save_run
-
-from export import ExportConfig, export_model
-from export.spec import DEFAULT_SPEC
-from export.triton import config_text
-from unlearn.errors import ConfigError
 
 text_format = pytest.importorskip(
     "google.protobuf.text_format", reason="protobuf is not installed (pip install 'feature-unlearn[dev]')"

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from feature_unlearn.unlearn.artifacts import FitCheckpointRecord
+from feature_unlearn.unlearn.errors import CheckpointError, UserError
+from feature_unlearn.unlearn.fit import FitConfig
+from feature_unlearn.unlearn.fit import loop as fit_loop
+from feature_unlearn.unlearn.fit.run import fit
+from feature_unlearn.unlearn.io import load_checkpoint, read_run
+from feature_unlearn.unlearn.zoo import load_generator, load_generator_with_meta
 from typer.testing import CliRunner
 
-from unlearn.artifacts import FitCheckpointRecord
-from unlearn.cli import app
-from unlearn.errors import CheckpointError, UserError
-from unlearn.fit import FitConfig
-from unlearn.fit import loop as fit_loop
-from unlearn.fit.run import fit
-from unlearn.io import load_checkpoint, read_run
-from unlearn.zoo import load_generator, load_generator_with_meta
+from feature_unlearn.cli import app
 
 SMALL = dict(model="mnist-vae", features=("thick",), batch=32, n_collect=2000, probe=1000, pool=8192, checkpoint_every=10)
 
@@ -42,7 +42,7 @@ def test_fit_lowers_the_labeller_rate_and_keeps_non_targets(run_dir: Path) -> No
     f = load_generator("mnist-vae")
     assert meta.record.base_model == "mnist-vae" and meta.record.guard is not None
     assert meta.record.guard.features == ("thick",)
-    from unlearn.guard import LatentGuard
+    from feature_unlearn.unlearn.guard import LatentGuard
 
     guard = LatentGuard(torch.tensor(meta.record.guard.direction), torch.tensor(meta.record.guard.threshold))
     z = torch.randn(2000, g.z_dim, generator=torch.Generator().manual_seed(5))
@@ -84,10 +84,10 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     args = ["fit", "--model", "mnist-vae", "--feature", "thick", "--steps", "6", "--steps-per-round", "6", "--batch", "16",
             "--n-collect", "1000", "--goal", "0", "--lr", "1e-3", "--threads", "1"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "unlearn.cli", *args, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    one = subprocess.run([sys.executable, "-m", "feature_unlearn.cli", *args, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unlearn.cli", *args, "--out", str(tmp_path / "two")],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "feature_unlearn.cli", *args, "--out", str(tmp_path / "two")],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-2000:]

@@ -2,16 +2,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from unlearn.collect import read_positive_tiles
-from unlearn.device import resolve_runtime
-from unlearn.errors import ConfigError, DataError, UserError
-from unlearn.fit.config import FitConfig
-from unlearn.fit.loss import UnlearnLoss, msssim_loss
-from unlearn.fit.sampler import LatentPool
-from unlearn.fit.state import FitState, load_state, save_state
-from unlearn.guard import LatentGuard
-from unlearn.models import DCGANConfig, DCGANGenerator
+from feature_unlearn.unlearn.collect import read_positive_tiles
+from feature_unlearn.unlearn.device import resolve_runtime
+from feature_unlearn.unlearn.errors import ConfigError, DataError, UserError
+from feature_unlearn.unlearn.fit.config import FitConfig
+from feature_unlearn.unlearn.fit.loss import UnlearnLoss, msssim_loss
+from feature_unlearn.unlearn.fit.sampler import LatentPool
+from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
+from feature_unlearn.unlearn.guard import LatentGuard
+from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator
 
 
 def _guard(t: float = 1.0) -> LatentGuard:

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from unlearn.guard import GuardedGenerator, LatentGuard
-from unlearn.models import DCGANConfig, DCGANGenerator
+from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator
 
 
 def _guard(mode: str = "shift", z_dim: int = 6, t: float = 0.5) -> LatentGuard:

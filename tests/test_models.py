@@ -5,11 +5,10 @@ import textwrap
 
 import pytest
 import torch
-
-from unlearn.artifacts import ModelRecord
-from unlearn.errors import CheckpointError, ConfigError
-from unlearn.io import load_checkpoint, save_checkpoint
-from unlearn.models import (
+from feature_unlearn.unlearn.artifacts import ModelRecord
+from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
+from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint
+from feature_unlearn.unlearn.models import (
     AttributeClassifier,
     ClassifierConfig,
     DCGANConfig,
@@ -21,7 +20,7 @@ from unlearn.models import (
     check_generator,
     load_factory,
 )
-from unlearn.zoo import load_classifier, load_generator
+from feature_unlearn.unlearn.zoo import load_classifier, load_generator
 
 GENERATORS = [
     VAEDecoder(VAEConfig(z_dim=8, channels=1, width=8)),
@@ -129,7 +128,7 @@ def test_atomic_writes_keep_the_usual_permissions(tmp_path) -> None:  # type: ig
     import os
     import stat
 
-    from unlearn.io import write_json
+    from feature_unlearn.unlearn.io import write_json
 
     path = write_json(tmp_path / "x.json", {"a": 1})
     mode = stat.S_IMODE(os.stat(path).st_mode)

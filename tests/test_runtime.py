@@ -11,10 +11,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.serve import GenerateResult, ModelLoadError, RuntimeInputError, SafeGenerator, resolve_providers
 from test_export_support import Z_DIM, guard_entry, make_generator, run_isolated, save_run
-
-from export import ExportConfig, export_model
-from serve import GenerateResult, ModelLoadError, RuntimeInputError, SafeGenerator, resolve_providers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,9 +145,9 @@ def test_providers(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(ModelLoadError, match=r"'CUDAExecutionProvider'\] not in this onnxruntime build"):
             SafeGenerator.load(exported, providers="cuda")
     # ONNX Runtime silently falls back to CPU when CUDA libraries are missing: the runtime says so.
-    monkeypatch.setattr("serve.runtime.resolve_providers", lambda p: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr("feature_unlearn.serve.runtime.resolve_providers", lambda p: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(
-        "serve.runtime._session",
+        "feature_unlearn.serve.runtime._session",
         lambda model, path, providers, threads: ort.InferenceSession(model, providers=["CPUExecutionProvider"]),
     )
     with pytest.warns(
@@ -160,9 +159,9 @@ def test_providers(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_serve_never_imports_torch(exported: Path) -> None:
     code = (
-        "import serve\n"
+        "from feature_unlearn import serve\n"
         f"g = serve.SafeGenerator.load({str(exported)!r})\n"
         "r = g.generate(n=3, seed=0)\n"
         "assert r.images.shape == (3, 32, 32, 1)\n"
     )
-    run_isolated(code, ("torch", "unlearn", "export"))
+    run_isolated(code, ("torch", "feature_unlearn.unlearn", "feature_unlearn.export", "feature_unlearn.cli"))

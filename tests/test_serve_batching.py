@@ -10,9 +10,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-
-from serve.batching import BatchStats, DynamicBatcher, Outputs
-from serve.errors import ClosingError, QueueFullError
+from feature_unlearn.serve.batching import BatchStats, DynamicBatcher, Outputs
+from feature_unlearn.serve.errors import ClosingError, QueueFullError
 
 T = TypeVar("T")
 

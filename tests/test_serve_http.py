@@ -15,17 +15,16 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.serve.api import GeneratorAPI
+from feature_unlearn.serve.batching import Outputs
+from feature_unlearn.serve.config import ServeConfig
+from feature_unlearn.serve.errors import ServeError
+from feature_unlearn.serve.http import create_app
+from feature_unlearn.serve.runtime import LATENT_BOUND, SafeGenerator
 from starlette.requests import ClientDisconnect
 from test_export_support import guard_entry, make_generator, save_run
 from test_serve_support import JSON, config, decode_images, png_array, serve_artifact, wait_ready  # noqa: F401
-
-from export import ExportConfig, export_model
-from serve.api import GeneratorAPI
-from serve.batching import Outputs
-from serve.config import ServeConfig
-from serve.errors import ServeError
-from serve.http import create_app
-from serve.runtime import LATENT_BOUND, SafeGenerator
 
 Z = 8  # the test artifact's z_dim
 

@@ -13,13 +13,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from feature_unlearn.serve.runtime import SafeGenerator
 from test_export_support import run_isolated
 from test_serve_support import decode_images, serve_artifact  # noqa: F401
 
-from serve.runtime import SafeGenerator
-
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "unlearn.cli"]
+CLI = [sys.executable, "-m", "feature_unlearn.cli"]
 
 
 def free_port() -> int:
@@ -126,16 +125,17 @@ def test_workers_run_the_service_protocol(serve_artifact: Path) -> None:  # noqa
 
 def test_serving_imports_no_torch(serve_artifact: Path) -> None:  # noqa: F811
     code = (
-        "import unlearn.cli, serve.http\n"
+        "import feature_unlearn.cli\n"
+        "from feature_unlearn.serve import http\n"
         "from fastapi.testclient import TestClient\n"
-        "from serve.config import ServeConfig\n"
-        f"app = serve.http.create_app(ServeConfig({str(serve_artifact)!r}, threads=1))\n"
+        "from feature_unlearn.serve.config import ServeConfig\n"
+        f"app = http.create_app(ServeConfig({str(serve_artifact)!r}, threads=1))\n"
         "with TestClient(app) as c:\n"
         "    import time\n"
         "    while c.get('/readyz').status_code != 200: time.sleep(0.02)\n"
         "    assert c.post('/v1/generate', json={'n': 2}).status_code == 200\n"
     )
-    run_isolated(code, ("torch", "export"))
+    run_isolated(code, ("torch", "feature_unlearn.export"))
 
 
 @pytest.mark.parametrize(

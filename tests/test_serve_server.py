@@ -21,10 +21,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from feature_unlearn.serve.http import create_app
+from feature_unlearn.serve.server import LogThrottle, ServeProtocol, open_file_warning, uvicorn_options
 from test_serve_support import config, serve_artifact  # noqa: F401
-
-from serve.http import create_app
-from serve.server import LogThrottle, ServeProtocol, open_file_warning, uvicorn_options
 
 HEADER_TIMEOUT = 0.5
 MAX_CONNECTIONS = 8

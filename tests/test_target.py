@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from unlearn.errors import DataError
-from unlearn.target import detector_stats, direction, fit_detector, threshold
+from feature_unlearn.unlearn.errors import DataError
+from feature_unlearn.unlearn.target import detector_stats, direction, fit_detector, threshold
 
 
 def _data(n: int = 4000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

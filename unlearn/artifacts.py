@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, TypeVar, Union
 
-from unlearn.errors import CheckpointError
+from feature_unlearn.unlearn.errors import CheckpointError
 
 FORMAT_VERSION = 2
 GENERATOR_KINDS = ("vae", "dcgan")  # built from data; "factory" names code and needs trust_code

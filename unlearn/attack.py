@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-
-from unlearn.models import AttributeClassifier
+from feature_unlearn.unlearn.models import AttributeClassifier
 
 
 @dataclass(frozen=True)

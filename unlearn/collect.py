@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from feature_unlearn.unlearn.errors import DataError
+from feature_unlearn.unlearn.io import atomic_write, load_checkpoint, write_json
+from feature_unlearn.unlearn.metrics import generate, latents
+from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from safetensors.torch import save_file
 from torch import nn
-
-from unlearn.errors import DataError
-from unlearn.io import atomic_write, load_checkpoint, write_json
-from unlearn.metrics import generate, latents
-from unlearn.models import AttributeClassifier, z_dim_of
 
 SHEET_TILES = 100  # 10 x 10 tiles per contact sheet
 
@@ -72,9 +71,8 @@ def read_positive_tiles(path: Path, n: int) -> torch.Tensor:
 
 def write_sheets(g: nn.Module, z: torch.Tensor, out: Path, scale: int = 3) -> list[Path]:
     """Numbered contact sheets of the images for z (tile i = latent i)."""
+    from feature_unlearn.unlearn.images import grid
     from PIL import Image, ImageDraw
-
-    from unlearn.images import grid
 
     paths = []
     for start in range(0, len(z), SHEET_TILES):
@@ -132,9 +130,9 @@ class CollectConfig:
 
 def run_collect(cfg: CollectConfig) -> dict[str, Any]:
     """Sheets for a person (``sheet``), a person's labels (``labels``) or the labeller's."""
-    from unlearn.artifacts import LatentsRecord
-    from unlearn.io import save_checkpoint
-    from unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
+    from feature_unlearn.unlearn.artifacts import LatentsRecord
+    from feature_unlearn.unlearn.io import save_checkpoint
+    from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
 
     g, meta = load_generator_with_meta(cfg.model, cfg.trust_code)
     feats = cfg.features or (DEFAULT_FEATURE.get(str(meta.record.dataset), ""),)

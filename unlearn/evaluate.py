@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from feature_unlearn.unlearn.artifacts import ModelRecord
+from feature_unlearn.unlearn.attack import AttackConfig, pgd_success
+from feature_unlearn.unlearn.data import train_test
+from feature_unlearn.unlearn.errors import UserError
+from feature_unlearn.unlearn.fit.loss import msssim_loss
+from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
+from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
+from feature_unlearn.unlearn.zoo import GENERATORS, load_classifier, load_generator_with_meta
 from torch import nn
-
-from unlearn.artifacts import ModelRecord
-from unlearn.attack import AttackConfig, pgd_success
-from unlearn.data import train_test
-from unlearn.errors import UserError
-from unlearn.fit.loss import msssim_loss
-from unlearn.guard import GuardedGenerator, LatentGuard
-from unlearn.metrics import attribute_rates, fid, generate, latents
-from unlearn.models import AttributeClassifier, z_dim_of
-from unlearn.zoo import GENERATORS, load_classifier, load_generator_with_meta
 
 
 @dataclass(frozen=True)
@@ -143,8 +142,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from unlearn.io import atomic_write
+    from feature_unlearn.unlearn.io import atomic_write
 
     names = list(result["models"])
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -160,7 +158,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def run_evaluate(cfg: EvalConfig, json_path: Path | None = None) -> dict[str, Any]:
-    from unlearn.io import write_json, write_text
+    from feature_unlearn.unlearn.io import write_json, write_text
 
     result = evaluate(cfg)
     out = cfg.out or cfg.run

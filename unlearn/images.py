@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from unlearn.io import atomic_write
+from feature_unlearn.unlearn.io import atomic_write
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

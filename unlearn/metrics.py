@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
+from feature_unlearn.unlearn.models import AttributeClassifier
 from torch import nn
-
-from unlearn.models import AttributeClassifier
 
 
 def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:

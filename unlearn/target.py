@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from unlearn.errors import DataError
+from feature_unlearn.unlearn.errors import DataError
 
 DIRECTIONS = ("mean", "logreg")
 THRESHOLDS = ("pooled", "midpoint", "recall", "f1")

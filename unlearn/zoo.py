@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, ModelRecord
+from feature_unlearn.unlearn.errors import CheckpointError
+from feature_unlearn.unlearn.io import load_checkpoint, read_json
+from feature_unlearn.unlearn.models import AttributeClassifier, build_classifier, build_generator
 from torch import nn
-
-from unlearn.artifacts import FORMAT_VERSION, ModelRecord
-from unlearn.errors import CheckpointError
-from unlearn.io import load_checkpoint, read_json
-from unlearn.models import AttributeClassifier, build_classifier, build_generator
 
 WEIGHTS = Path(__file__).parent / "zoo" / "weights"
 GENERATORS = (

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from unlearn.data.base import ImageSet
-from unlearn.data.faces import load_faces
-from unlearn.data.folder import load_folder
-from unlearn.data.mnist import load_mnist
-from unlearn.errors import ConfigError
+from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.data.faces import load_faces
+from feature_unlearn.unlearn.data.folder import load_folder
+from feature_unlearn.unlearn.data.mnist import load_mnist
+from feature_unlearn.unlearn.errors import ConfigError
 
 __all__ = ["ImageSet", "load_dataset", "train_test", "DATASETS", "load_faces", "load_folder", "load_mnist"]
 

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from unlearn.data.base import ImageSet
-from unlearn.io import atomic_write
+from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.io import atomic_write
 
 ATTRS = ("eyeglasses", "bangs", "hat", "smiling", "beard", "grey_hair")
 P_GREY = 0.15

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from unlearn.data.base import ImageSet
-from unlearn.errors import DataError
+from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.errors import DataError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

@@ -6,9 +6,8 @@ import functools
 
 import numpy as np
 import torch
-
-from unlearn.data.base import ImageSet
-from unlearn.data.thinning import stroke_width
+from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.data.thinning import stroke_width
 
 THICK_QUANTILE = 0.9  # the paper's rule for non-binary features: the top 10% are positive
 

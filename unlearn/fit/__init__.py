@@ -1,5 +1,5 @@
 """The unlearning fit (Moon, Cho & Kim, 2024): config, loss, latent sampler, loop, report."""
 
-from unlearn.fit.config import FitConfig
+from feature_unlearn.unlearn.fit.config import FitConfig
 
 __all__ = ["FitConfig"]

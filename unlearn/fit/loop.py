@@ -6,14 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from feature_unlearn.unlearn.device import Runtime
+from feature_unlearn.unlearn.errors import UserError
+from feature_unlearn.unlearn.fit.distributed import Dist
+from feature_unlearn.unlearn.fit.loss import UnlearnLoss
+from feature_unlearn.unlearn.fit.sampler import LatentPool
+from feature_unlearn.unlearn.guard import LatentGuard
 from torch import nn
-
-from unlearn.device import Runtime
-from unlearn.errors import UserError
-from unlearn.fit.distributed import Dist
-from unlearn.fit.loss import UnlearnLoss
-from unlearn.fit.sampler import LatentPool
-from unlearn.guard import LatentGuard
 
 
 class FitDivergedError(UserError):

@@ -16,26 +16,26 @@ import time
 from typing import Any
 
 import torch
+from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, GuardRecord, ModelRecord, RunRecord
+from feature_unlearn.unlearn.collect import Collection, collect_with_labeller, collection_from_labels
+from feature_unlearn.unlearn.device import Runtime, maybe_compile, resolve_runtime
+from feature_unlearn.unlearn.errors import ConfigError, UserError
+from feature_unlearn.unlearn.fit.config import FitConfig
+from feature_unlearn.unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
+from feature_unlearn.unlearn.fit.loop import Trainer
+from feature_unlearn.unlearn.fit.loss import UnlearnLoss
+from feature_unlearn.unlearn.fit.sampler import LatentPool
+from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
+from feature_unlearn.unlearn.guard import LatentGuard
+from feature_unlearn.unlearn.io import save_checkpoint, write_json
+from feature_unlearn.unlearn.metrics import generate, latents
+from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
+from feature_unlearn.unlearn.target import fit_detector
+from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE, ModelMeta, load_classifier, load_generator_with_meta
 from torch import nn
 from tqdm.auto import tqdm
 
-from unlearn import __version__
-from unlearn.artifacts import FORMAT_VERSION, GuardRecord, ModelRecord, RunRecord
-from unlearn.collect import Collection, collect_with_labeller, collection_from_labels
-from unlearn.device import Runtime, maybe_compile, resolve_runtime
-from unlearn.errors import ConfigError, UserError
-from unlearn.fit.config import FitConfig
-from unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
-from unlearn.fit.loop import Trainer
-from unlearn.fit.loss import UnlearnLoss
-from unlearn.fit.sampler import LatentPool
-from unlearn.fit.state import FitState, load_state, save_state
-from unlearn.guard import LatentGuard
-from unlearn.io import save_checkpoint, write_json
-from unlearn.metrics import generate, latents
-from unlearn.models import AttributeClassifier, z_dim_of
-from unlearn.target import fit_detector
-from unlearn.zoo import DEFAULT_FEATURE, ModelMeta, load_classifier, load_generator_with_meta
+from feature_unlearn import __version__
 
 MIN_POSITIVES = 20  # a later round adds a direction only from at least this many positives
 
@@ -198,7 +198,7 @@ def _end_round(cfg: FitConfig, state: FitState, g: nn.Module, labeller: Attribut
 
 
 def _finish(cfg: FitConfig, state: FitState, f: nn.Module, g: nn.Module, meta: ModelMeta, labeller: AttributeClassifier) -> dict[str, Any]:
-    from unlearn.fit.report import write_report
+    from feature_unlearn.unlearn.fit.report import write_report
 
     first, last = state.probes[0]["rates"], state.probes[-1]["rates"]
     metrics = {

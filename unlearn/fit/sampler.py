@@ -12,9 +12,8 @@ resumed run draws exactly the batches it would have drawn.
 from __future__ import annotations
 
 import torch
-
-from unlearn.errors import DataError
-from unlearn.guard import LatentGuard
+from feature_unlearn.unlearn.errors import DataError
+from feature_unlearn.unlearn.guard import LatentGuard
 
 
 class LatentPool:

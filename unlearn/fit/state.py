@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from feature_unlearn.unlearn.artifacts import FitCheckpointRecord
+from feature_unlearn.unlearn.errors import CheckpointError, UserError
+from feature_unlearn.unlearn.fit.config import FitConfig
+from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint
 from torch import nn
-
-from unlearn.artifacts import FitCheckpointRecord
-from unlearn.errors import CheckpointError, UserError
-from unlearn.fit.config import FitConfig
-from unlearn.io import load_checkpoint, save_checkpoint
 
 
 @dataclass

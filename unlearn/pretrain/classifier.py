@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from unlearn.data.base import ImageSet
-from unlearn.models import AttributeClassifier, ClassifierConfig
-from unlearn.pretrain.common import TrainConfig, batches, jitter, progress
+from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.models import AttributeClassifier, ClassifierConfig
+from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, jitter, progress
 
 
 def classifier_loss(model: AttributeClassifier, x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -7,10 +7,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
-from unlearn.data.base import ImageSet
-from unlearn.models import DCGANConfig, DCGANDiscriminator, DCGANGenerator
-from unlearn.pretrain.common import TrainConfig, batches, ema_update, progress
+from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.models import DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, ema_update, progress
 
 
 def train_dcgan(data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, DCGANGenerator], None] | None = None) -> DCGANGenerator:

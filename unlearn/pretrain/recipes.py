@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from unlearn.errors import ConfigError
-from unlearn.pretrain.common import TrainConfig
+from feature_unlearn.unlearn.errors import ConfigError
+from feature_unlearn.unlearn.pretrain.common import TrainConfig
 
 
 @dataclass(frozen=True)

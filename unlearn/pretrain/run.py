@@ -8,20 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feature_unlearn.unlearn.artifacts import ModelRecord
+from feature_unlearn.unlearn.data import ImageSet, train_test
+from feature_unlearn.unlearn.errors import ConfigError
+from feature_unlearn.unlearn.images import save_grid
+from feature_unlearn.unlearn.io import save_checkpoint, write_json
+from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
+from feature_unlearn.unlearn.models import arch_dict, z_dim_of
+from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifier
+from feature_unlearn.unlearn.pretrain.common import TrainConfig
+from feature_unlearn.unlearn.pretrain.gan import train_dcgan
+from feature_unlearn.unlearn.pretrain.vae import train_vae
 from torch import nn
 
-from unlearn import __version__
-from unlearn.artifacts import ModelRecord
-from unlearn.data import ImageSet, train_test
-from unlearn.errors import ConfigError
-from unlearn.images import save_grid
-from unlearn.io import save_checkpoint, write_json
-from unlearn.metrics import attribute_rates, fid, generate, latents
-from unlearn.models import arch_dict, z_dim_of
-from unlearn.pretrain.classifier import accuracy, train_classifier
-from unlearn.pretrain.common import TrainConfig
-from unlearn.pretrain.gan import train_dcgan
-from unlearn.pretrain.vae import train_vae
+from feature_unlearn import __version__
 
 MODELS = ("vae", "dcgan", "labeller", "auditor")
 
@@ -85,7 +85,7 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> nn.Module:
 
 
 def _generator_metrics(cfg: PretrainConfig, g: nn.Module, train: ImageSet, test: ImageSet) -> dict[str, Any]:
-    from unlearn.zoo import load_classifier
+    from feature_unlearn.unlearn.zoo import load_classifier
 
     name = cfg.auditor or f"{cfg.dataset}-auditor"
     try:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-
-from unlearn.data.base import ImageSet
-from unlearn.models import VAE, VAEConfig, VAEDecoder
-from unlearn.pretrain.common import TrainConfig, batches, progress
+from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.models import VAE, VAEConfig, VAEDecoder
+from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, progress
 
 
 def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:

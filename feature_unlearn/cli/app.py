@@ -12,8 +12,8 @@ from typing import Any, Optional, TypeVar
 
 import typer
 
-from unlearn.errors import UserError
-from unlearn.fit.config import default as _fit_default
+from feature_unlearn.unlearn.errors import UserError
+from feature_unlearn.unlearn.fit.config import default as _fit_default
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Remove features from pre-trained image generators.")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,7 +54,7 @@ def _threads(n: Optional[int]) -> None:
 @user_errors
 def zoo(as_json: bool = typer.Option(False, "--json", help="Print the table as JSON.")) -> None:
     """List the shipped models with their measured metrics."""
-    from unlearn.zoo import zoo_table
+    from feature_unlearn.unlearn.zoo import zoo_table
 
     rows = zoo_table()
     if as_json:
@@ -86,9 +86,9 @@ def pretrain(
     threads: Optional[int] = typer.Option(None, min=1),
 ) -> None:
     """Train a generator or classifier from scratch (the zoo's recipes by default)."""
-    from unlearn.pretrain.recipes import resolve_recipe
-    from unlearn.pretrain.run import PretrainConfig
-    from unlearn.pretrain.run import pretrain as run
+    from feature_unlearn.unlearn.pretrain.recipes import resolve_recipe
+    from feature_unlearn.unlearn.pretrain.run import PretrainConfig
+    from feature_unlearn.unlearn.pretrain.run import pretrain as run
 
     _threads(threads)
     base = resolve_recipe(recipe, dataset, model, exclude)
@@ -115,7 +115,7 @@ def collect(
     trust_code: bool = typer.Option(False, "--trust-code", help="Allow a checkpoint built by a module:factory to import and run that code."),
 ) -> None:
     """Sample latents, generate and label them (labeller or a person's contact-sheet labels)."""
-    from unlearn.collect import CollectConfig, run_collect
+    from feature_unlearn.unlearn.collect import CollectConfig, run_collect
 
     stats = run_collect(CollectConfig(model, tuple(feature), n, seed, sheet, labels, labeller, out, trust_code))
     typer.echo(json.dumps(stats, indent=2))
@@ -152,8 +152,8 @@ def fit(
     threads: Optional[int] = typer.Option(None, min=1),
 ) -> None:
     """Unlearn a feature from a pre-trained generator (Moon, Cho & Kim, 2024)."""
-    from unlearn.fit import FitConfig
-    from unlearn.fit.run import fit as run
+    from feature_unlearn.unlearn.fit import FitConfig
+    from feature_unlearn.unlearn.fit.run import fit as run
 
     _threads(threads)
     cfg = FitConfig(
@@ -184,8 +184,8 @@ def evaluate(
     threads: Optional[int] = typer.Option(None, min=1),
 ) -> None:
     """Grade a fit run with the independent auditor: rates, FID, preservation, flips, attack."""
-    from unlearn.attack import AttackConfig
-    from unlearn.evaluate import EvalConfig, markdown, run_evaluate
+    from feature_unlearn.unlearn.attack import AttackConfig
+    from feature_unlearn.unlearn.evaluate import EvalConfig, markdown, run_evaluate
 
     _threads(threads)
     cfg = EvalConfig(run=run, n=n, seed=seed, attack=attack, attack_cfg=AttackConfig(eps=eps, steps=attack_steps, starts=attack_starts), auditor=auditor,
@@ -208,7 +208,7 @@ def export_cmd(
     threads: Optional[int] = typer.Option(None, min=1),
 ) -> None:
     """Export a generator behind its latent guard to validated ONNX (+ fp16, TensorRT, Triton)."""
-    from export import ExportConfig, export_model  # lazy: unlearn never imports export at module level
+    from feature_unlearn.export import ExportConfig, export_model  # lazy: unlearn never imports export at module level
 
     _threads(threads)
     cfg = ExportConfig(source=source, out=out, guard=guard, fp16=fp16, tensorrt=tensorrt, triton=triton,
@@ -237,10 +237,12 @@ def serve_cmd(
     max_connections: int = typer.Option(1000, min=1, help="Open connections above which requests get a JSON 503."),
 ) -> None:
     """Serve an exported guarded generator over HTTP (no torch; bearer auth from $UNLEARN_SERVE_TOKEN)."""
-    from serve.config import ServeConfig  # lazy, and torch-free: the serving process never imports torch
-    from serve.errors import ServeError
-    from serve.http import run_server
-    from unlearn.errors import ConfigError
+    from feature_unlearn.serve.config import (
+        ServeConfig,  # lazy, and torch-free: the serving process never imports torch
+    )
+    from feature_unlearn.serve.errors import ServeError
+    from feature_unlearn.serve.http import run_server
+    from feature_unlearn.unlearn.errors import ConfigError
 
     try:
         run_server(ServeConfig(artifact=artifact, host=host, port=port, max_batch=max_batch, max_delay_ms=max_delay_ms,
@@ -271,7 +273,7 @@ def bench(
     """Benchmark inference backends, fit speed and unlearning quality in one run (JSON, RESULTS.md, plots)."""
     from benchmarks.config import BASE_GENERATORS, make_config
     from benchmarks.harness import rerender, run_bench
-    from unlearn.errors import ConfigError
+    from feature_unlearn.unlearn.errors import ConfigError
 
     unknown = [m for m in model if m not in BASE_GENERATORS]
     if unknown:

@@ -1,0 +1,3 @@
+from feature_unlearn.cli import main
+
+main()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
 from feature_unlearn.export import fp16 as fp16_check
 from feature_unlearn.export import onnx_export, tensorrt, triton, validate
 from feature_unlearn.export.errors import ExportError

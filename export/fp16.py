@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import onnx
+
 from feature_unlearn.export.errors import ExportError
 from feature_unlearn.export.spec import ExportSpec
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import onnx
 import torch
+
+import feature_unlearn
 from feature_unlearn.export.module import ExportModule
 from feature_unlearn.export.onnx_export import io_shapes
 from feature_unlearn.export.source import Source
 from feature_unlearn.export.spec import ExportSpec
 from feature_unlearn.serve.manifest import MANIFEST_FORMAT, GuardSpec, Manifest, SelfTest
-
-import feature_unlearn
 
 _DTYPES: dict[int, str] = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool",
            onnx.TensorProto.FLOAT16: "float16"}  # fmt: skip

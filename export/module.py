@@ -12,10 +12,11 @@ from typing import Optional, cast
 
 import numpy as np
 import torch
+from torch import nn
+
 from feature_unlearn.unlearn.artifacts import GuardRecord
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
 from feature_unlearn.unlearn.images import to_uint8
-from torch import nn
 
 
 def z_dim_of(generator: nn.Module) -> int:

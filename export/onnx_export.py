@@ -13,6 +13,7 @@ from typing import Any
 
 import onnx
 import torch
+
 from feature_unlearn.export.errors import ExportError
 from feature_unlearn.export.module import ExportModule
 from feature_unlearn.export.spec import ExportSpec

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
+
 from feature_unlearn.export.errors import ExportError
 from feature_unlearn.export.module import build_module
 from feature_unlearn.export.spec import ExportSpec
 from feature_unlearn.serve.manifest import GUARD_MODES, SelfTest, thumbnail
 from feature_unlearn.unlearn.artifacts import GuardRecord
-from torch import nn
 
 RANDOM_PROBES = 4
 DELTA = 1e-3  # below/above probes: t_k ∓ DELTA·max(1, |t_k|); float32 error of p(z) is ~1e-6 here

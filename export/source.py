@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from torch import nn
+
 from feature_unlearn.export.spec import GUARD_MODES
 from feature_unlearn.unlearn.artifacts import GuardRecord
 from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
 from feature_unlearn.unlearn.zoo import GENERATORS, ModelMeta, load_generator_with_meta, resolve
-from torch import nn
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from feature_unlearn.serve.manifest import GUARD_MODES as _MODES
+from feature_unlearn.unlearn.fields import opt
 
 # Opset 18: the newest opset every runtime we target handles (ONNX Runtime >= 1.14, TensorRT 10+,
 # Triton's onnxruntime backend); the dynamo exporter emits it natively (no version conversion).
@@ -79,13 +80,13 @@ DEFAULT_SPEC = ExportSpec()
 class ExportConfig:
     """One ``unlearn-cli export`` invocation."""
 
-    source: str  # zoo id, fit run directory, or checkpoint path
-    out: Path
-    guard: Optional[str] = None  # None: shift for a run with a target vector, off otherwise
-    fp16: bool = False
-    tensorrt: bool = False
-    triton: Optional[Path] = None  # model repository root
-    triton_name: Optional[str] = None  # default: derived from the source
-    force: bool = False
-    trust_code: bool = False  # the source's generator is built by a module:factory: import it
+    source: str = opt(..., "Fit run directory, zoo id (e.g. faces-dcgan) or checkpoint path.")
+    out: Path = opt(..., "Output directory: model.onnx + manifest.json (refused if it exists).")
+    guard: Optional[str] = opt(None, "shift, flag or off (default: shift for a fit run, off for a zoo id).")
+    fp16: bool = opt(False, "Half-precision generator (for GPUs); the guard stays fp32.")
+    tensorrt: bool = opt(False, "Also build DIR/model.plan (needs CUDA and tensorrt).")
+    triton: Optional[Path] = opt(None, "Also write a Triton model repository entry under this directory.")
+    triton_name: Optional[str] = opt(None, "Model name in the Triton repository (default: the source's name).")
+    force: bool = opt(False, "Replace an existing --out (and Triton entry).")
+    trust_code: bool = opt(False, "Allow a checkpoint built by a module:factory to import and run that code.")
     spec: ExportSpec = field(default_factory=ExportSpec)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
+
 from feature_unlearn.export.errors import ExportValidationError
 from feature_unlearn.export.module import ExportModule
 from feature_unlearn.export.spec import ExportSpec

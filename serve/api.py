@@ -23,12 +23,13 @@ from typing import Any, Optional
 
 import numpy as np
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from feature_unlearn.serve.batching import Outputs
 from feature_unlearn.serve.config import ServeConfig
 from feature_unlearn.serve.errors import ApiError, ServeError
 from feature_unlearn.serve.png import encode_pngs
 from feature_unlearn.serve.runtime import LATENT_BOUND, ModelLoadError, SafeGenerator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SEED_MAX = 2**63 - 1
 FIELDS = "n, seed and latents"

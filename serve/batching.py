@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+
 from feature_unlearn.serve.errors import ClosingError, QueueFullError
 
 Outputs = tuple[np.ndarray, ...]  # each indexed by image along axis 0

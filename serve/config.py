@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,25 +21,30 @@ CONFIG_ENV = "UNLEARN_SERVE_CONFIG"  # how ``--workers N`` hands the settings to
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
 
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    """A field with its command-line help (``unlearn-serve`` and ``unlearn-cli serve`` are generated from them)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class ServeConfig:
-    artifact: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch: int = 64  # images per runtime call
-    max_delay_ms: float = 5.0  # how long the first request of a batch may wait for company
-    workers: int = 1
-    max_images: int = 64  # per request
-    max_body_bytes: int = 1 << 20
-    timeout_s: float = 30.0  # queue + model time per request
-    max_queue: int = 4096  # images waiting for the model; above it, 503
-    threads: Optional[int] = None  # ONNX Runtime intra-op threads (default: ort_threads)
-    device: str = "auto"
-    token_env: str = TOKEN_ENV
-    access_log: bool = False
-    header_timeout_s: float = 10.0  # a connection must deliver a complete request head within this, else it is closed
-    pin: Optional[str] = None  # sha256 of model.onnx kept out of band: any other artifact is refused
-    max_connections: int = 1000  # open connections (or requests in flight) above which requests get a 503
+    artifact: Path = field(metadata={"help": "An export directory (model.onnx + manifest.json) or a model.onnx."})
+    host: str = _opt("127.0.0.1", "Address to bind (loopback by default).")
+    port: int = _opt(8000, "TCP port (0: any free one).")
+    max_batch: int = _opt(64, "Images per model call when merging concurrent requests.")
+    max_delay_ms: float = _opt(5.0, "How long the first request of a batch may wait for company.")
+    workers: int = _opt(1, "Processes, each with its own model and metrics.")
+    max_images: int = _opt(64, "Images per request.")
+    max_body_bytes: int = _opt(1 << 20, "Request body limit.")
+    timeout_s: float = _opt(30.0, "Per-request limit on receiving the body, and on queueing + generation.")
+    max_queue: int = _opt(4096, "Images waiting for the model before requests get a 503.")
+    threads: Optional[int] = _opt(None, "ONNX Runtime threads (default: cores - 1; one is left for HTTP).")
+    device: str = _opt("auto", "auto, cpu, cuda or tensorrt.")
+    token_env: str = _opt(TOKEN_ENV, "Environment variable holding the bearer token (unset: no auth).")
+    access_log: bool = _opt(False, "Log every request.")
+    header_timeout_s: float = _opt(10.0, "Close a connection whose request head has not arrived within this.")
+    pin: Optional[str] = _opt(None, "Refuse any model.onnx whose sha256 is not this one (keep the digest out of band).")
+    max_connections: int = _opt(1000, "Open connections (or requests in flight) above which requests get a JSON 503.")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifact", Path(self.artifact))

@@ -19,6 +19,9 @@ from typing import Any, Optional
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
 from feature_unlearn.serve.api import GenerateRequest, GenerateResponse, GeneratorAPI
 from feature_unlearn.serve.config import CONFIG_ENV, ServeConfig
 from feature_unlearn.serve.errors import ApiError, ServeError
@@ -26,8 +29,6 @@ from feature_unlearn.serve.metrics import Metrics, MetricsMiddleware
 from feature_unlearn.serve.protocol import CLIENT_CLOSED, check_bearer, client_closed
 from feature_unlearn.serve.server import install_log_throttle, open_file_warning, uvicorn_options
 from feature_unlearn.serve.service import Service
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("serve")
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "object", "properties": {

@@ -6,8 +6,9 @@ import hmac
 import json
 from typing import Any, Optional
 
-from feature_unlearn.serve.errors import ApiError
 from starlette.requests import ClientDisconnect, Request
+
+from feature_unlearn.serve.errors import ApiError
 
 JSON, PNG = "application/json", "image/png"
 # nginx's "client closed request": the client left, so no one reads the reply and it is not the

@@ -24,6 +24,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import onnxruntime as ort
+
 from feature_unlearn.serve.artifact import ArtifactError, open_artifact, same_manifest
 from feature_unlearn.serve.manifest import Manifest
 from feature_unlearn.serve.selftest import SelfTestError, VerifiedGuard, verify

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+
 from feature_unlearn.serve.manifest import Manifest, SelfTest, thumbnail
 
 Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]  # z -> (image, flagged, score)

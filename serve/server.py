@@ -26,10 +26,11 @@ from http import HTTPStatus
 from typing import Any, Optional
 
 import h11
-from feature_unlearn.serve.config import ServeConfig
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
+
+from feature_unlearn.serve.config import ServeConfig
 
 log = logging.getLogger("serve")
 HEAD_LIMIT = 16 * 1024  # bytes of request line + headers (h11's default, named so the 431 can say it)

@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from typing import Any, Optional
 
 from fastapi.responses import Response
+from starlette.requests import Request
+
 from feature_unlearn.serve.api import GeneratorAPI
 from feature_unlearn.serve.batching import BatchStats, DynamicBatcher
 from feature_unlearn.serve.config import ServeConfig
 from feature_unlearn.serve.errors import ApiError, ServeError
 from feature_unlearn.serve.metrics import Metrics
 from feature_unlearn.serve.protocol import read_json, wants_png
-from starlette.requests import Request
 
 log = logging.getLogger("serve")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from feature_unlearn.unlearn.artifacts import GuardRecord, ModelRecord
 from feature_unlearn.unlearn.errors import CheckpointError
 from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint

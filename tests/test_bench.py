@@ -114,9 +114,8 @@ def test_flop_counter_agrees_with_the_hook_count_and_stand_ins_match_the_recipes
 
 
 def test_memory_probe_runs_in_a_fresh_process(tiny_bench: tuple[BenchConfig, dict[str, Any]], tmp_path: Path) -> None:
-    from feature_unlearn.export import ExportConfig, export_model
-
     from benchmarks.models import write_run
+    from feature_unlearn.export import ExportConfig, export_model
 
     run = write_run(tmp_path / "run", load_bench_model("mnist-vae"), guarded=True)
     export_model(ExportConfig(source=str(run), out=tmp_path / "onnx"))

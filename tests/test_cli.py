@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from feature_unlearn.unlearn.zoo import load_classifier, load_generator
 from typer.testing import CliRunner
 
 from feature_unlearn.cli import app
+from feature_unlearn.unlearn.zoo import load_classifier, load_generator
 
 runner = CliRunner()
 

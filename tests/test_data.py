@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from feature_unlearn.unlearn.data import load_dataset, load_folder, train_test
 from feature_unlearn.unlearn.data.faces import P_GLASSES_GIVEN_GREY, P_GLASSES_GIVEN_NOT_GREY, render_faces
 from feature_unlearn.unlearn.data.thinning import skeletonize, stroke_width

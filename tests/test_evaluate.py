@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
+from feature_unlearn.cli import app
 from feature_unlearn.unlearn.attack import AttackConfig, pgd_success
 from feature_unlearn.unlearn.fit import FitConfig
 from feature_unlearn.unlearn.fit.run import fit
 from feature_unlearn.unlearn.zoo import load_classifier, load_generator
-from typer.testing import CliRunner
-
-from feature_unlearn.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_export_support import Z_DIM, guard_entry, make_generator, save_run
+from torch import nn
+from typer.testing import CliRunner
+
+from feature_unlearn.cli import app
 from feature_unlearn.export import (
     ExportConfig,
     ExportError,
@@ -20,11 +25,6 @@ from feature_unlearn.export.module import ExportModule, build_module
 from feature_unlearn.export.onnx_export import to_onnx
 from feature_unlearn.export.spec import DEFAULT_SPEC
 from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
-from test_export_support import Z_DIM, guard_entry, make_generator, save_run
-from torch import nn
-from typer.testing import CliRunner
-
-from feature_unlearn.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from test_export_support import guard_entry, make_generator, near_threshold, save_run
+
 from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.export.fp16 import FLOAT16, fp16_ops, guard_dtypes
 from feature_unlearn.export.source import load_source
 from feature_unlearn.export.spec import DEFAULT_SPEC
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
-from test_export_support import guard_entry, make_generator, near_threshold, save_run
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from test_export_support import Z_DIM, guard_entry, make_generator, save_run
+
 from feature_unlearn.export import OPSET, ExportConfig, export_model
 from feature_unlearn.export.module import build_module
 from feature_unlearn.export.source import load_source
 from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.images import to_uint8
-from test_export_support import Z_DIM, guard_entry, make_generator, save_run
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch import nn
+
 from feature_unlearn.unlearn.artifacts import ModelRecord
 from feature_unlearn.unlearn.io import save_checkpoint
 from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator, VAEConfig, VAEDecoder, arch_dict
-from torch import nn
 
 Z_DIM = 8
 

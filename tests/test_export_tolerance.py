@@ -13,14 +13,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from test_export_support import make_generator
+from torch import nn
+
 from feature_unlearn.export import ExportValidationError
 from feature_unlearn.export.module import ExportModule
 from feature_unlearn.export.onnx_export import to_onnx
 from feature_unlearn.export.spec import DEFAULT_SPEC
 from feature_unlearn.export.validate import EPS32, Tolerance, _near, cases, compare, fp32_unit, session, validate
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
-from test_export_support import make_generator
-from torch import nn
 
 Z_DIM = 64  # the embedded default (faces-dcgan) has z_dim 64: ‖z‖ ≈ 8,000 in the x1000 case
 K = 4  # the README's fit ends with four guard directions

@@ -10,11 +10,12 @@ from typing import Any
 
 import onnx
 import pytest
+from test_export_support import guard_entry, make_generator, save_run
+
 from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.export.spec import DEFAULT_SPEC
 from feature_unlearn.export.triton import config_text
 from feature_unlearn.unlearn.errors import ConfigError
-from test_export_support import guard_entry, make_generator, save_run
 
 text_format = pytest.importorskip(
     "google.protobuf.text_format", reason="protobuf is not installed (pip install 'feature-unlearn[dev]')"

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
+from feature_unlearn.cli import app
 from feature_unlearn.unlearn.artifacts import FitCheckpointRecord
 from feature_unlearn.unlearn.errors import CheckpointError, UserError
 from feature_unlearn.unlearn.fit import FitConfig
@@ -16,9 +19,6 @@ from feature_unlearn.unlearn.fit import loop as fit_loop
 from feature_unlearn.unlearn.fit.run import fit
 from feature_unlearn.unlearn.io import load_checkpoint, read_run
 from feature_unlearn.unlearn.zoo import load_generator, load_generator_with_meta
-from typer.testing import CliRunner
-
-from feature_unlearn.cli import app
 
 SMALL = dict(model="mnist-vae", features=("thick",), batch=32, n_collect=2000, probe=1000, pool=8192, checkpoint_every=10)
 

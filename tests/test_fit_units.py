@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from feature_unlearn.unlearn.collect import read_positive_tiles
 from feature_unlearn.unlearn.device import resolve_runtime
 from feature_unlearn.unlearn.errors import ConfigError, DataError, UserError

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
 from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator
 

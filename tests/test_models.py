@@ -5,6 +5,7 @@ import textwrap
 
 import pytest
 import torch
+
 from feature_unlearn.unlearn.artifacts import ModelRecord
 from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
 from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint

@@ -11,9 +11,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from test_export_support import Z_DIM, guard_entry, make_generator, run_isolated, save_run
+
 from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.serve import GenerateResult, ModelLoadError, RuntimeInputError, SafeGenerator, resolve_providers
-from test_export_support import Z_DIM, guard_entry, make_generator, run_isolated, save_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

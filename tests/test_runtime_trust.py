@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from feature_unlearn.export import ExportConfig, export_model
-from feature_unlearn.serve import ModelLoadError, SafeGenerator
 from onnx import numpy_helper
 from test_export_support import guard_entry, make_generator, save_run
+
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.serve import ModelLoadError, SafeGenerator
 
 THRESHOLD = 0.4
 

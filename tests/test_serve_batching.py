@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+
 from feature_unlearn.serve.batching import BatchStats, DynamicBatcher, Outputs
 from feature_unlearn.serve.errors import ClosingError, QueueFullError
 

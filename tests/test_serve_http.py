@@ -15,6 +15,10 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import ClientDisconnect
+from test_export_support import guard_entry, make_generator, save_run
+from test_serve_support import JSON, config, decode_images, png_array, serve_artifact, wait_ready  # noqa: F401
+
 from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.serve.api import GeneratorAPI
 from feature_unlearn.serve.batching import Outputs
@@ -22,9 +26,6 @@ from feature_unlearn.serve.config import ServeConfig
 from feature_unlearn.serve.errors import ServeError
 from feature_unlearn.serve.http import create_app
 from feature_unlearn.serve.runtime import LATENT_BOUND, SafeGenerator
-from starlette.requests import ClientDisconnect
-from test_export_support import guard_entry, make_generator, save_run
-from test_serve_support import JSON, config, decode_images, png_array, serve_artifact, wait_ready  # noqa: F401
 
 Z = 8  # the test artifact's z_dim
 

@@ -6,8 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from feature_unlearn.serve.png import encode_pngs
 from PIL import Image
+
+from feature_unlearn.serve.png import encode_pngs
 
 
 @pytest.mark.parametrize(("shape", "mode"), [((3, 32, 32, 1), "L"), ((2, 17, 9, 3), "RGB"), ((1, 5, 64, 4), "RGBA")])

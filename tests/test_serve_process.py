@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from feature_unlearn.serve.runtime import SafeGenerator
 from test_export_support import run_isolated
 from test_serve_support import decode_images, serve_artifact  # noqa: F401
+
+from feature_unlearn.serve.runtime import SafeGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "feature_unlearn.cli"]
@@ -135,7 +136,7 @@ def test_serving_imports_no_torch(serve_artifact: Path) -> None:  # noqa: F811
         "    while c.get('/readyz').status_code != 200: time.sleep(0.02)\n"
         "    assert c.post('/v1/generate', json={'n': 2}).status_code == 200\n"
     )
-    run_isolated(code, ("torch", "feature_unlearn.export"))
+    run_isolated(code, ("torch", "onnx", "feature_unlearn.unlearn.zoo", "feature_unlearn.export.api"))
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from test_serve_support import config, serve_artifact  # noqa: F401
+
 from feature_unlearn.serve.http import create_app
 from feature_unlearn.serve.server import LogThrottle, ServeProtocol, open_file_warning, uvicorn_options
-from test_serve_support import config, serve_artifact  # noqa: F401
 
 HEADER_TIMEOUT = 0.5
 MAX_CONNECTIONS = 8

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from feature_unlearn.export import ExportConfig, export_model
-from feature_unlearn.serve.config import ServeConfig
 from PIL import Image
 from test_export_support import guard_entry, make_generator, save_run
+
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.serve.config import ServeConfig
 
 JSON = {"Content-Type": "application/json"}
 

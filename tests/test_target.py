@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from feature_unlearn.unlearn.errors import DataError
 from feature_unlearn.unlearn.target import detector_stats, direction, fit_detector, threshold
 

@@ -10,19 +10,11 @@ The guard, when present, sits inside the attacked function: the attacker only co
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
+
+from feature_unlearn.unlearn.configs import AttackConfig
 from feature_unlearn.unlearn.models import AttributeClassifier
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    eps: float = 0.5
-    steps: int = 20
-    starts: int = 512
-    seed: int = 99
-    batch: int = 256
 
 
 def pgd_success(

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from feature_unlearn.unlearn.configs import CollectConfig
 from feature_unlearn.unlearn.errors import DataError
 from feature_unlearn.unlearn.io import atomic_write, load_checkpoint, write_json
 from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
-from safetensors.torch import save_file
-from torch import nn
 
 SHEET_TILES = 100  # 10 x 10 tiles per contact sheet
 
@@ -71,8 +73,9 @@ def read_positive_tiles(path: Path, n: int) -> torch.Tensor:
 
 def write_sheets(g: nn.Module, z: torch.Tensor, out: Path, scale: int = 3) -> list[Path]:
     """Numbered contact sheets of the images for z (tile i = latent i)."""
-    from feature_unlearn.unlearn.images import grid
     from PIL import Image, ImageDraw
+
+    from feature_unlearn.unlearn.images import grid
 
     paths = []
     for start in range(0, len(z), SHEET_TILES):
@@ -113,19 +116,6 @@ def load_latents(directory: Path) -> torch.Tensor:
     if ckpt.record.KIND != "latents" or "z" not in ckpt.tensors:
         raise DataError(f"--labels: {stem}.json does not hold the latents of a collect --sheet run")
     return ckpt.tensors["z"]
-
-
-@dataclass(frozen=True)
-class CollectConfig:
-    model: str
-    features: tuple[str, ...]
-    n: int
-    seed: int
-    sheet: bool
-    labels: Path | None
-    labeller: str | None
-    out: Path
-    trust_code: bool = False  # the model is built by a module:factory: import it
 
 
 def run_collect(cfg: CollectConfig) -> dict[str, Any]:

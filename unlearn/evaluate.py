@@ -8,13 +8,15 @@ with ``attack``, latent-space PGD success rates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from feature_unlearn.unlearn.artifacts import ModelRecord
-from feature_unlearn.unlearn.attack import AttackConfig, pgd_success
+from feature_unlearn.unlearn.attack import pgd_success
+from feature_unlearn.unlearn.configs import AttackConfig, EvalConfig
 from feature_unlearn.unlearn.data import train_test
 from feature_unlearn.unlearn.errors import UserError
 from feature_unlearn.unlearn.fit.loss import msssim_loss
@@ -22,19 +24,6 @@ from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
 from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from feature_unlearn.unlearn.zoo import GENERATORS, load_classifier, load_generator_with_meta
-from torch import nn
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    run: Path
-    n: int = 10_000
-    seed: int = 0
-    attack: bool = False
-    attack_cfg: AttackConfig = field(default_factory=AttackConfig)
-    auditor: str | None = None
-    out: Path | None = None  # where evaluation.{json,md,png} go (default: the run directory)
-    trust_code: bool = False  # the run's generator is built by a module:factory: import it
 
 
 def _load_run(run: Path, trust_code: bool = False) -> tuple[nn.Module, ModelRecord, nn.Module, LatentGuard]:
@@ -142,6 +131,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from feature_unlearn.unlearn.io import atomic_write
 
     names = list(result["models"])

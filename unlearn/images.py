@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from feature_unlearn.unlearn.io import atomic_write
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, Record, RunRecord, parse_record
-from feature_unlearn.unlearn.errors import CheckpointError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, Record, RunRecord, parse_record
+from feature_unlearn.unlearn.errors import CheckpointError
 
 RECORD_KEY = "feature_unlearn_record"  # the safetensors header key that holds the sealed record
 _UMASK = os.umask(0)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from feature_unlearn.unlearn.models import AttributeClassifier
 from torch import nn
+
+from feature_unlearn.unlearn.models import AttributeClassifier
 
 
 def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:

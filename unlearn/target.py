@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from feature_unlearn.unlearn.errors import DataError
 
 DIRECTIONS = ("mean", "logreg")

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, ModelRecord
 from feature_unlearn.unlearn.errors import CheckpointError
 from feature_unlearn.unlearn.io import load_checkpoint, read_json
 from feature_unlearn.unlearn.models import AttributeClassifier, build_classifier, build_generator
-from torch import nn
 
 WEIGHTS = Path(__file__).parent / "zoo" / "weights"
 GENERATORS = (

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.errors import DataError
 

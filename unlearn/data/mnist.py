@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import torch
+
 from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.data.thinning import stroke_width
 

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from feature_unlearn.unlearn.device import Runtime
 from feature_unlearn.unlearn.errors import UserError
 from feature_unlearn.unlearn.fit.distributed import Dist
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.guard import LatentGuard
-from torch import nn
 
 
 class FitDivergedError(UserError):

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from feature_unlearn.unlearn.fit.state import FitState
 from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.images import grid, save_png
 from feature_unlearn.unlearn.io import atomic_write, write_text
 from feature_unlearn.unlearn.metrics import generate, latents
-from torch import nn
 
 
 def before_after(f: nn.Module, g: nn.Module, guard: LatentGuard, out: Path, n: int = 16, seed: int = 4242) -> Path:

@@ -16,6 +16,10 @@ import time
 from typing import Any
 
 import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from feature_unlearn import __version__
 from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, GuardRecord, ModelRecord, RunRecord
 from feature_unlearn.unlearn.collect import Collection, collect_with_labeller, collection_from_labels
 from feature_unlearn.unlearn.device import Runtime, maybe_compile, resolve_runtime
@@ -32,10 +36,6 @@ from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from feature_unlearn.unlearn.target import fit_detector
 from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE, ModelMeta, load_classifier, load_generator_with_meta
-from torch import nn
-from tqdm.auto import tqdm
-
-from feature_unlearn import __version__
 
 MIN_POSITIVES = 20  # a later round adds a direction only from at least this many positives
 

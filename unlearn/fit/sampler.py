@@ -12,6 +12,7 @@ resumed run draws exactly the batches it would have drawn.
 from __future__ import annotations
 
 import torch
+
 from feature_unlearn.unlearn.errors import DataError
 from feature_unlearn.unlearn.guard import LatentGuard
 

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from feature_unlearn.unlearn.artifacts import FitCheckpointRecord
 from feature_unlearn.unlearn.errors import CheckpointError, UserError
 from feature_unlearn.unlearn.fit.config import FitConfig
 from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint
-from torch import nn
 
 
 @dataclass

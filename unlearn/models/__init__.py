@@ -7,12 +7,13 @@ import importlib
 from typing import Any
 
 import torch
+from torch import nn
+
 from feature_unlearn.unlearn.artifacts import CODE_KINDS
 from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
 from feature_unlearn.unlearn.models.classifier import AttributeClassifier, ClassifierConfig
 from feature_unlearn.unlearn.models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from feature_unlearn.unlearn.models.vae import VAE, VAEConfig, VAEDecoder, VAEEncoder
-from torch import nn
 
 __all__ = [
     "AttributeClassifier", "ClassifierConfig", "DCGANConfig", "DCGANDiscriminator", "DCGANGenerator",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.models import AttributeClassifier, ClassifierConfig
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, jitter, progress

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
 from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.models import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, ema_update, progress

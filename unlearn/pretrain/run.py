@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from feature_unlearn import __version__
 from feature_unlearn.unlearn.artifacts import ModelRecord
 from feature_unlearn.unlearn.data import ImageSet, train_test
 from feature_unlearn.unlearn.errors import ConfigError
@@ -19,9 +22,6 @@ from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifi
 from feature_unlearn.unlearn.pretrain.common import TrainConfig
 from feature_unlearn.unlearn.pretrain.gan import train_dcgan
 from feature_unlearn.unlearn.pretrain.vae import train_vae
-from torch import nn
-
-from feature_unlearn import __version__
 
 MODELS = ("vae", "dcgan", "labeller", "auditor")
 

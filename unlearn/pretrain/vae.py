@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.models import VAE, VAEConfig, VAEDecoder
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, progress

@@ -1,0 +1,45 @@
+"""What a person asks ``pretrain`` for: a zoo recipe, or a dataset and model, with a few overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from feature_unlearn.unlearn.fields import opt
+
+if TYPE_CHECKING:
+    from feature_unlearn.unlearn.pretrain.run import PretrainConfig
+
+
+@dataclass(frozen=True)
+class PretrainRequest:
+    out: Path = opt(..., "Output directory.")
+    recipe: Optional[str] = opt(None, "Reproduce a zoo entry exactly (e.g. mnist-vae).")
+    dataset: Optional[str] = opt(None, "mnist, faces or folder:PATH (with --model).")
+    model: Optional[str] = opt(None, "vae, dcgan, labeller or auditor (with --dataset).")
+    exclude: Optional[str] = opt(None, "Train an oracle without this binary attribute.")
+    epochs: Optional[int] = opt(None, "Override the recipe's epochs.", min=1)
+    seed: Optional[int] = opt(None, "Override the recipe's seed.")
+    limit: Optional[int] = opt(None, "Use only the first N images.", min=16)
+    auditor: Optional[str] = opt(None, "Classifier for metrics (default: the zoo's <dataset>-auditor).")
+    eval_samples: int = opt(10_000, "Generated samples graded for the metrics.", min=100)
+
+    def resolve(self) -> PretrainConfig:
+        """The recipe (a zoo entry's, or the dataset's) with the overrides applied."""
+        from feature_unlearn.unlearn.pretrain.recipes import resolve_recipe
+        from feature_unlearn.unlearn.pretrain.run import PretrainConfig
+
+        base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
+        overrides = {k: v for k, v in {"epochs": self.epochs, "seed": self.seed}.items() if v is not None}
+        return PretrainConfig(
+            dataset=base.dataset,
+            model=base.model,
+            exclude=base.exclude,
+            out=self.out,
+            train=dataclasses.replace(base.train, **overrides),
+            limit=self.limit,
+            auditor=self.auditor,
+            eval_samples=self.eval_samples,
+        )

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from benchmarks.models import BenchModel, write_run
 from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.export.module import ExportModule, build_module
 from feature_unlearn.export.source import load_source
 from feature_unlearn.export.validate import session
-
-from benchmarks.models import BenchModel, write_run
 
 Fn = Callable[[], object]
 CUDA_EP, TRT_EP, CPU_EP = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import torch
+
 from feature_unlearn.unlearn.collect import collect_with_labeller
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
 from feature_unlearn.unlearn.io import write_text

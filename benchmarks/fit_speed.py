@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from feature_unlearn.unlearn.device import maybe_compile, resolve_runtime
 from feature_unlearn.unlearn.fit.distributed import Dist
 from feature_unlearn.unlearn.fit.loop import Trainer

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from feature_unlearn.unlearn.io import read_run
 
 from benchmarks.config import BenchConfig
 from benchmarks.fit_speed import CONFIGS, measure
 from benchmarks.models import shipped
+from feature_unlearn.unlearn.io import read_run
 
 
 def fit_model(cfg: BenchConfig) -> str:

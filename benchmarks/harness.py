@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from feature_unlearn.unlearn.io import write_json
 
 from benchmarks.config import FOREIGN_LIMIT, BenchConfig
 from benchmarks.export_speed import gemm_peak
@@ -28,6 +27,7 @@ from benchmarks.models import load_bench_model, shipped, write_run
 from benchmarks.report import write_report
 from benchmarks.targets import all_targets
 from benchmarks.timing import idle_probe
+from feature_unlearn.unlearn.io import write_json
 
 MEMORY_METHOD = ("Resident set size sampled every 0.5 ms (/proc/self/statm) by a thread in a fresh process per backend while it runs "
                  "5 batches, after loading and one warm-up call; steady = RSS before the calls, working = peak − steady, high-water = "

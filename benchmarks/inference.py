@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from feature_unlearn.unlearn.metrics import latents
 
 from benchmarks import backends
 from benchmarks.config import FOREIGN_LIMIT, BenchConfig
 from benchmarks.memory import run_isolated
 from benchmarks.models import BenchModel, flops_per_image, load_bench_model
 from benchmarks.timing import ForeignCpu, Timing, block_ratios, interleave, warm
+from feature_unlearn.unlearn.metrics import latents
 
 BARE_BATCH = 64  # the generator alone (no guard, float output) is timed at the targets' batch only
 

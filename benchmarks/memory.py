@@ -73,6 +73,7 @@ def _backend(args: argparse.Namespace) -> Callable[[], object]:
         sess = ort.InferenceSession(str(args.onnx), opts, providers=["CPUExecutionProvider"])
         return lambda: sess.run(None, {"z": z})
     import torch
+
     from feature_unlearn.export.module import build_module
     from feature_unlearn.export.source import load_source
 

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
 from feature_unlearn.unlearn.artifacts import GuardRecord, ModelRecord
 from feature_unlearn.unlearn.io import save_checkpoint
 from feature_unlearn.unlearn.models import DCGANConfig, VAEConfig, arch_dict, build_generator
 from feature_unlearn.unlearn.pretrain.recipes import RECIPES
 from feature_unlearn.unlearn.zoo import WEIGHTS, load_generator_with_meta
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 CHANNELS = {"mnist": 1, "faces": 3}
 GUARD_THRESHOLD = 1.0  # p(z) > 1 flags about 16% of N(0, I) latents; the guard's cost does not depend on it

@@ -15,10 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.models import load_bench_model, write_run
 from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.serve import SafeGenerator
-
-from benchmarks.models import load_bench_model, write_run
 
 MODELS = ("mnist-vae", "mnist-dcgan", "faces-vae", "faces-dcgan")
 

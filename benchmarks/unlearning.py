@@ -11,14 +11,13 @@ import dataclasses
 import time
 from typing import Any
 
+from benchmarks.config import BenchConfig
+from benchmarks.models import shipped
 from feature_unlearn.unlearn.attack import AttackConfig
 from feature_unlearn.unlearn.evaluate import EvalConfig, run_evaluate
 from feature_unlearn.unlearn.fit import FitConfig
 from feature_unlearn.unlearn.fit.run import fit
 from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE
-
-from benchmarks.config import BenchConfig
-from benchmarks.models import shipped
 
 
 def fit_config(name: str, cfg: BenchConfig) -> FitConfig:

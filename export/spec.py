@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from feature_unlearn.serve.manifest import GUARD_MODES as _MODES
 from feature_unlearn.unlearn.fields import opt
+from feature_unlearn.unlearn.modes import MODES
 
 # Opset 18: the newest opset every runtime we target handles (ONNX Runtime >= 1.14, TensorRT 10+,
 # Triton's onnxruntime backend); the dynamo exporter emits it natively (no version conversion).
 OPSET = 18
-GUARD_MODES = _MODES  # one enum: the manifest's (the runtime checks it), equal to unlearn.guard.MODES
+GUARD_MODES = MODES  # the guard's modes (unlearn.guard.GuardMode); the manifest schema allows the same
 
 
 @dataclass(frozen=True)

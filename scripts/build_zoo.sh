@@ -7,9 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(mnist-labeller mnist-auditor faces-labeller faces-auditor
-         mnist-vae mnist-dcgan faces-vae faces-dcgan
-         mnist-vae-no-thick mnist-dcgan-no-thick faces-vae-no-eyeglasses faces-dcgan-no-eyeglasses)
+  mapfile -t names < <(unlearn-cli zoo --names)  # the registry (unlearn/pretrain/recipes.py), classifiers first
 fi
 dest=unlearn/zoo/weights
 mkdir -p "$dest" runs/zoo

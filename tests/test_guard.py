@@ -79,3 +79,12 @@ def test_guarded_generator_generates_from_the_shifted_latent() -> None:
     x, flagged, _ = GuardedGenerator(gen, guard)(z)
     assert torch.allclose(x, gen(guard(z)[0]))
     assert torch.allclose(x[~flagged], gen(z)[~flagged])
+
+
+def test_one_list_of_guard_modes_across_guard_export_and_the_manifest_schema() -> None:
+    from feature_unlearn.export.spec import GUARD_MODES
+    from feature_unlearn.serve.manifest import GUARD_MODES as MANIFEST_MODES
+    from feature_unlearn.unlearn.guard import MODES, GuardMode
+
+    assert MODES == GUARD_MODES == MANIFEST_MODES == ("shift", "flag", "off")
+    assert [m.value for m in GuardMode] == list(MODES)

@@ -122,6 +122,7 @@ def run_collect(cfg: CollectConfig) -> dict[str, Any]:
     """Sheets for a person (``sheet``), a person's labels (``labels``) or the labeller's."""
     from feature_unlearn.unlearn.artifacts import LatentsRecord
     from feature_unlearn.unlearn.io import save_checkpoint
+    from feature_unlearn.unlearn.pretrain.recipes import classifier_for
     from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
 
     g, meta = load_generator_with_meta(cfg.model, cfg.trust_code)
@@ -135,7 +136,7 @@ def run_collect(cfg: CollectConfig) -> dict[str, Any]:
     if cfg.labels is not None:
         c = collection_from_labels(cfg.labels, feats[0], z_dim_of(g))
     else:
-        name = cfg.labeller or f"{meta.record.dataset}-labeller"
+        name = cfg.labeller or classifier_for(str(meta.record.dataset), "labeller")
         labeller = load_classifier(name)
         for f in feats:
             if labeller.cfg.heads.get(f) != 2:

@@ -23,7 +23,8 @@ from feature_unlearn.unlearn.fit.loss import msssim_loss
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
 from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
-from feature_unlearn.unlearn.zoo import GENERATORS, load_classifier, load_generator_with_meta
+from feature_unlearn.unlearn.pretrain.recipes import classifier_for, oracle_for
+from feature_unlearn.unlearn.zoo import load_classifier, load_generator_with_meta
 
 
 def _load_run(run: Path, trust_code: bool = False) -> tuple[nn.Module, ModelRecord, nn.Module, LatentGuard]:
@@ -55,14 +56,14 @@ def _flips(auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip:
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     g, meta, f, guard = _load_run(cfg.run, cfg.trust_code)
     dataset, feats = str(meta.dataset), list(meta.features)
-    auditor = load_classifier(cfg.auditor or f"{dataset}-auditor")
+    auditor = load_classifier(cfg.auditor or classifier_for(dataset, "auditor"))
     _, test = train_test(dataset)
     z = latents(cfg.n, z_dim_of(f), 10_000 + cfg.seed)
     flagged = guard(z)[1]
     images = {"original": generate(f, z), "original+guard": generate(GuardedGenerator(f, guard), z, out=0),
               "unlearned": generate(g, z), "unlearned+guard": generate(GuardedGenerator(g, guard), z, out=0)}  # fmt: skip
-    oracle_name = f"{meta.base_model}-no-{feats[0]}" if len(feats) == 1 else None
-    if oracle_name in GENERATORS:
+    oracle_name = oracle_for(str(meta.base_model), feats[0]) if len(feats) == 1 else None
+    if oracle_name is not None:
         try:
             oracle, _ = load_generator_with_meta(oracle_name)
             images["oracle"] = generate(oracle, latents(cfg.n, z_dim_of(oracle), 20_000 + cfg.seed))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODES = ("shift", "flag", "off")
+from feature_unlearn.unlearn.modes import MODES, GuardMode  # noqa: F401 (re-exported)
+
 _SHIFT_PASSES = 3  # several directions: repeat the sequential projections (exact for one)
 
 

@@ -12,18 +12,16 @@ from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, ModelRecord
 from feature_unlearn.unlearn.errors import CheckpointError
 from feature_unlearn.unlearn.io import load_checkpoint, read_json
 from feature_unlearn.unlearn.models import AttributeClassifier, build_classifier, build_generator
+from feature_unlearn.unlearn.pretrain.recipes import names
 
 WEIGHTS = Path(__file__).parent / "zoo" / "weights"
-GENERATORS = (
-    "mnist-vae", "mnist-dcgan", "faces-vae", "faces-dcgan",
-    "mnist-vae-no-thick", "mnist-dcgan-no-thick", "faces-vae-no-eyeglasses", "faces-dcgan-no-eyeglasses",
-)  # fmt: skip
-CLASSIFIERS = ("mnist-labeller", "mnist-auditor", "faces-labeller", "faces-auditor")
-DEFAULT_FEATURE = {"mnist": "thick", "faces": "eyeglasses"}
+GENERATORS = names("generator")
+CLASSIFIERS = names("classifier")
 
 
 def zoo_names() -> list[str]:
-    return [n for n in GENERATORS + CLASSIFIERS if (WEIGHTS / f"{n}.json").is_file()]
+    """The registry's entries that this install ships, classifiers first."""
+    return [n for n in names() if (WEIGHTS / f"{n}.json").is_file()]
 
 
 def resolve(name_or_path: str | Path) -> Path:

@@ -15,8 +15,16 @@ def _summary(metrics: dict) -> str:  # type: ignore[type-arg]
     return accuracy or f"fid={metrics.get('fid_heldout')} {rates}"
 
 
-def zoo(as_json: bool = typer.Option(False, "--json", help="Print the table as JSON.")) -> None:
+def zoo(
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    names: bool = typer.Option(False, "--names", help="Only the registry's entry names, classifiers first (scripts/build_zoo.sh)."),
+) -> None:
     """List the shipped models with their measured metrics."""
+    if names:
+        from feature_unlearn.unlearn.pretrain.recipes import names as registry_names
+
+        typer.echo("\n".join(registry_names()))
+        return
     from feature_unlearn.unlearn.zoo import zoo_table
 
     rows = zoo_table()

@@ -34,6 +34,7 @@ from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.io import save_checkpoint, write_json
 from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
+from feature_unlearn.unlearn.pretrain.recipes import classifier_for
 from feature_unlearn.unlearn.target import fit_detector
 from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE, ModelMeta, load_classifier, load_generator_with_meta
 
@@ -130,7 +131,7 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
 def _setup_and_train(cfg: FitConfig, rt: Runtime, d: Dist) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     f, meta = load_generator_with_meta(cfg.model, cfg.trust_code)
-    labeller_name = cfg.labeller or f"{meta.record.dataset}-labeller"
+    labeller_name = cfg.labeller or classifier_for(str(meta.record.dataset), "labeller")
     labeller = load_classifier(labeller_name)
     feats = _features(cfg, meta, labeller)
     f = f.to(rt.device).requires_grad_(False)

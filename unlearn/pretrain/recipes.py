@@ -1,4 +1,9 @@
-"""The exact training recipe of every zoo entry (``unlearn-cli pretrain --recipe NAME``)."""
+"""The zoo registry: every entry's dataset, role and exact training recipe (``unlearn-cli pretrain --recipe NAME``).
+
+Everything else derives from ``RECIPES``: the zoo's names (``unlearn.zoo``), each dataset's
+default feature, labeller and auditor, the oracle of a (base model, feature) pair, the build
+order of ``scripts/build_zoo.sh`` (``unlearn-cli zoo --names``) and the benchmark's models.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ from dataclasses import dataclass
 from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.pretrain.common import TrainConfig
 
+CLASSIFIER_ROLES = ("labeller", "auditor")
+DEFAULT_FEATURE = {"mnist": "thick", "faces": "eyeglasses"}  # each dataset's feature to remove by default
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -15,6 +23,10 @@ class Recipe:
     model: str  # vae | dcgan | labeller | auditor
     exclude: str | None
     train: TrainConfig
+
+    @property
+    def kind(self) -> str:
+        return "classifier" if self.model in CLASSIFIER_ROLES else "generator"
 
 
 _MNIST_VAE = TrainConfig(epochs=60, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.4, width=32, z_dim=16)
@@ -41,6 +53,29 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe_name(dataset: str, model: str, exclude: str | None) -> str:
     return f"{dataset}-{model}" + (f"-no-{exclude}" if exclude else "")
+
+
+def names(kind: str | None = None) -> tuple[str, ...]:
+    """Zoo entries (of one kind), classifiers first: generator metrics are graded by the auditor."""
+    ordered = sorted(RECIPES, key=lambda n: RECIPES[n].kind != "classifier")
+    return tuple(n for n in ordered if kind is None or RECIPES[n].kind == kind)
+
+
+def base_generators() -> tuple[str, ...]:
+    """The generators trained on all the data (the ones a user unlearns from)."""
+    return tuple(n for n in names("generator") if RECIPES[n].exclude is None)
+
+
+def classifier_for(dataset: str, role: str) -> str:
+    """The zoo's labeller or auditor of ``dataset``."""
+    return recipe_name(dataset, role, None)
+
+
+def oracle_for(base: str, feature: str) -> str | None:
+    """The zoo oracle of ``base`` trained without ``feature``, if the registry has one."""
+    recipe = RECIPES.get(base)
+    name = recipe_name(recipe.dataset, recipe.model, feature) if recipe else None
+    return name if name in RECIPES else None
 
 
 def resolve_recipe(recipe: str | None, dataset: str | None, model: str | None, exclude: str | None) -> Recipe:

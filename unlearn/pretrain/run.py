@@ -21,6 +21,7 @@ from feature_unlearn.unlearn.models import arch_dict, z_dim_of
 from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifier
 from feature_unlearn.unlearn.pretrain.common import TrainConfig
 from feature_unlearn.unlearn.pretrain.gan import train_dcgan
+from feature_unlearn.unlearn.pretrain.recipes import classifier_for
 from feature_unlearn.unlearn.pretrain.vae import train_vae
 
 MODELS = ("vae", "dcgan", "labeller", "auditor")
@@ -87,7 +88,7 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> nn.Module:
 def _generator_metrics(cfg: PretrainConfig, g: nn.Module, train: ImageSet, test: ImageSet) -> dict[str, Any]:
     from feature_unlearn.unlearn.zoo import load_classifier
 
-    name = cfg.auditor or f"{cfg.dataset}-auditor"
+    name = cfg.auditor or classifier_for(cfg.dataset, "auditor")
     try:
         auditor = load_classifier(name)
     except Exception as exc:  # no auditor yet (e.g. building the zoo from scratch): skip metrics

@@ -36,12 +36,12 @@ def test_runtime_distribution_pulls_no_torch() -> None:
 
 def _wheel(source: Path, out: Path) -> zipfile.ZipFile:
     """Build ``source``'s wheel into ``out``; setuptools' build/ and egg-info scratch is removed again."""
-    scratch = [p for p in (source / "build", *source.glob("*.egg-info")) if not p.exists()]
+    before = {*source.glob("*.egg-info"), *source.glob("build")}
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    for p in scratch:
+    for p in {*source.glob("*.egg-info"), *source.glob("build")} - before:
         shutil.rmtree(p, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = out.glob("*.whl")

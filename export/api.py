@@ -57,7 +57,9 @@ def _build(cfg: ExportConfig, tmp: Path) -> Manifest:
     manifest = build_manifest(source, module, model, spec, cfg.fp16, self_test)
     info = {**manifest.info, "validation": {**report, "fp16_ops": fp16_ops}}
     if cfg.tensorrt:
-        info["tensorrt"] = tensorrt.build_engine(candidate, tmp / "model.plan", spec, module.z_dim, tmp / "timing.cache")
+        info["tensorrt"] = tensorrt.build_engine(
+            candidate, tmp / "model.plan", spec, module.z_dim, tmp / "timing.cache"
+        )
     info["export_seconds"] = round(time.perf_counter() - started, 2)
     manifest = dataclasses.replace(manifest, info=info)
     onnx_export.stamp(model, manifest.embedded().to_json())
@@ -104,6 +106,13 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
             for staged_dir in staged.values():
                 shutil.rmtree(staged_dir, ignore_errors=True)
     files = sorted(p.name for p in out.iterdir())
-    return {"out": str(out), "files": files, "triton": sorted(str(repo / n) for n in staged) if repo and staged else None,
-            "guard": manifest.guard.mode, "precision": manifest.precision, "export_seconds": manifest.info["export_seconds"],
-            "sha256": manifest.files, "validation": manifest.info["validation"]["cases"]}  # fmt: skip
+    return {
+        "out": str(out),
+        "files": files,
+        "triton": sorted(str(repo / n) for n in staged) if repo and staged else None,
+        "guard": manifest.guard.mode,
+        "precision": manifest.precision,
+        "export_seconds": manifest.info["export_seconds"],
+        "sha256": manifest.files,
+        "validation": manifest.info["validation"]["cases"],
+    }

@@ -1,10 +1,11 @@
 """fp16 graphs: a half-precision generator whose guard decision stays in fp32.
 
 Converters that keep float32 I/O (``keep_io_types``) still cast z to fp16 as the first node,
-so the projection p(z) is computed on a rounded z and decisions near t flip (REFERENCE.md:
-hundreds out of 4,096). We therefore never convert an fp32 graph: the module is built with the
-guard in fp32 and only ``z_out`` cast to fp16 in front of the generator (``HalfGenerator``),
-and this file checks the exported graph obeys that.
+so the projection p(z) is computed on a rounded z and decisions near t flip (measured: hundreds
+out of 4,096 near-threshold latents; test_casting_z_to_fp16_first_flips_decisions shows it).
+We therefore never convert an fp32 graph: the module is built with the guard in fp32 and only
+``z_out`` cast to fp16 in front of the generator (``HalfGenerator``), and this file checks the
+exported graph obeys that.
 """
 
 from __future__ import annotations

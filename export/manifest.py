@@ -19,8 +19,12 @@ from feature_unlearn.export.source import Source
 from feature_unlearn.export.spec import ExportSpec
 from feature_unlearn.serve.manifest import MANIFEST_FORMAT, GuardSpec, Manifest, SelfTest
 
-_DTYPES: dict[int, str] = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool",
-           onnx.TensorProto.FLOAT16: "float16"}  # fmt: skip
+_DTYPES: dict[int, str] = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.BOOL: "bool",
+    onnx.TensorProto.FLOAT16: "float16",
+}
 
 
 def _tensors(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -57,14 +61,32 @@ def build_manifest(
         "weights_sha256": source.meta.sha256,
         "arch": record.arch,
         "dataset": record.dataset,
-        "onnx": {"opset": spec.opset, "exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__,
-                 "onnx": onnx.__version__},
+        "onnx": {
+            "opset": spec.opset,
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+        },
         "package": {"name": "feature-unlearn", "version": feature_unlearn.__version__},
-    }  # fmt: skip
-    image = {"height": h, "width": w, "channels": c, "dtype": "uint8", "layout": "NHWC",
-             "formula": "round((x + 1) * 127.5) clipped to [0, 255]"}  # fmt: skip
+    }
+    image = {
+        "height": h,
+        "width": w,
+        "channels": c,
+        "dtype": "uint8",
+        "layout": "NHWC",
+        "formula": "round((x + 1) * 127.5) clipped to [0, 255]",
+    }
     return Manifest(
-        format_version=MANIFEST_FORMAT, name=source.name, z_dim=module.z_dim, image=image, inputs=inputs,
-        outputs=outputs, guard=GuardSpec(g["mode"], g["direction"], g["threshold"]), features=tuple(features),
-        precision="fp16" if fp16 else "fp32", self_test=self_test, info=info,
-    )  # fmt: skip
+        format_version=MANIFEST_FORMAT,
+        name=source.name,
+        z_dim=module.z_dim,
+        image=image,
+        inputs=inputs,
+        outputs=outputs,
+        guard=GuardSpec(g["mode"], g["direction"], g["threshold"]),
+        features=tuple(features),
+        precision="fp16" if fp16 else "fp32",
+        self_test=self_test,
+        info=info,
+    )

@@ -40,9 +40,17 @@ def to_onnx(module: ExportModule, spec: ExportSpec) -> onnx.ModelProto:
     try:
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(
-                module, (z,), None, dynamo=True, dynamic_shapes=({0: batch},), input_names=[spec.input_name],
-                output_names=list(spec.output_names), opset_version=spec.opset, external_data=False, verbose=False,
-            )  # fmt: skip
+                module,
+                (z,),
+                None,
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                input_names=[spec.input_name],
+                output_names=list(spec.output_names),
+                opset_version=spec.opset,
+                external_data=False,
+                verbose=False,
+            )
     except Exception as exc:  # the exporter raises many types; all mean "this generator does not export"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"torch.onnx.export (dynamo, opset {spec.opset}) failed: {first[:300]}") from exc
@@ -58,8 +66,12 @@ def check(model: onnx.ModelProto, spec: ExportSpec, z_dim: int) -> None:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejected the exported graph: {str(exc).splitlines()[0]}") from None
-    want = {spec.input_name: onnx.TensorProto.FLOAT, spec.output_names[0]: onnx.TensorProto.UINT8,
-            spec.output_names[1]: onnx.TensorProto.BOOL, spec.output_names[2]: onnx.TensorProto.FLOAT}  # fmt: skip
+    want = {
+        spec.input_name: onnx.TensorProto.FLOAT,
+        spec.output_names[0]: onnx.TensorProto.UINT8,
+        spec.output_names[1]: onnx.TensorProto.BOOL,
+        spec.output_names[2]: onnx.TensorProto.FLOAT,
+    }
     ios = [*model.graph.input, *model.graph.output]
     if [v.name for v in ios] != list(spec.names):
         raise ExportError(f"graph I/O {[v.name for v in ios]} != {list(spec.names)}")

@@ -49,7 +49,9 @@ def _answers(module: nn.Module, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return image.numpy(), flagged.numpy(), score.numpy()
 
 
-def build_self_test(generator: nn.Module, vector: GuardRecord | None, z_dim: int, precision: str, spec: ExportSpec) -> SelfTest:
+def build_self_test(
+    generator: nn.Module, vector: GuardRecord | None, z_dim: int, precision: str, spec: ExportSpec
+) -> SelfTest:
     """The self-test block of the manifest (fp32 PyTorch answers for every mode the artifact could claim)."""
     z, cases = probes(vector, z_dim, spec.seed + 1)
     modes = GUARD_MODES if vector is not None else ("off",)
@@ -67,7 +69,12 @@ def build_self_test(generator: nn.Module, vector: GuardRecord | None, z_dim: int
                 f"grey levels {FAR:g} standard deviations past the threshold; at least {tol + MODE_MARGIN:g} needed)"
             )
     return SelfTest(
-        latents=tuple(tuple(float(v) for v in row) for row in z), cases=tuple(cases),
-        score=tuple(float(s) for s in score), flagged=flagged, thumbs=thumbs, grid=GRID,
-        thumb_tolerance=tol, delta=DELTA,
-    )  # fmt: skip
+        latents=tuple(tuple(float(v) for v in row) for row in z),
+        cases=tuple(cases),
+        score=tuple(float(s) for s in score),
+        flagged=flagged,
+        thumbs=thumbs,
+        grid=GRID,
+        thumb_tolerance=tol,
+        delta=DELTA,
+    )

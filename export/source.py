@@ -33,7 +33,9 @@ def load_source(source: str, trust_code: bool = False) -> Source:
         raise CheckpointError(f"{stem}.json: the generator has no integer z_dim")
     guard = meta.record.guard
     if guard is not None and guard.z_dim != z_dim:
-        raise CheckpointError(f"{stem}.json: guard.direction rows have {guard.z_dim} values, the generator's z_dim is {z_dim}")
+        raise CheckpointError(
+            f"{stem}.json: guard.direction rows have {guard.z_dim} values, the generator's z_dim is {z_dim}"
+        )
     name = source if source in GENERATORS else (stem.parent.name if stem.name in ("generator", "model") else stem.name)
     return Source(name=name, path=stem, generator=generator, meta=meta, guard=guard)
 

@@ -77,5 +77,10 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: ExportSpec, z_dim: int,
         raise ExportError("TensorRT failed to build an engine (see its log above)")
     _write_bytes(plan_path, bytes(engine))
     _write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-    return {"plan": plan_path.name, "tensorrt": trt.__version__, "gpu": _cuda_device(), "profile": list(spec.trt_profile),
-            "timing_cache": cache_path.name}  # fmt: skip
+    return {
+        "plan": plan_path.name,
+        "tensorrt": trt.__version__,
+        "gpu": _cuda_device(),
+        "profile": list(spec.trt_profile),
+        "timing_cache": cache_path.name,
+    }

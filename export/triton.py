@@ -27,16 +27,19 @@ def config_text(name: str, manifest: dict[str, Any], spec: ExportSpec, plan: boo
     runtime = 'platform: "tensorrt_plan"' if plan else 'backend: "onnxruntime"'
     kind = "KIND_GPU" if plan else "KIND_AUTO"
     preferred = ", ".join(str(b) for b in spec.triton_preferred_batches if b <= spec.triton_max_batch)
-    return "\n".join([
-        f'name: "{name}"',
-        runtime,
-        f"max_batch_size: {spec.triton_max_batch}",
-        "input [\n" + ",\n".join(_tensor(t) for t in manifest["inputs"]) + "\n]",
-        "output [\n" + ",\n".join(_tensor(t) for t in manifest["outputs"]) + "\n]",
-        f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n  max_queue_delay_microseconds: {spec.triton_queue_delay_us}\n}}",
-        f"instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f'name: "{name}"',
+            runtime,
+            f"max_batch_size: {spec.triton_max_batch}",
+            "input [\n" + ",\n".join(_tensor(t) for t in manifest["inputs"]) + "\n]",
+            "output [\n" + ",\n".join(_tensor(t) for t in manifest["outputs"]) + "\n]",
+            f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
+            f"  max_queue_delay_microseconds: {spec.triton_queue_delay_us}\n}}",
+            f"instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]",
+            "",
+        ]
+    )
 
 
 def stage(repo: Path, name: str, files: dict[str, Path], config: str) -> Path:
@@ -54,10 +57,20 @@ def stage_repository(
     repo: Path, name: str, out_dir: Path, manifest: dict[str, Any], spec: ExportSpec
 ) -> dict[str, Path]:
     """Staging dirs (final name -> temp dir) for the onnx entry and, when an engine exists, the plan entry."""
-    staged = {name: stage(repo, name, {"1/model.onnx": out_dir / "model.onnx", "manifest.json": out_dir / "manifest.json"},
-                          config_text(name, manifest, spec))}  # fmt: skip
+    staged = {
+        name: stage(
+            repo,
+            name,
+            {"1/model.onnx": out_dir / "model.onnx", "manifest.json": out_dir / "manifest.json"},
+            config_text(name, manifest, spec),
+        )
+    }
     if (out_dir / "model.plan").is_file():
         plan_name = f"{name}-trt"
-        staged[plan_name] = stage(repo, plan_name, {"1/model.plan": out_dir / "model.plan", "manifest.json": out_dir / "manifest.json"},
-                                  config_text(plan_name, manifest, spec, plan=True))  # fmt: skip
+        staged[plan_name] = stage(
+            repo,
+            plan_name,
+            {"1/model.plan": out_dir / "model.plan", "manifest.json": out_dir / "manifest.json"},
+            config_text(plan_name, manifest, spec, plan=True),
+        )
     return staged

@@ -111,17 +111,26 @@ def compare(
 
     ``unit``: ``fp32_unit`` of each latent, the float32 error scale its score is judged by.
     """
-    fails = [f"{name}: output {i} is {g.dtype}{list(g.shape)}, PyTorch gives {r.dtype}{list(r.shape)}"
-             for i, (g, r) in enumerate(zip(got, ref, strict=True)) if g.dtype != r.dtype or g.shape != r.shape]  # fmt: skip
+    fails = [
+        f"{name}: output {i} is {g.dtype}{list(g.shape)}, PyTorch gives {r.dtype}{list(r.shape)}"
+        for i, (g, r) in enumerate(zip(got, ref, strict=True))
+        if g.dtype != r.dtype or g.shape != r.shape
+    ]
     if fails:
         return {}, fails
     d = np.abs(got[0].astype(np.int16) - ref[0].astype(np.int16))
     err = np.abs(got[2].astype(np.float64) - ref[2].astype(np.float64))
     excess = err - tol.score_allowed(unit)
     flips = (got[1] != ref[1]) & ~near
-    stats = {"batch": len(near), "image_max": int(d.max()), "image_mean": round(float(d.mean()), 5),
-             "score_max_err": float(err.max()), "score_max_ulps": round(float((err / np.maximum(unit, 1e-300)).max()), 3),
-             "flag_mismatches": int(flips.sum()), "near_threshold": int(near.sum())}  # fmt: skip
+    stats = {
+        "batch": len(near),
+        "image_max": int(d.max()),
+        "image_mean": round(float(d.mean()), 5),
+        "score_max_err": float(err.max()),
+        "score_max_ulps": round(float((err / np.maximum(unit, 1e-300)).max()), 3),
+        "flag_mismatches": int(flips.sum()),
+        "near_threshold": int(near.sum()),
+    }
     if d.max() > tol.image_max:
         i = int(np.unravel_index(d.argmax(), d.shape)[0])
         fails.append(f"{name}: image differs by {int(d.max())} grey levels (allowed {tol.image_max}) at sample {i}")
@@ -129,11 +138,16 @@ def compare(
         fails.append(f"{name}: images differ by {d.mean():.3f} grey levels on average (allowed {tol.image_mean})")
     if (excess > 0).any():
         i = int(excess.argmax())
-        fails.append(f"{name}: score differs by {err[i]:.3g} at sample {i} (PyTorch {ref[2][i]:.6g}, ONNX Runtime {got[2][i]:.6g}; "
-                     f"allowed {tol.describe()} = {tol.score_allowed(unit[i : i + 1])[0]:.3g})")  # fmt: skip
+        fails.append(
+            f"{name}: score differs by {err[i]:.3g} at sample {i} "
+            f"(PyTorch {ref[2][i]:.6g}, ONNX Runtime {got[2][i]:.6g}; "
+            f"allowed {tol.describe()} = {tol.score_allowed(unit[i : i + 1])[0]:.3g})"
+        )
     if flips.any():
-        fails.append(f"{name}: flagged differs on {int(flips.sum())} of {len(near)} latents away from the threshold "
-                     f"(first at sample {int(np.argmax(flips))})")  # fmt: skip
+        fails.append(
+            f"{name}: flagged differs on {int(flips.sum())} of {len(near)} latents away from the threshold "
+            f"(first at sample {int(np.argmax(flips))})"
+        )
     return stats, fails
 
 
@@ -149,8 +163,12 @@ def validate(path: Path, reference_module: ExportModule, spec: ExportSpec, fp16:
     except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, NotImplemented, ...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportValidationError(f"ONNX Runtime cannot load the exported graph: {first[:300]}") from None
-    report: dict[str, Any] = {"provider": sess.get_providers()[0], "reference": "pytorch-eager-fp32",
-                              "score_tolerance": Tolerance.of(spec, fp16).describe(), "cases": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "provider": sess.get_providers()[0],
+        "reference": "pytorch-eager-fp32",
+        "score_tolerance": Tolerance.of(spec, fp16).describe(),
+        "cases": {},
+    }
     failures: list[str] = []
     for name, z in cases(reference_module, spec).items():
         got = sess.run(None, {spec.input_name: z})

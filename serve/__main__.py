@@ -25,15 +25,22 @@ def _kind(hint: Any) -> Any:
 
 
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Serve an exported guarded generator over HTTP (no torch; "
-                                "bearer auth from $UNLEARN_SERVE_TOKEN).")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve an exported guarded generator over HTTP (no torch; bearer auth from $UNLEARN_SERVE_TOKEN).",
+    )
     hints = typing.get_type_hints(ServeConfig)
     for f in dataclasses.fields(ServeConfig):
         kind, help_text = _kind(hints[f.name]), f.metadata.get("help", "")
         if f.default is dataclasses.MISSING:
             p.add_argument(f.name, type=kind, help=help_text)
         elif kind is bool:
-            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+            p.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=help_text,
+            )
         else:
             shown = "" if f.default is None else f" (default: {f.default})"
             p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=help_text + shown)

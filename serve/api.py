@@ -40,7 +40,9 @@ class GenerateRequest(BaseModel):
     """POST /v1/generate: ``{"n": 4, "seed": 0}`` (seed optional) or ``{"latents": [[...], ...]}``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    n: Optional[int] = Field(None, description="Images to draw from N(0, I): 1 to the per-request limit (GET /v1/model).")
+    n: Optional[int] = Field(
+        None, description="Images to draw from N(0, I): 1 to the per-request limit (GET /v1/model)."
+    )
     seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="With n: the same seed gives the same images.")
     latents: Optional[list[list[float]]] = Field(None, description="Rows of z_dim finite numbers, one image each.")
 
@@ -83,11 +85,16 @@ def _explain(exc: ValidationError) -> ApiError:
     where = ".".join(str(part) for part in first["loc"]) or "body"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     if first["type"] == "extra_forbidden":
-        return _invalid("unknown_field", f"unknown field {where!r}: the body takes only {FIELDS} "
-                                         "(the guard mode is fixed by the model artifact)" + more)  # fmt: skip
+        return _invalid(
+            "unknown_field",
+            f"unknown field {where!r}: the body takes only {FIELDS} "
+            "(the guard mode is fixed by the model artifact)" + more,
+        )
     value = first.get("input")
     shown = f", got {value!r}" if isinstance(value, (int, float, str, bool)) and len(repr(value)) <= 40 else ""
-    return _invalid(f"invalid_{first['loc'][0]}" if first["loc"] else "invalid_body", f"{where}: {first['msg']}{shown}{more}")
+    return _invalid(
+        f"invalid_{first['loc'][0]}" if first["loc"] else "invalid_body", f"{where}: {first['msg']}{shown}{more}"
+    )
 
 
 class GeneratorAPI:
@@ -100,9 +107,13 @@ class GeneratorAPI:
     def setup(self, device: str) -> None:
         """Load the artifact (ModelLoadError -> ServeError); called once per process."""
         try:
-            self.gen = SafeGenerator.load(self.config.artifact, providers=device, threads=self.config.ort_threads,
-                                          max_batch=max(self.config.max_batch, self.config.max_images),
-                                          pin=self.config.pin)  # fmt: skip
+            self.gen = SafeGenerator.load(
+                self.config.artifact,
+                providers=device,
+                threads=self.config.ort_threads,
+                max_batch=max(self.config.max_batch, self.config.max_images),
+                pin=self.config.pin,
+            )
         except (ModelLoadError, ValueError) as exc:
             raise ServeError(str(exc)) from None
 
@@ -121,7 +132,9 @@ class GeneratorAPI:
         """A parsed JSON body -> the latents it asks for; ApiError(422) names what is wrong."""
         if not isinstance(body, dict):
             kind = JSON_KINDS.get(type(body), type(body).__name__)
-            raise _invalid("invalid_body", f'the body must be a JSON object such as {{"n": 4, "seed": 0}}, got a JSON {kind}')
+            raise _invalid(
+                "invalid_body", f'the body must be a JSON object such as {{"n": 4, "seed": 0}}, got a JSON {kind}'
+            )
         try:
             req = GenerateRequest.model_validate(body)
         except ValidationError as exc:
@@ -132,7 +145,10 @@ class GeneratorAPI:
             z = self._latents(req.latents)
             return Latents(len(z), z=z)
         if req.n is None:
-            raise _invalid("invalid_body", f'give n (and optionally seed) or latents, e.g. {{"n": 4, "seed": 0}}; the body takes only {FIELDS}')  # fmt: skip
+            raise _invalid(
+                "invalid_body",
+                f'give n (and optionally seed) or latents, e.g. {{"n": 4, "seed": 0}}; the body takes only {FIELDS}',
+            )
         self._check_count("n", req.n, "invalid_n")
         return Latents(req.n, req.seed)
 
@@ -147,18 +163,26 @@ class GeneratorAPI:
         self._check_count("latents rows", len(rows), "invalid_latents")
         for i, row in enumerate(rows):
             if len(row) != z_dim:
-                raise _invalid("invalid_latents", f"latents row {i} has {len(row)} numbers; this model's z_dim is {z_dim}")
+                raise _invalid(
+                    "invalid_latents", f"latents row {i} has {len(row)} numbers; this model's z_dim is {z_dim}"
+                )
         with np.errstate(over="ignore"):
             z = np.asarray(rows, dtype=np.float32)
         bad = ~np.isfinite(z).all(axis=1)
         if bad.any():
-            raise _invalid("invalid_latents", f"latents hold NaN, infinity or a value beyond float32 range in {int(bad.sum())} "
-                                              f"of {len(z)} rows (first: row {int(np.argmax(bad))})")  # fmt: skip
+            raise _invalid(
+                "invalid_latents",
+                f"latents hold NaN, infinity or a value beyond float32 range in {int(bad.sum())} "
+                f"of {len(z)} rows (first: row {int(np.argmax(bad))})",
+            )
         # Finite is not enough: ±3.4e38 overflows p(z) = z·û to inf (a 500, or X-Score: inf and a black PNG).
         big = (np.abs(z) > LATENT_BOUND).any(axis=1)
         if big.any():
-            raise _invalid("invalid_latents", f"latents exceed the bound |z_i| <= {LATENT_BOUND:g} in {int(big.sum())} of {len(z)} "
-                                              f"rows (first: row {int(np.argmax(big))}); N(0, I) draws stay within [-7, 7]")  # fmt: skip
+            raise _invalid(
+                "invalid_latents",
+                f"latents exceed the bound |z_i| <= {LATENT_BOUND:g} in {int(big.sum())} of {len(z)} "
+                f"rows (first: row {int(np.argmax(big))}); N(0, I) draws stay within [-7, 7]",
+            )
         return z
 
     def batch(self, requests: list[Latents]) -> np.ndarray:
@@ -185,12 +209,20 @@ class GeneratorAPI:
         files, flagged, scores = outputs
         mode = self.guard_mode
         if png:
-            headers = {"X-Flagged": str(bool(flagged[0])).lower(), "X-Score": repr(float(scores[0])), "X-Guard-Mode": mode}
+            headers = {
+                "X-Flagged": str(bool(flagged[0])).lower(),
+                "X-Score": repr(float(scores[0])),
+                "X-Guard-Mode": mode,
+            }
             return Response(files[0], media_type="image/png", headers=headers)
-        return JSONResponse({
-            "images": [base64.b64encode(f).decode("ascii") for f in files],
-            "flagged": flagged.tolist(), "score": scores.astype(float).tolist(), "guard_mode": mode,
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "images": [base64.b64encode(f).decode("ascii") for f in files],
+                "flagged": flagged.tolist(),
+                "score": scores.astype(float).tolist(),
+                "guard_mode": mode,
+            }
+        )
 
     @property
     def guard_mode(self) -> str:
@@ -204,12 +236,26 @@ class GeneratorAPI:
         # One guard row per direction: a feature removed with k directions is listed k times in the manifest.
         features = list(dict.fromkeys(str(f) for f in m.get("features") or []))
         return {
-            "name": m.get("name"), "z_dim": gen.z_dim, "image": {"height": h, "width": w, "channels": c, "format": "png"},
-            "guard": {"mode": guard.get("mode", "off"), "threshold": guard.get("threshold"),
-                      "threshold_precision": guard.get("threshold_precision"), "verified": guard.get("verified", False)},
-            "feature": ",".join(features) or m["info"].get("feature"), "features": features,
-            "base_model": m["info"].get("base_model"), "sha256": gen.sha256,
-            "precision": m.get("precision"), "format_version": m.get("format_version"), "provider": gen.provider,
-            "limits": {"max_images": self.config.max_images, "max_batch": self.config.max_batch,
-                       "max_body_bytes": self.config.max_body_bytes, "timeout_s": self.config.timeout_s},
-        }  # fmt: skip
+            "name": m.get("name"),
+            "z_dim": gen.z_dim,
+            "image": {"height": h, "width": w, "channels": c, "format": "png"},
+            "guard": {
+                "mode": guard.get("mode", "off"),
+                "threshold": guard.get("threshold"),
+                "threshold_precision": guard.get("threshold_precision"),
+                "verified": guard.get("verified", False),
+            },
+            "feature": ",".join(features) or m["info"].get("feature"),
+            "features": features,
+            "base_model": m["info"].get("base_model"),
+            "sha256": gen.sha256,
+            "precision": m.get("precision"),
+            "format_version": m.get("format_version"),
+            "provider": gen.provider,
+            "limits": {
+                "max_images": self.config.max_images,
+                "max_batch": self.config.max_batch,
+                "max_body_bytes": self.config.max_body_bytes,
+                "timeout_s": self.config.timeout_s,
+            },
+        }

@@ -83,7 +83,9 @@ def open_artifact(path: Union[str, Path], pin: Optional[str] = None) -> Artifact
     sidecar = onnx_path.with_name("manifest.json")
     pin = check_pin(pin)
     if not sidecar.is_file() and pin is None:
-        raise ArtifactError(f"{sidecar}: not found; it holds the sha256 that authenticates {onnx_path.name} (or pass a pin)")
+        raise ArtifactError(
+            f"{sidecar}: not found; it holds the sha256 that authenticates {onnx_path.name} (or pass a pin)"
+        )
     started = time.perf_counter()
     model = onnx_path.read_bytes()
     digest = hashlib.sha256(model).hexdigest()

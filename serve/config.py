@@ -61,7 +61,9 @@ class ServeConfig:
         if not 0 < self.header_timeout_s <= 3600:
             raise ServeError(f"--header-timeout-s {self.header_timeout_s}: must be above 0 and at most 3600")
         if self.max_queue < self.max_images:
-            raise ServeError(f"--max-queue {self.max_queue} is below --max-images {self.max_images}: no request would fit")
+            raise ServeError(
+                f"--max-queue {self.max_queue} is below --max-images {self.max_images}: no request would fit"
+            )
         if self.device not in DEVICES:
             raise ServeError(f"--device {self.device!r}: choose from {', '.join(DEVICES)}")
 

@@ -29,7 +29,9 @@ class QueueFullError(ApiError):
     """More images wait for the model than the queue may hold."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(503, "overloaded", f"more than {limit} images are waiting; retry shortly", {"Retry-After": "1"})
+        super().__init__(
+            503, "overloaded", f"more than {limit} images are waiting; retry shortly", {"Retry-After": "1"}
+        )
 
 
 class ClosingError(ApiError):

@@ -31,18 +31,41 @@ from feature_unlearn.serve.server import install_log_throttle, open_file_warning
 from feature_unlearn.serve.service import Service
 
 log = logging.getLogger("serve")
-ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "object", "properties": {
-    "code": {"type": "string"}, "message": {"type": "string"}}}}}  # fmt: skip
-GENERATE_DOCS: dict[str, Any] = {
-    "openapi_extra": {"requestBody": {"required": True, "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}}}},
-    "responses": {
-        200: {"model": GenerateResponse, "content": {"image/png": {}}, "description": "JSON, or one raw PNG with Accept: image/png."},
-        **{code: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}} for code, text in (
-            (400, "Malformed JSON."), (401, "Missing or wrong bearer token."), (406, "Accept cannot be met."), (408, "Body too slow."),
-            (413, "Body too large."), (415, "Not application/json."), (422, "Invalid n, seed or latents."),
-            (503, "Not ready or overloaded."), (504, "Timed out."))},
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}
     },
-}  # fmt: skip
+}
+GENERATE_DOCS: dict[str, Any] = {
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
+        }
+    },
+    "responses": {
+        200: {
+            "model": GenerateResponse,
+            "content": {"image/png": {}},
+            "description": "JSON, or one raw PNG with Accept: image/png.",
+        },
+        **{
+            code: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+            for code, text in (
+                (400, "Malformed JSON."),
+                (401, "Missing or wrong bearer token."),
+                (406, "Accept cannot be met."),
+                (408, "Body too slow."),
+                (413, "Body too large."),
+                (415, "Not application/json."),
+                (422, "Invalid n, seed or latents."),
+                (503, "Not ready or overloaded."),
+                (504, "Timed out."),
+            )
+        },
+    },
+}
 
 
 def create_app(config: ServeConfig, api: Optional[GeneratorAPI] = None) -> FastAPI:
@@ -50,8 +73,12 @@ def create_app(config: ServeConfig, api: Optional[GeneratorAPI] = None) -> FastA
     token = config.read_token()
     metrics = Metrics()
     service = Service(config, api or GeneratorAPI(config), metrics)
-    app = FastAPI(title="feature-unlearn generator", version="1", lifespan=service.lifespan,
-                  description="A generator with a feature removed; the latent guard is inside the model.")  # fmt: skip
+    app = FastAPI(
+        title="feature-unlearn generator",
+        version="1",
+        lifespan=service.lifespan,
+        description="A generator with a feature removed; the latent guard is inside the model.",
+    )
     app.state.service = service
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _error_handlers(app)
@@ -145,14 +172,23 @@ def run_server(config: ServeConfig) -> None:
     _log_setup()
     config.read_token()
     if not config.loopback:
-        log.warning("binding to %s: reachable beyond this machine%s", config.host,
-                    "" if os.environ.get(config.token_env) else f" and ${config.token_env} is unset (no auth)")  # fmt: skip
+        log.warning(
+            "binding to %s: reachable beyond this machine%s",
+            config.host,
+            "" if os.environ.get(config.token_env) else f" and ${config.token_env} is unset (no auth)",
+        )
     if warning := open_file_warning(config.max_connections):
         log.warning(warning)
     api = GeneratorAPI(config)
     api.setup(config.device)  # a bad artifact fails here, before the port opens
-    common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": config.access_log,
-                              "server_header": False, "timeout_graceful_shutdown": 10, **uvicorn_options(config)}  # fmt: skip
+    common: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "access_log": config.access_log,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+        **uvicorn_options(config),
+    }
     if config.workers == 1:
         uvicorn.run(create_app(config, api), **common)
         return

@@ -107,7 +107,11 @@ class SelfTest:
         sizes |= {len(v) == n for v in (*flagged.values(), *thumbs.values())}
         if sizes != {True} or set(flagged) != set(thumbs) or not set(flagged) <= set(GUARD_MODES):
             raise ManifestError(f"{w}: probes, cases, scores, flags and thumbnails do not line up")
-        grid, tol, delta = _get(d, "grid", int, w), _get(d, "thumb_tolerance", (int, float), w), _get(d, "delta", (int, float), w)
+        grid, tol, delta = (
+            _get(d, "grid", int, w),
+            _get(d, "thumb_tolerance", (int, float), w),
+            _get(d, "delta", (int, float), w),
+        )
         return cls(latents, tuple(map(str, cases)), score, flagged, thumbs, grid, float(tol), float(delta))
 
     def z(self) -> np.ndarray:
@@ -141,11 +145,22 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         d = {
-            "format_version": self.format_version, "name": self.name, "z_dim": self.z_dim, "image": self.image,
-            "inputs": self.inputs, "outputs": self.outputs, "features": list(self.features), "precision": self.precision,
-            "guard": {"mode": self.guard.mode, "direction": _lists(self.guard.direction), "threshold": _lists(self.guard.threshold)},
-            "self_test": _lists(dataclasses.asdict(self.self_test)), "info": self.info,
-        }  # fmt: skip
+            "format_version": self.format_version,
+            "name": self.name,
+            "z_dim": self.z_dim,
+            "image": self.image,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "features": list(self.features),
+            "precision": self.precision,
+            "guard": {
+                "mode": self.guard.mode,
+                "direction": _lists(self.guard.direction),
+                "threshold": _lists(self.guard.threshold),
+            },
+            "self_test": _lists(dataclasses.asdict(self.self_test)),
+            "info": self.info,
+        }
         if self.files is not None:
             d["files"] = self.files
         return d
@@ -165,12 +180,19 @@ class Manifest:
             raise ManifestError(f"{where}: unknown manifest field(s) {unknown}")
         z_dim = _get(d, "z_dim", int, where)
         return cls(
-            format_version=MANIFEST_FORMAT, name=str(_get(d, "name", str, where)), z_dim=z_dim,
-            image=_get(d, "image", dict, where), inputs=_get(d, "inputs", list, where), outputs=_get(d, "outputs", list, where),
-            guard=GuardSpec.parse(d.get("guard"), z_dim, where), features=tuple(map(str, _get(d, "features", list, where))),
-            precision=str(_get(d, "precision", str, where)), self_test=SelfTest.parse(d.get("self_test"), z_dim, where),
-            info=d.get("info") or {}, files=_files(d.get("files"), where),
-        )  # fmt: skip
+            format_version=MANIFEST_FORMAT,
+            name=str(_get(d, "name", str, where)),
+            z_dim=z_dim,
+            image=_get(d, "image", dict, where),
+            inputs=_get(d, "inputs", list, where),
+            outputs=_get(d, "outputs", list, where),
+            guard=GuardSpec.parse(d.get("guard"), z_dim, where),
+            features=tuple(map(str, _get(d, "features", list, where))),
+            precision=str(_get(d, "precision", str, where)),
+            self_test=SelfTest.parse(d.get("self_test"), z_dim, where),
+            info=d.get("info") or {},
+            files=_files(d.get("files"), where),
+        )
 
 
 def _files(x: Any, where: str) -> Optional[dict[str, str]]:

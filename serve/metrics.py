@@ -21,13 +21,19 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("unlearn_serve_requests", "HTTP requests by path and status.", ["path", "status"], registry=r)
-        self.latency = Histogram("unlearn_serve_request_seconds", "HTTP request latency.", ["path"],
-                                 buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.batch = Histogram("unlearn_serve_batch_images", "Images per model call (dynamic batches).",
-                               buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
+        self.requests = Counter(
+            "unlearn_serve_requests", "HTTP requests by path and status.", ["path", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "unlearn_serve_request_seconds", "HTTP request latency.", ["path"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch = Histogram(
+            "unlearn_serve_batch_images", "Images per model call (dynamic batches).", buckets=BATCH_BUCKETS, registry=r
+        )
         self.images = Counter("unlearn_serve_images", "Images generated.", registry=r)
-        self.flagged = Counter("unlearn_serve_flagged_images", "Generated images whose latent the guard flagged.", registry=r)
+        self.flagged = Counter(
+            "unlearn_serve_flagged_images", "Generated images whose latent the guard flagged.", registry=r
+        )
         self.queue_depth = Gauge("unlearn_serve_queue_depth", "Requests waiting for the model.", registry=r)
         self.ready = Gauge("unlearn_serve_ready", "1 once the model is loaded and warmed.", registry=r)
 

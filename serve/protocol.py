@@ -44,9 +44,13 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
-        raise ApiError(400, "malformed_json", f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise ApiError(
+            400, "malformed_json", f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
     except (ValueError, RecursionError):  # not UTF-8, nested too deep, an integer with thousands of digits
-        raise ApiError(400, "malformed_json", "malformed JSON: not UTF-8, nested too deeply or a number too long") from None
+        raise ApiError(
+            400, "malformed_json", "malformed JSON: not UTF-8, nested too deeply or a number too long"
+        ) from None
 
 
 def wants_png(accept: Optional[str]) -> bool:
@@ -80,5 +84,9 @@ def check_bearer(authorization: Optional[str], expected: Optional[bytes]) -> Non
         return
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
-        raise ApiError(401, "unauthorized", "missing or wrong bearer token (send Authorization: Bearer <token>)",
-                       {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong bearer token (send Authorization: Bearer <token>)",
+            {"WWW-Authenticate": "Bearer"},
+        )

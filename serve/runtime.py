@@ -68,8 +68,10 @@ def resolve_providers(providers: Union[str, Sequence[str]] = "auto") -> list[str
     chosen = [ALIASES.get(p.lower(), p) for p in names]
     missing = [p for p in chosen if p not in available]
     if missing:
-        raise ModelLoadError(f"execution provider(s) {missing} not in this onnxruntime build (available: {available}); "
-                             "for GPUs install onnxruntime-gpu *instead of* onnxruntime")  # fmt: skip
+        raise ModelLoadError(
+            f"execution provider(s) {missing} not in this onnxruntime build (available: {available}); "
+            "for GPUs install onnxruntime-gpu *instead of* onnxruntime"
+        )
     return chosen + ([CPU] if CPU not in chosen else [])
 
 
@@ -125,8 +127,10 @@ class SafeGenerator:
         self.provider: str = self.providers[0]
         self.fallback: Optional[str] = None
         if self.provider != requested[0]:
-            self.fallback = (f"asked for {requested[0]} but ONNX Runtime runs on {self.provider} "
-                             "(CUDA/TensorRT libraries missing or the device is unusable)")  # fmt: skip
+            self.fallback = (
+                f"asked for {requested[0]} but ONNX Runtime runs on {self.provider} "
+                "(CUDA/TensorRT libraries missing or the device is unusable)"
+            )
             warnings.warn(self.fallback, RuntimeWarning, stacklevel=3)
         started = time.perf_counter()
         try:
@@ -136,8 +140,14 @@ class SafeGenerator:
         self.timings["self_test_s"] = time.perf_counter() - started
 
     @classmethod
-    def load(cls, path: Union[str, Path], providers: Union[str, Sequence[str]] = "auto", max_batch: int = DEFAULT_MAX_BATCH,
-             threads: Optional[int] = None, pin: Optional[str] = None) -> SafeGenerator:  # fmt: skip
+    def load(
+        cls,
+        path: Union[str, Path],
+        providers: Union[str, Sequence[str]] = "auto",
+        max_batch: int = DEFAULT_MAX_BATCH,
+        threads: Optional[int] = None,
+        pin: Optional[str] = None,
+    ) -> SafeGenerator:
         """Open an export directory (model.onnx + manifest.json) or a model.onnx file.
 
         The graph's sha256 must be the one manifest.json records (and ``pin``, when given); then the
@@ -152,7 +162,9 @@ class SafeGenerator:
         requested = resolve_providers(providers)
         session = _session(art.model, art.onnx_path, requested, threads)
         try:
-            manifest = same_manifest(session.get_modelmeta().custom_metadata_map.get("manifest"), art.manifest, art.onnx_path)
+            manifest = same_manifest(
+                session.get_modelmeta().custom_metadata_map.get("manifest"), art.manifest, art.onnx_path
+            )
         except ArtifactError as exc:
             raise ModelLoadError(str(exc)) from None
         gen = cls(session, manifest, requested, max_batch, art.onnx_path)
@@ -174,8 +186,16 @@ class SafeGenerator:
         return self.verified.as_dict()
 
     def info(self) -> dict[str, Any]:
-        return {"path": str(self.path), "name": self.manifest.get("name"), "z_dim": self.z_dim, "image": list(self.image_shape),
-                "guard": self.guard.get("mode"), "provider": self.provider, "fallback": self.fallback, "max_batch": self.max_batch}  # fmt: skip
+        return {
+            "path": str(self.path),
+            "name": self.manifest.get("name"),
+            "z_dim": self.z_dim,
+            "image": list(self.image_shape),
+            "guard": self.guard.get("mode"),
+            "provider": self.provider,
+            "fallback": self.fallback,
+            "max_batch": self.max_batch,
+        }
 
     def generate(
         self, n: Optional[int] = None, z: Optional[np.ndarray] = None, seed: Optional[int] = None
@@ -215,6 +235,7 @@ class SafeGenerator:
         big = (np.abs(z) > LATENT_BOUND).any(axis=1)
         if big.any():
             raise RuntimeInputError(
-                f"z has values beyond ±{LATENT_BOUND:g} in {int(big.sum())} of {len(z)} rows (first: row {int(np.argmax(big))})"
+                f"z has values beyond ±{LATENT_BOUND:g} in {int(big.sum())} of {len(z)} rows "
+                f"(first: row {int(np.argmax(big))})"
             )
         return np.ascontiguousarray(z)

@@ -39,8 +39,13 @@ class VerifiedGuard:
     precision: Optional[tuple[float, ...]]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "direction": self.direction, "threshold": self.threshold,
-                "threshold_precision": self.precision, "verified": True}  # fmt: skip
+        return {
+            "mode": self.mode,
+            "direction": self.direction,
+            "threshold": self.threshold,
+            "threshold_precision": self.precision,
+            "verified": True,
+        }
 
 
 def _check_scores(score: np.ndarray, st: SelfTest, z: np.ndarray, where: str) -> None:
@@ -99,6 +104,8 @@ def verify(run: Run, m: Manifest, where: str) -> VerifiedGuard:
             f"levels, allowed {st.thumb_tolerance:g}): its weights or guard were changed after export"
         )
     if m.guard.mode not in modes:
-        raise SelfTestError(f"{where}: the graph behaves as guard mode {modes[0]!r}, but the manifest says {m.guard.mode!r}")
+        raise SelfTestError(
+            f"{where}: the graph behaves as guard mode {modes[0]!r}, but the manifest says {m.guard.mode!r}"
+        )
     precision = _check_brackets(m, z, where)
     return VerifiedGuard(m.guard.mode, m.guard.direction, m.guard.threshold, precision)

@@ -47,15 +47,23 @@ def error_json(code: str, message: str) -> bytes:
 def raw_error(status: int, code: str, message: str) -> bytes:
     """A whole HTTP/1.1 error response that closes the connection, for when no ASGI cycle exists."""
     body, reason = error_json(code, message), HTTPStatus(status).phrase
-    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
 async def send_error(send: Callable[[Any], Any], status: int, code: str, message: str, headers: Headers = ()) -> None:
     """An ASGI error response in the service's JSON shape; it closes the connection."""
     body = error_json(code, message)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [JSON_TYPE, (b"content-length", str(len(body)).encode()), CLOSE, *headers]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [JSON_TYPE, (b"content-length", str(len(body)).encode()), CLOSE, *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -77,9 +85,16 @@ class ServeProtocol(H11Protocol):
 
     conn: _Connection
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: Optional[asyncio.AbstractEventLoop] = None, *, header_timeout_s: float = 10.0,
-                 max_connections: Optional[int] = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: Optional[asyncio.AbstractEventLoop] = None,
+        *,
+        header_timeout_s: float = 10.0,
+        max_connections: Optional[int] = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.conn = _Connection(h11.SERVER, config.h11_max_incomplete_event_size or HEAD_LIMIT)
         self.header_timeout_s, self.max_connections = header_timeout_s, max_connections
@@ -136,7 +151,9 @@ class ServeProtocol(H11Protocol):
             return
         pending = bool(self.conn.trailing_data[0])
         if pending or not self.served:  # an idle keep-alive connection closing is routine, not worth a line
-            log.warning("closed a connection from %s: no complete request head within %g s", self.peer(), self.header_timeout_s)
+            log.warning(
+                "closed a connection from %s: no complete request head within %g s", self.peer(), self.header_timeout_s
+            )
         if pending and self.conn.their_state is h11.IDLE:  # half a head: tell the client why
             self.refuse(408, "request_timeout", f"no complete request head within {self.header_timeout_s:g} s")
         self.transport.close()
@@ -168,10 +185,20 @@ class ServeProtocol(H11Protocol):
     async def guarded_app(self, scope: Any, receive: Any, send: Any) -> None:
         """The app behind the connection limit; an exception it did not answer becomes a JSON 500."""
         if self.overloaded():
-            log.warning("refused %s %s from %s: more than %d connections or requests", scope["method"],
-                        scope["path"][:100], self.peer(), self.max_connections)  # fmt: skip
-            await send_error(send, 503, "overloaded", f"more than {self.max_connections} connections are open; retry shortly",
-                             [(b"retry-after", b"1")])  # fmt: skip
+            log.warning(
+                "refused %s %s from %s: more than %d connections or requests",
+                scope["method"],
+                scope["path"][:100],
+                self.peer(),
+                self.max_connections,
+            )
+            await send_error(
+                send,
+                503,
+                "overloaded",
+                f"more than {self.max_connections} connections are open; retry shortly",
+                [(b"retry-after", b"1")],
+            )
             return
         started = False
 
@@ -183,7 +210,9 @@ class ServeProtocol(H11Protocol):
         try:
             await self.inner_app(scope, receive, watched)
         except Exception as exc:
-            if started:  # the app's handler answered and logged it; Starlette re-raises only so servers may log it twice
+            if (
+                started
+            ):  # the app's handler answered and logged it; Starlette re-raises only so servers may log it twice
                 log.debug("after the response started: %r", exc)
                 return
             log.exception("unhandled error on %s %s", scope["method"], scope["path"][:100])
@@ -199,7 +228,9 @@ def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
 
     ``http`` is a partial of a module-level class so ``--workers N`` can pickle it into each worker.
     """
-    protocol = functools.partial(ServeProtocol, header_timeout_s=config.header_timeout_s, max_connections=config.max_connections)
+    protocol = functools.partial(
+        ServeProtocol, header_timeout_s=config.header_timeout_s, max_connections=config.max_connections
+    )
     return {"http": protocol, "ws": "none", "h11_max_incomplete_event_size": HEAD_LIMIT}
 
 
@@ -218,8 +249,10 @@ def open_file_warning(max_connections: int, soft_limit: Optional[int] = None) ->
             return None
     if max_connections + 64 <= soft_limit:  # the model, the log, the listening socket and libraries need some
         return None
-    return (f"--max-connections {max_connections} is not below the open-file limit {soft_limit} (ulimit -n) by 64: "
-            "raise the limit or lower --max-connections, or clients past it will hang instead of getting a 503")  # fmt: skip
+    return (
+        f"--max-connections {max_connections} is not below the open-file limit {soft_limit} (ulimit -n) by 64: "
+        "raise the limit or lower --max-connections, or clients past it will hang instead of getting a 503"
+    )
 
 
 class LogThrottle(logging.Filter):

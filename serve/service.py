@@ -25,7 +25,9 @@ class Service:
     def __init__(self, config: ServeConfig, api: GeneratorAPI, metrics: Metrics) -> None:
         self.config, self.api, self.metrics = config, api, metrics
         stats = BatchStats(on_batch=metrics.batch.observe, on_depth=metrics.queue_depth.set)
-        self.batcher = DynamicBatcher(api.run_batch, config.max_batch, config.max_delay_ms / 1000, config.max_queue, stats)
+        self.batcher = DynamicBatcher(
+            api.run_batch, config.max_batch, config.max_delay_ms / 1000, config.max_queue, stats
+        )
         self.ready = False
         self.failure: Optional[str] = None
 
@@ -58,7 +60,9 @@ class Service:
         self.ready = True
         self.metrics.ready.set(1)
         assert self.api.gen is not None
-        log.info("ready: %s on %s, guard %s", self.api.gen.manifest.get("name"), self.api.gen.provider, self.api.guard_mode)
+        log.info(
+            "ready: %s on %s, guard %s", self.api.gen.manifest.get("name"), self.api.gen.provider, self.api.guard_mode
+        )
 
     def check_ready(self) -> None:
         if not self.ready:
@@ -69,20 +73,30 @@ class Service:
         self.check_ready()
         if request.query_params:
             names = ", ".join(sorted(request.query_params.keys()))[:80]
-            raise ApiError(422, "unknown_field", f"unknown query parameter(s) {names}: send n, seed or latents in the JSON body")
+            raise ApiError(
+                422, "unknown_field", f"unknown query parameter(s) {names}: send n, seed or latents in the JSON body"
+            )
         png = wants_png(request.headers.get("accept"))
         try:  # a client that stalls mid-body must not hold the request forever
             body = await asyncio.wait_for(read_json(request, self.config.max_body_bytes), self.config.timeout_s)
         except asyncio.TimeoutError:
-            raise ApiError(408, "timeout", f"the request body did not arrive within {self.config.timeout_s:g} s") from None
+            raise ApiError(
+                408, "timeout", f"the request body did not arrive within {self.config.timeout_s:g} s"
+            ) from None
         latents = self.api.decode_request(body)
         if png and len(latents) != 1:
-            raise ApiError(406, "not_acceptable", f"Accept: image/png returns one image; this request asks for {len(latents)} "
-                                                  "(ask for application/json to get several)")  # fmt: skip
+            raise ApiError(
+                406,
+                "not_acceptable",
+                f"Accept: image/png returns one image; this request asks for {len(latents)} "
+                "(ask for application/json to get several)",
+            )
         try:
             outputs = await asyncio.wait_for(self.batcher.submit(latents), self.config.timeout_s)
         except asyncio.TimeoutError:
-            raise ApiError(504, "timeout", f"no result within {self.config.timeout_s:g} s; retry later or ask for fewer images") from None
+            raise ApiError(
+                504, "timeout", f"no result within {self.config.timeout_s:g} s; retry later or ask for fewer images"
+            ) from None
         except ApiError:
             raise
         except Exception:  # the batcher logged it with its traceback; the caller gets a fixed line

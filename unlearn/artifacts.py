@@ -136,7 +136,9 @@ class GuardRecord(Record):
             if math.sqrt(sum(v * v for v in row)) == 0.0:
                 raise CheckpointError(f"{where}: guard.direction[{i}] is the zero vector")
         if len(self.features) != len(self.direction):
-            raise CheckpointError(f"{where}: guard.features must name the feature of each of the {len(self.direction)} rows")
+            raise CheckpointError(
+                f"{where}: guard.features must name the feature of each of the {len(self.direction)} rows"
+            )
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,9 @@ class ModelRecord(Record):
                 raise CheckpointError(f"{where}: arch.factory must be a 'package.module:function' string")
             return
         if arch_kind not in allowed:
-            raise CheckpointError(f"{where}: unknown {self.kind} architecture kind {arch_kind!r} (expected {', '.join(allowed)})")
+            raise CheckpointError(
+                f"{where}: unknown {self.kind} architecture kind {arch_kind!r} (expected {', '.join(allowed)})"
+            )
 
     @property
     def factory(self) -> Optional[str]:
@@ -218,7 +222,9 @@ class RunRecord(Record):
 
     def validate(self, where: str) -> None:
         if self.format_version != FORMAT_VERSION:
-            raise CheckpointError(f"{where}: format_version {self.format_version!r} is not one this version reads ({FORMAT_VERSION})")
+            raise CheckpointError(
+                f"{where}: format_version {self.format_version!r} is not one this version reads ({FORMAT_VERSION})"
+            )
 
 
 CHECKPOINT_RECORDS: dict[str, type[Record]] = {
@@ -235,5 +241,7 @@ def parse_record(d: Any, where: str) -> Record:
         raise CheckpointError(f"{where}: expected an object")
     cls = CHECKPOINT_RECORDS.get(str(d.get("kind")))
     if cls is None:
-        raise CheckpointError(f"{where}: unknown checkpoint kind {d.get('kind')!r} (expected {', '.join(CHECKPOINT_RECORDS)})")
+        raise CheckpointError(
+            f"{where}: unknown checkpoint kind {d.get('kind')!r} (expected {', '.join(CHECKPOINT_RECORDS)})"
+        )
     return cls.from_dict(d, where)

@@ -18,7 +18,11 @@ from feature_unlearn.unlearn.models import AttributeClassifier
 
 
 def pgd_success(
-    gen: Callable[[torch.Tensor], torch.Tensor], auditor: AttributeClassifier, feature: str, z_dim: int, cfg: AttackConfig
+    gen: Callable[[torch.Tensor], torch.Tensor],
+    auditor: AttributeClassifier,
+    feature: str,
+    z_dim: int,
+    cfg: AttackConfig,
 ) -> float:
     """Share of random starts from which PGD reaches an image the auditor labels ``feature``."""
     z_all = torch.randn(cfg.starts, z_dim, generator=torch.Generator().manual_seed(cfg.seed))

@@ -33,17 +33,22 @@ class Collection:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "n": len(self.z), "source": self.source,
+            "n": len(self.z),
+            "source": self.source,
             "positive_rate": {k: float(v.float().mean()) for k, v in self.labels.items()},
-        }  # fmt: skip
+        }
 
 
-def label_with_classifier(g: nn.Module, z: torch.Tensor, labeller: AttributeClassifier, features: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def label_with_classifier(
+    g: nn.Module, z: torch.Tensor, labeller: AttributeClassifier, features: tuple[str, ...]
+) -> dict[str, torch.Tensor]:
     pred = labeller.predict(generate(g, z))
     return {f: pred[f] for f in features}
 
 
-def collect_with_labeller(g: nn.Module, labeller: AttributeClassifier, features: tuple[str, ...], n: int, seed: int, name: str) -> Collection:
+def collect_with_labeller(
+    g: nn.Module, labeller: AttributeClassifier, features: tuple[str, ...], n: int, seed: int, name: str
+) -> Collection:
     z = latents(n, z_dim_of(g), seed)
     return Collection(z, label_with_classifier(g, z, labeller, features), f"labeller:{name}")
 
@@ -122,8 +127,8 @@ def run_collect(cfg: CollectConfig) -> dict[str, Any]:
     """Sheets for a person (``sheet``), a person's labels (``labels``) or the labeller's."""
     from feature_unlearn.unlearn.artifacts import LatentsRecord
     from feature_unlearn.unlearn.io import save_checkpoint
-    from feature_unlearn.unlearn.pretrain.recipes import classifier_for
-    from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE, load_classifier, load_generator_with_meta
+    from feature_unlearn.unlearn.pretrain.recipes import DEFAULT_FEATURE, classifier_for
+    from feature_unlearn.unlearn.zoo import load_classifier, load_generator_with_meta
 
     g, meta = load_generator_with_meta(cfg.model, cfg.trust_code)
     feats = cfg.features or (DEFAULT_FEATURE.get(str(meta.record.dataset), ""),)
@@ -132,7 +137,11 @@ def run_collect(cfg: CollectConfig) -> dict[str, Any]:
         z = latents(cfg.n, z_dim_of(g), cfg.seed)
         save_checkpoint(cfg.out / "latents", {"z": z}, LatentsRecord(kind="latents", model=cfg.model, seed=cfg.seed))
         sheets = write_sheets(g, z, cfg.out)
-        return {"n": cfg.n, "sheets": [str(p) for p in sheets], "next": f"list positive tile numbers in a file, then --labels FILE (in {cfg.out})"}
+        return {
+            "n": cfg.n,
+            "sheets": [str(p) for p in sheets],
+            "next": f"list positive tile numbers in a file, then --labels FILE (in {cfg.out})",
+        }
     if cfg.labels is not None:
         c = collection_from_labels(cfg.labels, feats[0], z_dim_of(g))
     else:

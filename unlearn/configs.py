@@ -1,4 +1,4 @@
-"""The configs of ``evaluate`` (with its attack) and ``collect``: torch-free, so the CLI builds its options from them cheaply."""
+"""The configs of ``evaluate`` (with its attack) and ``collect``: torch-free, so the CLI reads them cheaply."""
 
 from __future__ import annotations
 

@@ -31,7 +31,9 @@ def _load_run(run: Path, trust_code: bool = False) -> tuple[nn.Module, ModelReco
     g, meta = load_generator_with_meta(run, trust_code)
     record = meta.record
     if record.guard is None or record.base_model is None:
-        raise UserError(f"{run}: not a fit run (its generator.json has no guard/base_model); evaluate takes a fit run directory")
+        raise UserError(
+            f"{run}: not a fit run (its generator.json has no guard/base_model); evaluate takes a fit run directory"
+        )
     f, base_meta = load_generator_with_meta(record.base_model, trust_code)
     if base_meta.sha256 != record.base_sha256:
         raise UserError(f"{run}: the base model {record.base_model!r} changed since the fit (sha256 differs)")
@@ -60,8 +62,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     _, test = train_test(dataset)
     z = latents(cfg.n, z_dim_of(f), 10_000 + cfg.seed)
     flagged = guard(z)[1]
-    images = {"original": generate(f, z), "original+guard": generate(GuardedGenerator(f, guard), z, out=0),
-              "unlearned": generate(g, z), "unlearned+guard": generate(GuardedGenerator(g, guard), z, out=0)}  # fmt: skip
+    images = {
+        "original": generate(f, z),
+        "original+guard": generate(GuardedGenerator(f, guard), z, out=0),
+        "unlearned": generate(g, z),
+        "unlearned+guard": generate(GuardedGenerator(g, guard), z, out=0),
+    }
     oracle_name = oracle_for(str(meta.base_model), feats[0]) if len(feats) == 1 else None
     if oracle_name is not None:
         try:
@@ -84,16 +90,24 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     flips_all = _flips(auditor, images["original"], images["unlearned"], feats)
     flips_keep = _flips(auditor, images["original"][keep], images["unlearned"][keep], feats)
     result: dict[str, Any] = {
-        "run": str(cfg.run), "base_model": meta.base_model, "features": feats, "auditor": auditor.cfg.kind,
-        "n": cfg.n, "oracle": oracle_name, "models": rows, "preservation": preservation,
+        "run": str(cfg.run),
+        "base_model": meta.base_model,
+        "features": feats,
+        "auditor": auditor.cfg.kind,
+        "n": cfg.n,
+        "oracle": oracle_name,
+        "models": rows,
+        "preservation": preservation,
         "attribute_flips": {"all": flips_all, "non_target": flips_keep},
-    }  # fmt: skip
+    }
     if cfg.attack:
         result["attack"] = _attack(cfg.attack_cfg, f, g, guard, auditor, feats)
     return result
 
 
-def _attack(acfg: AttackConfig, f: nn.Module, g: nn.Module, guard: LatentGuard, auditor: AttributeClassifier, feats: list[str]) -> dict[str, Any]:
+def _attack(
+    acfg: AttackConfig, f: nn.Module, g: nn.Module, guard: LatentGuard, auditor: AttributeClassifier, feats: list[str]
+) -> dict[str, Any]:
     gens = {"original": f, "unlearned": g, "unlearned+guard": GuardedGenerator(g, guard)}
     out: dict[str, Any] = {"eps": acfg.eps, "steps": acfg.steps, "starts": acfg.starts, "success": {}}
     for name, gen in gens.items():
@@ -104,24 +118,43 @@ def _attack(acfg: AttackConfig, f: nn.Module, g: nn.Module, guard: LatentGuard, 
 
 def markdown(result: dict[str, Any]) -> str:
     feats = result["features"]
-    head = "| model | " + " | ".join(f"{f} rate" for f in feats) + " | FID |" + (" IS |" if "inception_score" in result["models"]["original"] else "")
-    lines = [f"# Evaluation of {result['run']} (auditor, {result['n']} samples)", "", head,
-             "|" + "---|" * (len(feats) + 2 + ("inception_score" in result["models"]["original"]))]  # fmt: skip
+    head = (
+        "| model | "
+        + " | ".join(f"{f} rate" for f in feats)
+        + " | FID |"
+        + (" IS |" if "inception_score" in result["models"]["original"] else "")
+    )
+    lines = [
+        f"# Evaluation of {result['run']} (auditor, {result['n']} samples)",
+        "",
+        head,
+        "|" + "---|" * (len(feats) + 2 + ("inception_score" in result["models"]["original"])),
+    ]
     for name, row in result["models"].items():
         cells = [f"{row['target_rate'][f]:.4f}" for f in feats] + [f"{row['fid']:.3f}"]
         if "inception_score" in row:
             cells.append(f"{row['inception_score']:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     p = result["preservation"]
-    lines += ["", f"Preservation on non-target latents ({p['non_target_share']:.1%} of samples): "
-              f"mean |g − f| = {p['l1']:.4f}, MS-SSIM = {p['ms_ssim']:.4f}.", "",
-              "| attribute | flips (all) | flips (non-target) |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        f"Preservation on non-target latents ({p['non_target_share']:.1%} of samples): "
+        f"mean |g − f| = {p['l1']:.4f}, MS-SSIM = {p['ms_ssim']:.4f}.",
+        "",
+        "| attribute | flips (all) | flips (non-target) |",
+        "|---|---|---|",
+    ]
     for k, v in result["attribute_flips"]["all"].items():
         lines.append(f"| {k} | {v:.4f} | {result['attribute_flips']['non_target'][k]:.4f} |")
     if "attack" in result:
         a = result["attack"]
-        lines += ["", f"PGD attack (ε = {a['eps']} per coordinate, {a['steps']} steps, {a['starts']} starts): success rate", "",
-                  "| model | " + " | ".join(feats) + " |", "|" + "---|" * (len(feats) + 1)]  # fmt: skip
+        lines += [
+            "",
+            f"PGD attack (ε = {a['eps']} per coordinate, {a['steps']} steps, {a['starts']} starts): success rate",
+            "",
+            "| model | " + " | ".join(feats) + " |",
+            "|" + "---|" * (len(feats) + 1),
+        ]
         for name, row in a["success"].items():
             lines.append(f"| {name} | " + " | ".join(f"{row[f]:.4f}" for f in feats) + " |")
     return "\n".join(lines) + "\n"
@@ -139,7 +172,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for i, feat in enumerate(result["features"]):
         vals = [result["models"][n]["target_rate"][feat] for n in names]
-        ax.bar([x + 0.8 * i / len(result["features"]) for x in range(len(names))], vals, width=0.8 / len(result["features"]), label=feat)
+        ax.bar(
+            [x + 0.8 * i / len(result["features"]) for x in range(len(names))],
+            vals,
+            width=0.8 / len(result["features"]),
+            label=feat,
+        )
     ax.set_xticks(range(len(names)), names, rotation=15)
     ax.set_ylabel("target rate (auditor)")
     ax.legend()

@@ -134,12 +134,14 @@ def load_checkpoint(stem: str | Path) -> Checkpoint:
     meta = read_json(sidecar_path, "checkpoint sidecar")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{sidecar_path}: format_version {meta.get('format_version')!r} is not one this version reads ({FORMAT_VERSION})"
+            f"{sidecar_path}: format_version {meta.get('format_version')!r} "
+            f"is not one this version reads ({FORMAT_VERSION})"
         )
     actual = sha256_file(weights)
     if meta.get("sha256") != actual:
         raise CheckpointError(
-            f"{weights} does not match its sidecar {sidecar_path.name} (sha256 {actual[:12]}… != {str(meta.get('sha256'))[:12]}…)"
+            f"{weights} does not match its sidecar {sidecar_path.name} "
+            f"(sha256 {actual[:12]}… != {str(meta.get('sha256'))[:12]}…)"
         )
     tensors, body = _sealed(weights)
     copy = {k: v for k, v in meta.items() if k not in ("format_version", "sha256")}

@@ -31,15 +31,21 @@ class Detector:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "direction": self.direction.tolist(), "threshold": self.threshold, "z_e_norm": self.z_e_norm,
-            "precision": self.precision, "recall": self.recall, "flagged": self.flagged,
-        }  # fmt: skip
+            "direction": self.direction.tolist(),
+            "threshold": self.threshold,
+            "z_e_norm": self.z_e_norm,
+            "precision": self.precision,
+            "recall": self.recall,
+            "flagged": self.flagged,
+        }
 
 
 def check_labels(y: torch.Tensor, what: str = "collected labels") -> None:
     n_pos = int(y.sum())
     if n_pos == 0:
-        raise DataError(f"{what}: no positives (nothing shows the feature); collect more samples (--n) or check the labels")
+        raise DataError(
+            f"{what}: no positives (nothing shows the feature); collect more samples (--n) or check the labels"
+        )
     if n_pos == len(y):
         raise DataError(f"{what}: no negatives (every sample shows the feature)")
 
@@ -95,7 +101,11 @@ def detector_stats(p: torch.Tensor, y: torch.Tensor, t: float) -> tuple[float, f
 
 
 def fit_detector(
-    z: torch.Tensor, y: torch.Tensor, method: str = "mean", rule: str = "recall", target_recall: float = 0.9,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    method: str = "mean",
+    rule: str = "recall",
+    target_recall: float = 0.9,
     max_flagged: float | None = None,
 ) -> Detector:
     """Direction and threshold from collected latents z [N, z_dim] and labels y [N] (0/1).

@@ -61,7 +61,9 @@ def _load(name_or_path: str | Path, kind: str, trust_code: bool = False) -> tupl
     if not isinstance(record, ModelRecord) or record.kind != kind:
         raise CheckpointError(f"{stem}.json: holds a {getattr(record, 'kind', '?')!r}, not a {kind}")
     where = f"{stem}.json"
-    model = build_generator(record.arch, where, trust_code) if kind == "generator" else build_classifier(record.arch, where)
+    model = (
+        build_generator(record.arch, where, trust_code) if kind == "generator" else build_classifier(record.arch, where)
+    )
     try:
         model.load_state_dict(ckpt.tensors)
     except RuntimeError as exc:
@@ -98,10 +100,15 @@ def zoo_table() -> list[dict[str, Any]]:
             raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
         body = {k: v for k, v in meta.items() if k not in ("format_version", "sha256")}
         record = ModelRecord.from_dict(body, str(path))
-        rows.append({
-            "name": name, "kind": record.kind, "dataset": record.dataset,
-            "arch": record.arch.get("kind"), "exclude": record.exclude,
-            "size_kb": round((WEIGHTS / f"{name}.safetensors").stat().st_size / 1024),
-            "metrics": record.metrics,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "kind": record.kind,
+                "dataset": record.dataset,
+                "arch": record.arch.get("kind"),
+                "exclude": record.exclude,
+                "size_kb": round((WEIGHTS / f"{name}.safetensors").stat().st_size / 1024),
+                "metrics": record.metrics,
+            }
+        )
     return rows

@@ -1,4 +1,4 @@
-"""``unlearn-cli collect``: sample latents, generate and label them (the labeller, or a person's contact-sheet labels)."""
+"""``unlearn-cli collect``: sample latents, generate and label them (labeller, or a person's contact sheets)."""
 
 from __future__ import annotations
 

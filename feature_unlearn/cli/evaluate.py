@@ -13,8 +13,10 @@ from feature_unlearn.unlearn.configs import AttackConfig, EvalConfig
 
 PREFIX = "attack_"
 ATTACK = tuple(
-    p.replace(name=PREFIX + p.name, default=typer.Option(p.default.default, f"--attack-{p.name}", help=p.default.help,
-                                                         min=p.default.min))  # fmt: skip
+    p.replace(
+        name=PREFIX + p.name,
+        default=typer.Option(p.default.default, f"--attack-{p.name}", help=p.default.help, min=p.default.min),
+    )
     for p in config_params(AttackConfig)
 )
 JSON = extra_param("as_json", Optional[Path], None, "--json", help="Also write the JSON here.")
@@ -24,10 +26,18 @@ def run(cfg: EvalConfig, threads: Optional[int], as_json: Optional[Path], **atta
     from feature_unlearn.unlearn.evaluate import markdown, run_evaluate
 
     set_threads(threads)
-    attack_cfg = AttackConfig(**{k[len(PREFIX):]: v for k, v in attack.items()})
+    attack_cfg = AttackConfig(**{k[len(PREFIX) :]: v for k, v in attack.items()})
     typer.echo(markdown(run_evaluate(dataclasses.replace(cfg, attack_cfg=attack_cfg), as_json)))
 
 
 def register(app: typer.Typer) -> None:
-    config_command(app, "evaluate", EvalConfig, run, __doc__.split(": ", 1)[1], positional=("run",),
-                   skip=("attack_cfg",), extra=(*ATTACK, JSON, THREADS))  # fmt: skip
+    config_command(
+        app,
+        "evaluate",
+        EvalConfig,
+        run,
+        __doc__.split(": ", 1)[1],
+        positional=("run",),
+        skip=("attack_cfg",),
+        extra=(*ATTACK, JSON, THREADS),
+    )

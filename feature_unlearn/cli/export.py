@@ -19,5 +19,13 @@ def run(cfg: ExportConfig, threads: Optional[int]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    config_command(app, "export", ExportConfig, run, __doc__.split(": ", 1)[1], positional=("source",), skip=("spec",),
-                   extra=(THREADS,))  # fmt: skip
+    config_command(
+        app,
+        "export",
+        ExportConfig,
+        run,
+        __doc__.split(": ", 1)[1],
+        positional=("source",),
+        skip=("spec",),
+        extra=(THREADS,),
+    )

@@ -45,7 +45,9 @@ def _param(f: dataclasses.Field[Any], hint: Any, positional: bool, default: Any)
     return inspect.Parameter(f.name, KW, default=info, annotation=hint)
 
 
-def config_params(cls: type, positional: tuple[str, ...] = (), skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> list[inspect.Parameter]:
+def config_params(
+    cls: type, positional: tuple[str, ...] = (), skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+) -> list[inspect.Parameter]:
     """One typer parameter per field of ``cls`` (positional ones first, in the order given)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip and f.init}

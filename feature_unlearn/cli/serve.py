@@ -1,4 +1,4 @@
-"""``unlearn-cli serve``: the runtime's own ``unlearn-serve`` command, so both take the same options (from ServeConfig)."""
+"""``unlearn-cli serve``: the runtime's own ``unlearn-serve`` command, so both take the options of ServeConfig."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 
 
 def serve(ctx: typer.Context) -> None:
-    """Serve an exported guarded generator over HTTP (no torch; bearer auth from $UNLEARN_SERVE_TOKEN); --help lists the options."""
+    """Serve an exported guarded generator over HTTP (no torch; auth from $UNLEARN_SERVE_TOKEN); see --help."""
     from feature_unlearn.serve.__main__ import main  # lazy, and torch-free: the serving process never imports torch
 
     main(ctx.args, prog="unlearn-cli serve")

@@ -17,7 +17,9 @@ def _summary(metrics: dict) -> str:  # type: ignore[type-arg]
 
 def zoo(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
-    names: bool = typer.Option(False, "--names", help="Only the registry's entry names, classifiers first (scripts/build_zoo.sh)."),
+    names: bool = typer.Option(
+        False, "--names", help="Only the registry's entry names, classifiers first (scripts/build_zoo.sh)."
+    ),
 ) -> None:
     """List the shipped models with their measured metrics."""
     if names:

@@ -40,9 +40,7 @@ class ImageSet:
         return [k for k, c in self.classes.items() if c == 2]
 
     def subset(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(
-            self.name, self.images[index], {k: v[index] for k, v in self.attrs.items()}, dict(self.classes)
-        )
+        return ImageSet(self.name, self.images[index], {k: v[index] for k, v in self.attrs.items()}, dict(self.classes))
 
     def split(self, holdout: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
         """A fixed random (train, held-out) split."""

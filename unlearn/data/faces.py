@@ -45,7 +45,9 @@ def sample_attributes(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]
     return {k: attrs[k] for k in ATTRS}
 
 
-def _ellipse(x: np.ndarray, y: np.ndarray, cx: np.ndarray, cy: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
+def _ellipse(
+    x: np.ndarray, y: np.ndarray, cx: np.ndarray, cy: np.ndarray, rx: np.ndarray, ry: np.ndarray
+) -> np.ndarray:
     """[n, S, S] mask of points inside per-image ellipses; params are [n] arrays."""
     c = lambda v: v[:, None, None]  # noqa: E731
     return ((x - c(cx)) / c(rx)) ** 2 + ((y - c(cy)) / c(ry)) ** 2 <= 1.0
@@ -98,12 +100,16 @@ def _draw_eyes_mouth(canvas, x, y, cx, cy, s, attrs, rng) -> None:  # type: igno
         ring = _ellipse(x, y, ex, ey, 5.2 * s, 4.6 * s) & ~_ellipse(x, y, ex, ey, 3.8 * s, 3.2 * s)
         _paint(canvas, ring & glasses, frame)
         _paint(canvas, _ellipse(x, y, ex, ey, 1.9 * s, 1.9 * s), dark)
-    bridge = (np.abs(x - cx[:, None, None]) < 1.8 * s[:, None, None]) & (np.abs(y - (cy - 3.6 * s)[:, None, None]) < 0.9)
+    bridge = (np.abs(x - cx[:, None, None]) < 1.8 * s[:, None, None]) & (
+        np.abs(y - (cy - 3.6 * s)[:, None, None]) < 0.9
+    )
     _paint(canvas, bridge & glasses, frame)
     lips = np.array([0.6, 0.15, 0.15])
     smile_ring = _ellipse(x, y, cx, cy + 6 * s, 7 * s, 5 * s) & ~_ellipse(x, y, cx, cy + 6 * s, 5.3 * s, 3.4 * s)
     smile = smile_ring & (y > (cy + 6.5 * s)[:, None, None]) & attrs["smiling"][:, None, None]
-    straight = (np.abs(x - cx[:, None, None]) < 5 * s[:, None, None]) & (np.abs(y - (cy + 9.5 * s)[:, None, None]) < 1.0)
+    straight = (np.abs(x - cx[:, None, None]) < 5 * s[:, None, None]) & (
+        np.abs(y - (cy + 9.5 * s)[:, None, None]) < 1.0
+    )
     _paint(canvas, smile | (straight & ~attrs["smiling"][:, None, None]), lips)
 
 

@@ -15,9 +15,15 @@ def skeletonize(ink: np.ndarray) -> np.ndarray:
             p = img
             # Neighbours P2..P9, clockwise from north.
             nb = [
-                p[:, :-2, 1:-1], p[:, :-2, 2:], p[:, 1:-1, 2:], p[:, 2:, 2:],
-                p[:, 2:, 1:-1], p[:, 2:, :-2], p[:, 1:-1, :-2], p[:, :-2, :-2],
-            ]  # fmt: skip
+                p[:, :-2, 1:-1],
+                p[:, :-2, 2:],
+                p[:, 1:-1, 2:],
+                p[:, 2:, 2:],
+                p[:, 2:, 1:-1],
+                p[:, 2:, :-2],
+                p[:, 1:-1, :-2],
+                p[:, :-2, :-2],
+            ]
             b = sum(n.astype(np.int32) for n in nb)
             a = sum(((nb[i] == 0) & (nb[(i + 1) % 8] == 1)).astype(np.int32) for i in range(8))
             p2, p4, p6, p8 = nb[0], nb[2], nb[4], nb[6]

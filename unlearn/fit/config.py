@@ -16,7 +16,9 @@ DEFAULT_MODEL = "faces-dcgan"
 class FitConfig:
     out: Path = opt(Path("runs/fit"), "Run directory.")
     model: str = opt(DEFAULT_MODEL, "Zoo name, checkpoint or run directory of the pre-trained generator f.")
-    features: tuple[str, ...] = opt((), "Feature to remove; repeat for several (default: the dataset's).", flag="--feature")
+    features: tuple[str, ...] = opt(
+        (), "Feature to remove; repeat for several (default: the dataset's).", flag="--feature"
+    )
     steps: int = opt(1000, "Step budget over all rounds.", min=1)
     # measured: the probe rate plateaus within 250 steps of a round
     steps_per_round: int = opt(250, "Steps before re-collecting on the current g.", min=1)
@@ -53,4 +55,3 @@ class FitConfig:
         d["out"], d["labels"] = str(self.out), str(self.labels) if self.labels else None
         d["features"] = list(self.features)
         return d
-

@@ -48,4 +48,8 @@ class UnlearnLoss(nn.Module):
         unlearn = l1[s].sum() / max(n_target, 1)
         percep = msssim_loss(x_g[s], x_ref[s]).sum() / max(n_target, 1) if bool(s.any()) else x_g.sum() * 0
         loss = recon + self.alpha * (unlearn + percep)
-        return loss, {"recon": float(recon.detach()), "unlearn": float(unlearn.detach()), "percep": float(percep.detach())}
+        return loss, {
+            "recon": float(recon.detach()),
+            "unlearn": float(unlearn.detach()),
+            "percep": float(percep.detach()),
+        }

@@ -50,21 +50,39 @@ def curves(state: FitState, out: Path) -> Path:
     return path
 
 
-def write_report(out: Path, f: nn.Module, g: nn.Module, guard: LatentGuard, state: FitState, run: dict[str, Any]) -> None:
+def write_report(
+    out: Path, f: nn.Module, g: nn.Module, guard: LatentGuard, state: FitState, run: dict[str, Any]
+) -> None:
     before_after(f, g, guard, out)
     curves(state, out)
     m = run["metrics"]
     lines = [
-        f"# Unlearning run: {run['base_model']} without {', '.join(state.features)}", "",
-        f"{m['steps']} steps in {m['rounds']} round(s), {m['seconds']} s ({m['steps_per_second']} steps/s).", "",
-        "| feature | labeller rate before | after |", "|---|---|---|",
+        f"# Unlearning run: {run['base_model']} without {', '.join(state.features)}",
+        "",
+        f"{m['steps']} steps in {m['rounds']} round(s), {m['seconds']} s ({m['steps_per_second']} steps/s).",
+        "",
+        "| feature | labeller rate before | after |",
+        "|---|---|---|",
         *[f"| {k} | {m['labeller_rate_before'][k]:.4f} | {m['labeller_rate_after'][k]:.4f} |" for k in state.features],
-        "", "## Detectors (on the collected samples)", "",
-        "| round | feature | threshold | precision | recall | flagged share |", "|---|---|---|---|---|---|",
-        *[f"| {d['round']} | {d['feature']} | {d['threshold']:.3f} | {d['precision']:.3f} | {d['recall']:.3f} | {d['flagged']:.3f} |" for d in state.detectors],
-        "", "Rates here are the labeller's (the network that chose the targets); run",
-        "`unlearn-cli evaluate` for the independent auditor, FID, entanglement and the attack.", "",
-        "![before / after](before_after.png)", "", "Pairs: original f(z) | unlearned g(z), same latents; first rows are flagged targets.", "",
-        "![curves](curves.png)", "",
-    ]  # fmt: skip
+        "",
+        "## Detectors (on the collected samples)",
+        "",
+        "| round | feature | threshold | precision | recall | flagged share |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {d['round']} | {d['feature']} | {d['threshold']:.3f} | {d['precision']:.3f} "
+            f"| {d['recall']:.3f} | {d['flagged']:.3f} |"
+            for d in state.detectors
+        ],
+        "",
+        "Rates here are the labeller's (the network that chose the targets); run",
+        "`unlearn-cli evaluate` for the independent auditor, FID, entanglement and the attack.",
+        "",
+        "![before / after](before_after.png)",
+        "",
+        "Pairs: original f(z) | unlearned g(z), same latents; first rows are flagged targets.",
+        "",
+        "![curves](curves.png)",
+        "",
+    ]
     write_text(out / "report.md", "\n".join(lines))

@@ -34,9 +34,9 @@ from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.io import save_checkpoint, write_json
 from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
-from feature_unlearn.unlearn.pretrain.recipes import classifier_for
+from feature_unlearn.unlearn.pretrain.recipes import DEFAULT_FEATURE, classifier_for
 from feature_unlearn.unlearn.target import fit_detector
-from feature_unlearn.unlearn.zoo import DEFAULT_FEATURE, ModelMeta, load_classifier, load_generator_with_meta
+from feature_unlearn.unlearn.zoo import ModelMeta, load_classifier, load_generator_with_meta
 
 MIN_POSITIVES = 20  # a later round adds a direction only from at least this many positives
 
@@ -57,7 +57,9 @@ def _features(cfg: FitConfig, meta: ModelMeta, labeller: AttributeClassifier) ->
     return feats
 
 
-def _first_collection(cfg: FitConfig, f: nn.Module, labeller: AttributeClassifier, feats: list[str], name: str) -> Collection:
+def _first_collection(
+    cfg: FitConfig, f: nn.Module, labeller: AttributeClassifier, feats: list[str], name: str
+) -> Collection:
     if cfg.labels is None:
         return collect_with_labeller(f, labeller, tuple(feats), cfg.n_collect, cfg.seed, name)
     if len(feats) != 1:
@@ -69,7 +71,9 @@ def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) 
     for feat, y in c.labels.items():
         if not first and int(y.sum()) < MIN_POSITIVES:
             continue
-        det = fit_detector(c.z, y, cfg.direction, cfg.threshold, cfg.target_recall, None if first else cfg.round_flag_budget)
+        det = fit_detector(
+            c.z, y, cfg.direction, cfg.threshold, cfg.target_recall, None if first else cfg.round_flag_budget
+        )
         state.directions.append(det.direction.tolist())
         state.thresholds.append(det.threshold)
         state.row_features.append(feat)
@@ -146,17 +150,35 @@ def _setup_and_train(cfg: FitConfig, rt: Runtime, d: Dist) -> dict[str, Any]:
 
 
 def _train(
-    cfg: FitConfig, rt: Runtime, d: Dist, f: nn.Module, g: nn.Module, opt: torch.optim.Optimizer,
-    labeller: AttributeClassifier, state: FitState, meta: ModelMeta, labeller_name: str,
-) -> dict[str, Any]:  # fmt: skip
+    cfg: FitConfig,
+    rt: Runtime,
+    d: Dist,
+    f: nn.Module,
+    g: nn.Module,
+    opt: torch.optim.Optimizer,
+    labeller: AttributeClassifier,
+    state: FitState,
+    meta: ModelMeta,
+    labeller_name: str,
+) -> dict[str, Any]:
     g_model: nn.Module = g
     if d.world > 1:
-        g_model = torch.nn.parallel.DistributedDataParallel(g, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        g_model = torch.nn.parallel.DistributedDataParallel(
+            g, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
     g_fwd = maybe_compile(g_model, cfg.compile)
     z_probe = latents(cfg.probe, z_dim_of(f), cfg.seed + 1)
     if not state.probes:
         state.probes.append({"step": 0, "round": 0, "rates": probe_rates(g, labeller, state.features, z_probe)})
-    bar = tqdm(total=cfg.steps, initial=state.step, disable=not d.main, desc="fit", unit="step", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=state.step,
+        disable=not d.main,
+        desc="fit",
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     start = time.perf_counter() - state.seconds
     while not state.done:
         guard = _sync_guard(state, d, rt)
@@ -170,9 +192,19 @@ def _train(
                 state.history.append(parts)
             bar.update(1)
             live = state.probes[-1]["rates"]
-            bar.set_postfix(**{k: f"{v:.3f}" for k, v in parts.items() if k != "step"}, rate=f"{max(live.values()):.3f}", refresh=False)
+            bar.set_postfix(
+                **{k: f"{v:.3f}" for k, v in parts.items() if k != "step"},
+                rate=f"{max(live.values()):.3f}",
+                refresh=False,
+            )
             if state.step % cfg.checkpoint_every == 0 and state.step < end:
-                state.probes.append({"step": state.step, "round": state.round, "rates": probe_rates(g, labeller, state.features, z_probe)})
+                state.probes.append(
+                    {
+                        "step": state.step,
+                        "round": state.round,
+                        "rates": probe_rates(g, labeller, state.features, z_probe),
+                    }
+                )
                 state.seconds = time.perf_counter() - start
                 if d.main:
                     save_state(cfg.out / "checkpoint", state, g, opt, cfg)
@@ -187,7 +219,15 @@ def _train(
     return _finish(cfg, state, f, g, meta, labeller) if d.main else {}
 
 
-def _end_round(cfg: FitConfig, state: FitState, g: nn.Module, labeller: AttributeClassifier, name: str, z_probe: torch.Tensor, pool: LatentPool) -> None:
+def _end_round(
+    cfg: FitConfig,
+    state: FitState,
+    g: nn.Module,
+    labeller: AttributeClassifier,
+    name: str,
+    z_probe: torch.Tensor,
+    pool: LatentPool,
+) -> None:
     rates = probe_rates(g, labeller, state.features, z_probe)
     state.probes.append({"step": state.step, "round": state.round, "rates": rates, "target_share": pool.target_share})
     if max(rates.values()) <= cfg.goal or state.step >= cfg.steps:
@@ -198,30 +238,51 @@ def _end_round(cfg: FitConfig, state: FitState, g: nn.Module, labeller: Attribut
     _add_detectors(state, c, cfg, first=False)
 
 
-def _finish(cfg: FitConfig, state: FitState, f: nn.Module, g: nn.Module, meta: ModelMeta, labeller: AttributeClassifier) -> dict[str, Any]:
+def _finish(
+    cfg: FitConfig, state: FitState, f: nn.Module, g: nn.Module, meta: ModelMeta, labeller: AttributeClassifier
+) -> dict[str, Any]:
     from feature_unlearn.unlearn.fit.report import write_report
 
     first, last = state.probes[0]["rates"], state.probes[-1]["rates"]
     metrics = {
-        "labeller_rate_before": first, "labeller_rate_after": last, "steps": state.step, "rounds": state.round + 1,
-        "seconds": round(state.seconds, 1), "steps_per_second": round(state.step / max(state.seconds, 1e-9), 2),
-    }  # fmt: skip
+        "labeller_rate_before": first,
+        "labeller_rate_after": last,
+        "steps": state.step,
+        "rounds": state.round + 1,
+        "seconds": round(state.seconds, 1),
+        "steps_per_second": round(state.step / max(state.seconds, 1e-9), 2),
+    }
     guard = GuardRecord(
         direction=tuple(tuple(r) for r in state.directions),
         threshold=tuple(state.thresholds),
         features=tuple(state.row_features),
     )
     record = ModelRecord(
-        kind="generator", arch=meta.record.arch, dataset=meta.record.dataset, base_model=cfg.model,
-        base_sha256=meta.sha256, features=tuple(state.features), alpha=cfg.alpha, guard=guard,
-        metrics=metrics, version=__version__,
-    )  # fmt: skip
+        kind="generator",
+        arch=meta.record.arch,
+        dataset=meta.record.dataset,
+        base_model=cfg.model,
+        base_sha256=meta.sha256,
+        features=tuple(state.features),
+        alpha=cfg.alpha,
+        guard=guard,
+        metrics=metrics,
+        version=__version__,
+    )
     save_checkpoint(cfg.out / "generator", {k: v.cpu() for k, v in g.state_dict().items()}, record)
     run = RunRecord(
-        format_version=FORMAT_VERSION, options=cfg.as_dict(), metrics=metrics, detectors=state.detectors,
-        collections=state.collections, probes=state.probes, guard=guard, base_model=cfg.model,
-        base_sha256=meta.sha256, alpha=cfg.alpha, version=__version__,
-    )  # fmt: skip
+        format_version=FORMAT_VERSION,
+        options=cfg.as_dict(),
+        metrics=metrics,
+        detectors=state.detectors,
+        collections=state.collections,
+        probes=state.probes,
+        guard=guard,
+        base_model=cfg.model,
+        base_sha256=meta.sha256,
+        alpha=cfg.alpha,
+        version=__version__,
+    )
     write_json(cfg.out / "run.json", run.as_json())
     write_json(cfg.out / "history.json", state.history)
     u, t = state.guard_tensors()

@@ -26,7 +26,9 @@ class LatentPool:
         self.targets = torch.nonzero(flagged).flatten()
         self.keep = torch.nonzero(~flagged).flatten()
         if len(self.targets) == 0 or len(self.keep) == 0:
-            raise DataError("the detector flags no latent (or every latent): check the collected labels and --threshold")
+            raise DataError(
+                "the detector flags no latent (or every latent): check the collected labels and --threshold"
+            )
         self.seed = seed
 
     @property

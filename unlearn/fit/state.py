@@ -38,14 +38,17 @@ class FitState:
 
 
 def save_state(path: Path, state: FitState, g: nn.Module, opt: torch.optim.Optimizer, cfg: FitConfig) -> None:
-    """Write ``checkpoint.safetensors`` + ``checkpoint.json`` (temp + rename each); state and options are sealed with the weights."""
+    """Write ``checkpoint.safetensors`` + ``checkpoint.json`` atomically; state and options sealed with the weights."""
     tensors = {f"g.{k}": v for k, v in g.state_dict().items()}
     opt_state = opt.state_dict()
     for idx, st in opt_state["state"].items():
         for k, v in st.items():
             tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).reshape(-1) if k == "step" else v
     record = FitCheckpointRecord(
-        kind="fit-checkpoint", state=dataclasses.asdict(state), param_groups=opt_state["param_groups"], options=cfg.as_dict()
+        kind="fit-checkpoint",
+        state=dataclasses.asdict(state),
+        param_groups=opt_state["param_groups"],
+        options=cfg.as_dict(),
     )
     save_checkpoint(path, tensors, record)
 
@@ -75,7 +78,9 @@ def load_state(path: Path, g: nn.Module, opt: torch.optim.Optimizer, expect: Fit
     state = _fit_state(record, path)
     for key in ("model", "features", "base_sha256"):
         if getattr(state, key) != getattr(expect, key):
-            raise UserError(f"--resume: {path.parent} was fitted with {key} {getattr(state, key)!r}, not {getattr(expect, key)!r}")
+            raise UserError(
+                f"--resume: {path.parent} was fitted with {key} {getattr(state, key)!r}, not {getattr(expect, key)!r}"
+            )
     _check_options(record.options, cfg, path.parent)
     g.load_state_dict({k[2:]: v for k, v in ckpt.tensors.items() if k.startswith("g.")})
     opt_state: dict[str, Any] = {"state": {}, "param_groups": record.param_groups}

@@ -16,10 +16,21 @@ from feature_unlearn.unlearn.models.dcgan import DCGANConfig, DCGANDiscriminator
 from feature_unlearn.unlearn.models.vae import VAE, VAEConfig, VAEDecoder, VAEEncoder
 
 __all__ = [
-    "AttributeClassifier", "ClassifierConfig", "DCGANConfig", "DCGANDiscriminator", "DCGANGenerator",
-    "VAE", "VAEConfig", "VAEDecoder", "VAEEncoder", "arch_dict", "build_generator", "build_classifier",
-    "check_generator", "z_dim_of",
-]  # fmt: skip
+    "AttributeClassifier",
+    "ClassifierConfig",
+    "DCGANConfig",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "VAE",
+    "VAEConfig",
+    "VAEDecoder",
+    "VAEEncoder",
+    "arch_dict",
+    "build_generator",
+    "build_classifier",
+    "check_generator",
+    "z_dim_of",
+]
 
 GeneratorConfig = VAEConfig | DCGANConfig
 

@@ -24,20 +24,37 @@ def _cnn(cfg: ClassifierConfig) -> nn.Sequential:
     w = cfg.width
 
     def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True), nn.MaxPool2d(2)]  # fmt: skip
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(True),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(True),
+            nn.MaxPool2d(2),
+        ]
 
-    return nn.Sequential(*block(cfg.channels, w), *block(w, 2 * w), *block(2 * w, 4 * w),
-                         nn.Flatten(), nn.Linear(4 * w * 16, 256), nn.ReLU(True), nn.Dropout(0.3))  # fmt: skip
+    return nn.Sequential(
+        *block(cfg.channels, w),
+        *block(w, 2 * w),
+        *block(2 * w, 4 * w),
+        nn.Flatten(),
+        nn.Linear(4 * w * 16, 256),
+        nn.ReLU(True),
+        nn.Dropout(0.3),
+    )
 
 
 class _Residual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(8, cout), nn.SiLU(),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.GroupNorm(8, cout),
-        )  # fmt: skip
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.GroupNorm(8, cout),
+            nn.SiLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.GroupNorm(8, cout),
+        )
         self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride)
         self.act = nn.SiLU()
 
@@ -48,10 +65,15 @@ class _Residual(nn.Module):
 def _resnet(cfg: ClassifierConfig) -> nn.Sequential:
     w = cfg.width
     return nn.Sequential(
-        nn.Conv2d(cfg.channels, w, 3, 1, 1), nn.SiLU(),
-        _Residual(w, w, 1), _Residual(w, 2 * w, 2), _Residual(2 * w, 4 * w, 2), _Residual(4 * w, 4 * w, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-    )  # fmt: skip
+        nn.Conv2d(cfg.channels, w, 3, 1, 1),
+        nn.SiLU(),
+        _Residual(w, w, 1),
+        _Residual(w, 2 * w, 2),
+        _Residual(2 * w, 4 * w, 2),
+        _Residual(4 * w, 4 * w, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
 
 
 class AttributeClassifier(nn.Module):
@@ -62,12 +84,12 @@ class AttributeClassifier(nn.Module):
         self.cfg = cfg
         self.trunk = _cnn(cfg) if cfg.kind == "cnn" else _resnet(cfg)
         self.num_features = 256 if cfg.kind == "cnn" else 4 * cfg.width
-        self.heads = nn.ModuleDict(
-            {k: nn.Linear(self.num_features, 1 if c == 2 else c) for k, c in cfg.heads.items()}
-        )
+        self.heads = nn.ModuleDict({k: nn.Linear(self.num_features, 1 if c == 2 else c) for k, c in cfg.heads.items()})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.ndim == 4 and x.shape[1] == self.cfg.channels, f"expected [N,{self.cfg.channels},H,W], got {tuple(x.shape)}"
+        assert x.ndim == 4 and x.shape[1] == self.cfg.channels, (
+            f"expected [N,{self.cfg.channels},H,W], got {tuple(x.shape)}"
+        )
         return self.trunk(x)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -27,11 +27,18 @@ class DCGANGenerator(nn.Module):
         self.cfg, self.z_dim = cfg, cfg.z_dim
         g = cfg.ngf
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(cfg.z_dim, 4 * g, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * g), nn.ReLU(True),
-            nn.ConvTranspose2d(4 * g, 2 * g, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * g), nn.ReLU(True),
-            nn.ConvTranspose2d(2 * g, g, 4, 2, 1, bias=False), nn.BatchNorm2d(g), nn.ReLU(True),
-            nn.ConvTranspose2d(g, cfg.channels, 4, 2, 1), nn.Tanh(),
-        )  # fmt: skip
+            nn.ConvTranspose2d(cfg.z_dim, 4 * g, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(4 * g),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(4 * g, 2 * g, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * g),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(2 * g, g, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(g),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(g, cfg.channels, 4, 2, 1),
+            nn.Tanh(),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [N, {self.z_dim}], got {tuple(z.shape)}"
@@ -45,11 +52,16 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         d = cfg.ndf
         self.net = nn.Sequential(
-            nn.Conv2d(cfg.channels, d, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(d, 2 * d, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * d), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(2 * d, 4 * d, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * d), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(cfg.channels, d, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(d, 2 * d, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * d),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * d, 4 * d, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(4 * d),
+            nn.LeakyReLU(0.2, True),
             nn.Conv2d(4 * d, 1, 4, 1, 0),
-        )  # fmt: skip
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten()

@@ -29,11 +29,17 @@ class VAEDecoder(nn.Module):
         # BatchNorm: without it the decoder sits on the mean image for hundreds of steps
         # (measured); in eval mode it folds into the convolutions at export.
         self.net = nn.Sequential(
-            nn.BatchNorm2d(4 * w), nn.ReLU(True),
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.ReLU(True),  # 8x8
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w), nn.ReLU(True),  # 16x16
-            nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1), nn.Tanh(),  # 32x32
-        )  # fmt: skip
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(True),  # 16x16
+            nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1),
+            nn.Tanh(),  # 32x32
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [N, {self.z_dim}], got {tuple(z.shape)}"
@@ -48,11 +54,17 @@ class VAEEncoder(nn.Module):
         super().__init__()
         w = cfg.width
         self.net = nn.Sequential(
-            nn.Conv2d(cfg.channels, w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(4 * w * 16, 2 * cfg.z_dim),
-        )  # fmt: skip
+            nn.Conv2d(cfg.channels, w, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1),
+            nn.BatchNorm2d(2 * w),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1),
+            nn.BatchNorm2d(4 * w),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(4 * w * 16, 2 * cfg.z_dim),
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.net(x).chunk(2, dim=1)

@@ -24,7 +24,9 @@ def classifier_loss(model: AttributeClassifier, x: torch.Tensor, y: dict[str, to
 def train_classifier(data: ImageSet, kind: str, cfg: TrainConfig) -> AttributeClassifier:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = AttributeClassifier(ClassifierConfig(kind=kind, channels=data.shape[0], heads=dict(data.classes), width=cfg.width))
+    model = AttributeClassifier(
+        ClassifierConfig(kind=kind, channels=data.shape[0], heads=dict(data.classes), width=cfg.width)
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * (len(data) // cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)

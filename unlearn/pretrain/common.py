@@ -31,7 +31,7 @@ def batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
 
 
 def jitter(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels (one shift per batch, reflect padding)."""
+    """Random translation by up to ``pad`` pixels (one shift per batch; ``torch.roll`` wraps around the border)."""
     dx, dy = (int(v) for v in torch.randint(-pad, pad + 1, (2,), generator=gen))
     return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 

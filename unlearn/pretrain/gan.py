@@ -13,7 +13,9 @@ from feature_unlearn.unlearn.models import DCGANConfig, DCGANDiscriminator, DCGA
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, ema_update, progress
 
 
-def train_dcgan(data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, DCGANGenerator], None] | None = None) -> DCGANGenerator:
+def train_dcgan(
+    data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, DCGANGenerator], None] | None = None
+) -> DCGANGenerator:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     arch = DCGANConfig(z_dim=cfg.z_dim, channels=data.shape[0], ngf=cfg.width, ndf=cfg.width)

@@ -44,7 +44,9 @@ def _check(cfg: PretrainConfig, data: ImageSet) -> None:
     if cfg.model not in MODELS:
         raise ConfigError(f"--model {cfg.model!r}: choose from {', '.join(MODELS)}")
     if cfg.exclude is not None and data.classes.get(cfg.exclude) != 2:
-        raise ConfigError(f"--exclude {cfg.exclude!r}: not a binary attribute of {cfg.dataset} ({', '.join(data.binary_attrs)})")
+        raise ConfigError(
+            f"--exclude {cfg.exclude!r}: not a binary attribute of {cfg.dataset} ({', '.join(data.binary_attrs)})"
+        )
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
@@ -65,9 +67,16 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         kind = "generator"
     metrics["train_seconds"] = round(time.perf_counter() - start, 1)
     record = ModelRecord(
-        kind=kind, arch=arch_dict(model.cfg), dataset=cfg.dataset, exclude=cfg.exclude, role=cfg.model,
-        train_args=dataclasses.asdict(cfg.train), train_images=len(train), metrics=metrics, version=__version__,
-    )  # fmt: skip
+        kind=kind,
+        arch=arch_dict(model.cfg),
+        dataset=cfg.dataset,
+        exclude=cfg.exclude,
+        role=cfg.model,
+        train_args=dataclasses.asdict(cfg.train),
+        train_images=len(train),
+        metrics=metrics,
+        version=__version__,
+    )
     save_checkpoint(cfg.out / "model", model.state_dict(), record)
     write_json(cfg.out / "metrics.json", metrics)
     return metrics
@@ -79,7 +88,9 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> nn.Module:
     def on_epoch(epoch: int, g: nn.Module) -> None:
         last = epoch + 1 == cfg.train.epochs
         if last or (epoch + 1) % cfg.grid_every == 0:
-            save_grid(generate(g, z_fixed), cfg.out / ("samples.png" if last else f"samples-epoch{epoch + 1:03d}.png"), nrow=8)
+            save_grid(
+                generate(g, z_fixed), cfg.out / ("samples.png" if last else f"samples-epoch{epoch + 1:03d}.png"), nrow=8
+            )
 
     trainer = train_vae if cfg.model == "vae" else train_dcgan
     return trainer(train, cfg.train, on_epoch)  # type: ignore[operator]

@@ -11,14 +11,18 @@ from feature_unlearn.unlearn.models import VAE, VAEConfig, VAEDecoder
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, progress
 
 
-def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def vae_loss(
+    x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, cfg: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image negative ELBO parts: (reconstruction, KL), each averaged over the batch."""
     rec = ((recon - x) ** 2).flatten(1).sum(1).mean() / (2 * cfg.sigma**2)
     kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1).mean()
     return rec, kl
 
 
-def train_vae(data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, VAEDecoder], None] | None = None) -> VAEDecoder:
+def train_vae(
+    data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, VAEDecoder], None] | None = None
+) -> VAEDecoder:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     arch = VAEConfig(z_dim=cfg.z_dim, channels=data.shape[0], width=cfg.width)

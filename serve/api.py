@@ -140,6 +140,12 @@ class GeneratorAPI:
         except ValidationError as exc:
             raise _explain(exc) from None
         if req.latents is not None:
+            if self.config.latents == "deny":
+                raise ApiError(
+                    403,
+                    "latents_denied",
+                    'this service takes seeds only (serve --latents deny): send {"n": 4, "seed": 0}',
+                )
             if req.n is not None or req.seed is not None:
                 raise _invalid("invalid_body", "give latents, or n (and seed): not both")
             z = self._latents(req.latents)
@@ -257,5 +263,6 @@ class GeneratorAPI:
                 "max_batch": self.config.max_batch,
                 "max_body_bytes": self.config.max_body_bytes,
                 "timeout_s": self.config.timeout_s,
+                "latents": self.config.latents,
             },
         }

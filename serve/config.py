@@ -19,6 +19,7 @@ from feature_unlearn.serve.errors import ServeError
 TOKEN_ENV = "UNLEARN_SERVE_TOKEN"
 CONFIG_ENV = "UNLEARN_SERVE_CONFIG"  # how ``--workers N`` hands the settings to each worker process
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+LATENT_POLICIES = ("allow", "deny")
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -44,6 +45,10 @@ class ServeConfig:
     access_log: bool = _opt(False, "Log every request.")
     header_timeout_s: float = _opt(10.0, "Close a connection whose request head has not arrived within this.")
     pin: Optional[str] = _opt(None, "Refuse any model.onnx whose sha256 is not this one (keep the digest out of band).")
+    latents: str = _opt(
+        "allow",
+        "allow: requests may send their own latents; deny: seeds only (an attacker cannot search the latent space).",
+    )
     max_connections: int = _opt(1000, "Open connections (or requests in flight) above which requests get a JSON 503.")
 
     def __post_init__(self) -> None:
@@ -66,6 +71,8 @@ class ServeConfig:
             )
         if self.device not in DEVICES:
             raise ServeError(f"--device {self.device!r}: choose from {', '.join(DEVICES)}")
+        if self.latents not in LATENT_POLICIES:
+            raise ServeError(f"--latents {self.latents!r}: choose from {', '.join(LATENT_POLICIES)}")
 
     @property
     def ort_threads(self) -> int:

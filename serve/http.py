@@ -55,6 +55,7 @@ GENERATE_DOCS: dict[str, Any] = {
             for code, text in (
                 (400, "Malformed JSON."),
                 (401, "Missing or wrong bearer token."),
+                (403, "Latents sent to a seeds-only service (--latents deny)."),
                 (406, "Accept cannot be met."),
                 (408, "Body too slow."),
                 (413, "Body too large."),

@@ -15,15 +15,17 @@ import torch
 from torch import nn
 
 from feature_unlearn.unlearn.artifacts import ModelRecord
-from feature_unlearn.unlearn.attack import pgd_success
-from feature_unlearn.unlearn.configs import AttackConfig, EvalConfig
+from feature_unlearn.unlearn.configs import EvalConfig
 from feature_unlearn.unlearn.data import train_test
 from feature_unlearn.unlearn.errors import UserError
 from feature_unlearn.unlearn.fit.loss import msssim_loss
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from feature_unlearn.unlearn.images import grid, save_png
+from feature_unlearn.unlearn.io import read_run
 from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from feature_unlearn.unlearn.pretrain.recipes import classifier_for, oracle_for
+from feature_unlearn.unlearn.robustness import adversarial_images, attack_markdown, suite
 from feature_unlearn.unlearn.zoo import load_classifier, load_generator_with_meta
 
 
@@ -101,19 +103,43 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "attribute_flips": {"all": flips_all, "non_target": flips_keep},
     }
     if cfg.attack:
-        result["attack"] = _attack(cfg.attack_cfg, f, g, guard, auditor, feats)
+        models = {"original": f, "unlearned": g, **({"oracle": oracle} if oracle_name else {})}
+        result["attack"], result["_attack_images"] = _attack(
+            cfg, models, guard, auditor, {**result, "dataset": dataset}
+        )
+        result["attack_models"] = [m for m in ("original", "unlearned+guard", "oracle") if m != "oracle" or oracle_name]
     return result
 
 
+def _labeller(cfg: EvalConfig, dataset: str) -> AttributeClassifier:
+    """The classifier the fit was driven by (run.json's option, else the zoo's labeller): the attacker."""
+    name = None
+    if (cfg.run / "run.json").is_file():
+        name = read_run(cfg.run).options.get("labeller")
+    return load_classifier(name or classifier_for(dataset, "labeller"))
+
+
 def _attack(
-    acfg: AttackConfig, f: nn.Module, g: nn.Module, guard: LatentGuard, auditor: AttributeClassifier, feats: list[str]
-) -> dict[str, Any]:
-    gens = {"original": f, "unlearned": g, "unlearned+guard": GuardedGenerator(g, guard)}
-    out: dict[str, Any] = {"eps": acfg.eps, "steps": acfg.steps, "starts": acfg.starts, "success": {}}
-    for name, gen in gens.items():
-        fn = gen if name != "unlearned+guard" else (lambda z, gen=gen: gen(z)[0])
-        out["success"][name] = {feat: pgd_success(fn, auditor, feat, z_dim_of(f), acfg) for feat in feats}
-    return out
+    cfg: EvalConfig,
+    models: dict[str, nn.Module],
+    guard: LatentGuard,
+    auditor: AttributeClassifier,
+    rows: dict[str, Any],
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """The attack suite per removed feature, and a grid of the first feature's adversarial images."""
+    guarded = GuardedGenerator(models["unlearned"], guard)
+    gens = {"original": models["original"], "unlearned+guard": lambda z: guarded(z)[0]}
+    if "oracle" in models:
+        gens["oracle"] = models["oracle"]
+    labeller = _labeller(cfg, str(rows["dataset"]))
+    out: dict[str, Any] = {}
+    grid = torch.empty(0)
+    for feat in rows["features"]:
+        hits = {name: (round(rows["models"][name]["target_rate"][feat] * rows["n"]), rows["n"]) for name in gens}
+        out[feat], found = suite(gens, labeller, auditor, feat, z_dim_of(models["original"]), cfg.attack_cfg, hits)
+        if grid.numel() == 0:
+            grid = adversarial_images(gens, found)
+    return out, grid
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -146,17 +172,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for k, v in result["attribute_flips"]["all"].items():
         lines.append(f"| {k} | {v:.4f} | {result['attribute_flips']['non_target'][k]:.4f} |")
-    if "attack" in result:
-        a = result["attack"]
-        lines += [
-            "",
-            f"PGD attack (ε = {a['eps']} per coordinate, {a['steps']} steps, {a['starts']} starts): success rate",
-            "",
-            "| model | " + " | ".join(feats) + " |",
-            "|" + "---|" * (len(feats) + 1),
-        ]
-        for name, row in a["success"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{row[f]:.4f}" for f in feats) + " |")
+    for feat, suite_result in result.get("attack", {}).items():
+        lines += ["", *attack_markdown(suite_result, feat)]
     return "\n".join(lines) + "\n"
 
 
@@ -191,7 +208,14 @@ def run_evaluate(cfg: EvalConfig, json_path: Path | None = None) -> dict[str, An
 
     result = evaluate(cfg)
     out = cfg.out or cfg.run
+    adversarial = result.pop("_attack_images", None)
     write_json(json_path or out / "evaluation.json", result)
     write_text(out / "evaluation.md", markdown(result))
     plot(result, out / "evaluation.png")
+    if adversarial is not None:  # rows: original, unlearned + guard, oracle
+        save_png(
+            grid(adversarial, nrow=len(adversarial) // len(result["attack_models"]), pad=2),
+            out / "evaluation_attack.png",
+            scale=3,
+        )
     return result

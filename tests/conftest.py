@@ -1,9 +1,23 @@
+"""Test layers and the fixtures they share.
+
+tests/unit         pure functions and modules: no files beyond tmp_path, no subprocesses, no training
+tests/integration  export, runtime and HTTP in process; fits and pretraining on tiny configs
+tests/e2e          real processes: the README flow, ``unlearn-cli serve``, torchrun DDP, wheel builds
+
+``slow`` marks every test that takes more than a couple of seconds on a 2-core CPU machine, so
+``python -m pytest -m "not slow" -q`` is the inner loop. Helpers that are not fixtures live in
+tests/helpers.py (``from tests.helpers import ...``); ``tests`` is a package for that.
+"""
+
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import guard_entry, make_generator, save_run
 
 # Faces render once per session into a private cache, never into the user's home.
 os.environ.setdefault("UNLEARN_CACHE", os.path.join(os.path.dirname(__file__), "..", ".tmp-cache"))
@@ -17,3 +31,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def guarded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fit run of a tiny 1-channel DCGAN (z_dim 8) with one guard direction at t = 0.4. Read only."""
+    return save_run(tmp_path_factory.mktemp("guarded") / "run", make_generator("dcgan"), guard_entry(threshold=0.4))
+
+
+@pytest.fixture(scope="session")
+def artifact(guarded_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``guarded_run`` exported with the default flags (guard shift): the runtime's and the service's model.
+
+    Read only: a test that edits an artifact copies it first."""
+    from feature_unlearn.export import ExportConfig, export_model
+
+    out = tmp_path_factory.mktemp("artifact") / "art"
+    export_model(ExportConfig(source=str(guarded_run), out=out))
+    return out

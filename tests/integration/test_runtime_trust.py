@@ -11,24 +11,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from test_export_support import guard_entry, make_generator, save_run
 
-from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.serve import ModelLoadError, SafeGenerator
 
-THRESHOLD = 0.4
+THRESHOLD = 0.4  # the shared ``artifact`` fixture's guard threshold (tests/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("trust")
-    run = save_run(root / "run", make_generator("dcgan"), guard_entry(threshold=THRESHOLD))
-    export_model(ExportConfig(source=str(run), out=root / "out", guard="shift"))
-    return root / "out"
-
-
-def _copy(exported: Path, dest: Path) -> Path:
-    shutil.copytree(exported, dest)
+def _copy(artifact: Path, dest: Path) -> Path:
+    shutil.copytree(artifact, dest)
     return dest
 
 
@@ -59,16 +49,16 @@ def _patch_initializers(art: Path, edit: str) -> int:
     return changed
 
 
-def test_the_untouched_artifact_loads_and_reports_what_it_verified(exported: Path) -> None:
-    gen = SafeGenerator.load(exported)
+def test_the_untouched_artifact_loads_and_reports_what_it_verified(artifact: Path) -> None:
+    gen = SafeGenerator.load(artifact)
     assert gen.guard["verified"] and gen.guard["mode"] == "shift"
     assert gen.guard["threshold"] == pytest.approx((THRESHOLD,)) and gen.guard["threshold_precision"][0] <= 1e-3
-    assert gen.sha256 == json.loads((exported / "manifest.json").read_text())["files"]["model.onnx"]
+    assert gen.sha256 == json.loads((artifact / "manifest.json").read_text())["files"]["model.onnx"]
 
 
 @pytest.mark.parametrize("edit", ["threshold", "weights"])
-def test_a_patched_graph_is_refused_by_its_hash_and_by_the_self_test(exported: Path, tmp_path: Path, edit: str) -> None:
-    art = _copy(exported, tmp_path / "art")
+def test_a_patched_graph_is_refused_by_its_hash_and_by_the_self_test(artifact: Path, tmp_path: Path, edit: str) -> None:
+    art = _copy(artifact, tmp_path / "art")
     assert _patch_initializers(art, edit) >= 1
     with pytest.raises(ModelLoadError, match=r"model.onnx: sha256 .* the graph was changed after export"):
         SafeGenerator.load(art)
@@ -78,8 +68,8 @@ def test_a_patched_graph_is_refused_by_its_hash_and_by_the_self_test(exported: P
     assert "\n" not in str(info.value)
 
 
-def test_a_manifest_rewritten_to_another_mode_is_refused(exported: Path, tmp_path: Path) -> None:
-    art = _copy(exported, tmp_path / "art")
+def test_a_manifest_rewritten_to_another_mode_is_refused(artifact: Path, tmp_path: Path) -> None:
+    art = _copy(artifact, tmp_path / "art")
     manifest = json.loads((art / "manifest.json").read_text())
     manifest["guard"]["mode"] = "flag"  # both copies say flag; the graph still shifts
     model = onnx.load(str(art / "model.onnx"))
@@ -92,10 +82,10 @@ def test_a_manifest_rewritten_to_another_mode_is_refused(exported: Path, tmp_pat
         SafeGenerator.load(art)
 
 
-def test_a_pin_refuses_any_other_artifact(exported: Path, tmp_path: Path) -> None:
-    digest = hashlib.sha256((exported / "model.onnx").read_bytes()).hexdigest()
-    assert SafeGenerator.load(exported, pin=digest.upper()).sha256 == digest
+def test_a_pin_refuses_any_other_artifact(artifact: Path, tmp_path: Path) -> None:
+    digest = hashlib.sha256((artifact / "model.onnx").read_bytes()).hexdigest()
+    assert SafeGenerator.load(artifact, pin=digest.upper()).sha256 == digest
     with pytest.raises(ModelLoadError, match="is not the pinned 000000000000"):
-        SafeGenerator.load(exported, pin="0" * 64)
+        SafeGenerator.load(artifact, pin="0" * 64)
     with pytest.raises(ModelLoadError, match="--pin 'abc': expected the 64 hex digits"):
-        SafeGenerator.load(exported, pin="abc")
+        SafeGenerator.load(artifact, pin="abc")

@@ -11,13 +11,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from test_export_support import guard_entry, make_generator, near_threshold, save_run
 
 from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.export.fp16 import FLOAT16, fp16_ops, guard_dtypes
 from feature_unlearn.export.source import load_source
 from feature_unlearn.export.spec import DEFAULT_SPEC
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from tests.helpers import guard_entry, make_generator, near_threshold, save_run
+
+pytestmark = pytest.mark.slow  # two exports of a 3-channel generator back every test
 
 
 @pytest.fixture(scope="module")

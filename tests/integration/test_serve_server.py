@@ -21,19 +21,13 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from test_serve_support import config, serve_artifact  # noqa: F401
 
 from feature_unlearn.serve.http import create_app
 from feature_unlearn.serve.server import LogThrottle, ServeProtocol, open_file_warning, uvicorn_options
+from tests.helpers import config, free_port
 
 HEADER_TIMEOUT = 0.5
 MAX_CONNECTIONS = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -56,8 +50,8 @@ def running(app: Any, **overrides: Any) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def app(serve_artifact: Path) -> Any:  # noqa: F811
-    return create_app(config(serve_artifact))
+def app(artifact: Path) -> Any:
+    return create_app(config(artifact))
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_evaluate_writes_json_markdown_and_plot(tiny_run: Path) -> None:
     result = CliRunner().invoke(app, ["evaluate", str(tiny_run), "--n", "400", "--attack", "--attack-starts", "16", "--attack-steps", "3"])
     assert result.exit_code == 0, result.output
@@ -40,6 +41,7 @@ def test_evaluate_refuses_a_zoo_checkpoint(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a fit run" in result.output
 
 
+@pytest.mark.slow
 def test_pgd_finds_the_feature_more_often_than_random_sampling() -> None:
     f, auditor = load_generator("mnist-vae"), load_classifier("mnist-auditor")
     with torch.no_grad():

@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_export_support import make_generator
 from torch import nn
 
 from feature_unlearn.export import ExportValidationError
@@ -22,6 +21,7 @@ from feature_unlearn.export.onnx_export import to_onnx
 from feature_unlearn.export.spec import DEFAULT_SPEC
 from feature_unlearn.export.validate import EPS32, Tolerance, _near, cases, compare, fp32_unit, session, validate
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from tests.helpers import make_generator
 
 Z_DIM = 64  # the embedded default (faces-dcgan) has z_dim 64: ‖z‖ ≈ 8,000 in the x1000 case
 K = 4  # the README's fit ends with four guard directions
@@ -66,6 +66,7 @@ def reference(generator: nn.Module, guard_rows: tuple[np.ndarray, np.ndarray]) -
     return _module(generator, *guard_rows)
 
 
+@pytest.mark.slow
 def test_correct_graph_passes_large_norms_with_headroom(reference: ExportModule, tmp_path: Path) -> None:
     report = validate(_export(reference, tmp_path / "ok.onnx"), reference, DEFAULT_SPEC)
     cases = report["cases"]
@@ -88,6 +89,7 @@ def _worst_score_ratio(path: Path, reference: ExportModule, case: str) -> float:
     return float((np.abs(got - ref) / allowed).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("angle", "margin"), [(1e-3, 100.0), (3e-5, 3.0)])
 def test_rotated_guard_direction_is_refused(
     generator: nn.Module, guard_rows: tuple[np.ndarray, np.ndarray], reference: ExportModule, tmp_path: Path,
@@ -101,6 +103,7 @@ def test_rotated_guard_direction_is_refused(
     assert _worst_score_ratio(wrong, reference, "large-norm-x1000") > margin
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", [1e-3, -1e-3])
 def test_threshold_off_by_a_little_is_refused(
     generator: nn.Module, guard_rows: tuple[np.ndarray, np.ndarray], reference: ExportModule, tmp_path: Path,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -41,19 +39,6 @@ def test_the_guard_is_sealed_with_the_weights(tmp_path: Path) -> None:
     _edit(run / "generator.json", guard={**guard, "threshold": [1e30]})  # switch the guard off by hand
     with pytest.raises(CheckpointError, match=r"\['guard'\] differ from the record sealed in generator.safetensors"):
         load_generator(run)
-
-
-def test_a_sidecar_naming_code_is_not_run(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    arch = {"kind": "plugin", "factory": "os:system", "kwargs": {"command": f"touch {marker}"}}
-    save_checkpoint(tmp_path / "generator", {}, ModelRecord(kind="generator", arch=arch))
-    result = subprocess.run(
-        [sys.executable, "-m", "feature_unlearn.cli", "export", str(tmp_path), "--out", str(tmp_path / "x")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 2 and "--trust-code" in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert not marker.exists()
 
 
 @pytest.mark.parametrize(

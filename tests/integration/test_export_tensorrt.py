@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_export_support import guard_entry, make_generator, save_run
 
 from feature_unlearn.export import ExportConfig, TensorRTUnavailableError, export_model
 from feature_unlearn.export.module import build_module
 from feature_unlearn.export.source import load_source
 from feature_unlearn.export.tensorrt import require_tensorrt
+from tests.helpers import guard_entry, make_generator, save_run
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available: the no-GPU message cannot be tested here")

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 
 from feature_unlearn.unlearn.data import load_dataset, load_folder, train_test
+from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.data.faces import P_GLASSES_GIVEN_GREY, P_GLASSES_GIVEN_NOT_GREY, render_faces
 from feature_unlearn.unlearn.data.thinning import skeletonize, stroke_width
 from feature_unlearn.unlearn.errors import ConfigError, DataError
@@ -19,6 +22,7 @@ def test_mnist_shape_range_and_attributes() -> None:
     assert abs(data.rates()["thick"] - 0.10) < 0.005  # top 10% of stroke widths
 
 
+@pytest.mark.slow
 def test_thick_digits_have_wider_strokes() -> None:
     data = load_dataset("mnist")
     gray = ((data.images[:, 0, 2:30, 2:30] + 1) / 2).numpy()
@@ -45,6 +49,7 @@ def test_faces_are_deterministic_and_seed_dependent() -> None:
     assert a.shape == (64, 3, 32, 32) and 0.0 <= a.min() and a.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_faces_attribute_rates_and_glasses_grey_correlation() -> None:
     _, attrs = render_faces(6000, seed=0)
     for k, v in attrs.items():
@@ -54,6 +59,7 @@ def test_faces_attribute_rates_and_glasses_grey_correlation() -> None:
     assert abs(attrs["eyeglasses"][~grey].mean() - P_GLASSES_GIVEN_NOT_GREY) < 0.02
 
 
+@pytest.mark.slow
 def test_glasses_change_the_pixels_around_the_eyes() -> None:
     img, attrs = render_faces(2000, seed=1)
     eyes = img[:, :, 12:18, 8:24].mean(axis=(1, 2, 3))
@@ -61,11 +67,36 @@ def test_glasses_change_the_pixels_around_the_eyes() -> None:
     assert eyes[glasses].mean() < eyes[~glasses].mean() - 0.03  # dark frames
 
 
+def _digests(images: torch.Tensor) -> list[str]:
+    return [hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in images]
+
+
 def test_split_is_fixed_and_disjoint() -> None:
+    full = load_dataset("mnist")
+    where = {d: i for i, d in enumerate(_digests(full.images))}
+    assert len(where) == len(full)  # no two digits are the same image: an image's digest names its row
     tr1, te1 = train_test("mnist")
     tr2, te2 = train_test("mnist")
-    assert torch.equal(te1.images, te2.images) and len(te1) == 500 and len(tr1) == 4500
-    assert torch.equal(tr1.images, tr2.images)
+    assert len(te1) == 500 and len(tr1) == 4500
+    assert torch.equal(te1.images, te2.images) and torch.equal(tr1.images, tr2.images)  # the same on every call
+    train, test = [where[d] for d in _digests(tr1.images)], [where[d] for d in _digests(te1.images)]
+    assert not set(train) & set(test)  # disjoint
+    assert sorted(train + test) == list(range(len(full)))  # and together every image exactly once
+    assert torch.equal(te1.attrs["digit"], full.attrs["digit"][test])  # labels travel with their images
+    # fixed across versions too: the zoo's held-out metrics were measured on exactly these digits
+    assert test[:8] == [1044, 2591, 4111, 725, 1703, 1919, 2111, 138]
+
+
+def test_split_partitions_the_rows_by_seed() -> None:
+    rows = torch.arange(40, dtype=torch.float32)
+    data = ImageSet("toy", rows.view(40, 1, 1, 1), {"row": rows.long()}, {"row": 40})
+    train, test = data.split(0.25, seed=3)
+    assert len(test) == 10 and len(train) == 30
+    assert sorted(train.attrs["row"].tolist() + test.attrs["row"].tolist()) == list(range(40))
+    assert torch.equal(train.images.flatten().long(), train.attrs["row"])  # attributes stay with their images
+    again, other = data.split(0.25, seed=3)[1], data.split(0.25, seed=4)[1]
+    assert torch.equal(again.attrs["row"], test.attrs["row"])
+    assert set(other.attrs["row"].tolist()) != set(test.attrs["row"].tolist())
 
 
 def test_without_removes_the_feature() -> None:

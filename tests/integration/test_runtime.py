@@ -11,30 +11,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from test_export_support import Z_DIM, guard_entry, make_generator, run_isolated, save_run
 
-from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.serve import GenerateResult, ModelLoadError, RuntimeInputError, SafeGenerator, resolve_providers
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("rt")
-    run = save_run(root / "run", make_generator("dcgan"), guard_entry())
-    export_model(ExportConfig(source=str(run), out=root / "out"))
-    return root / "out"
+from tests.helpers import Z_DIM
 
 
 @pytest.fixture(scope="module")
-def gen(exported: Path) -> SafeGenerator:
-    return SafeGenerator.load(exported, max_batch=512)
+def gen(artifact: Path) -> SafeGenerator:
+    return SafeGenerator.load(artifact, max_batch=512)
 
 
-def test_load_dir_or_file(exported: Path, gen: SafeGenerator) -> None:
-    by_file = SafeGenerator.load(exported / "model.onnx")
-    assert by_file.manifest == gen.manifest == json.loads((exported / "manifest.json").read_text())
+def test_load_dir_or_file(artifact: Path, gen: SafeGenerator) -> None:
+    by_file = SafeGenerator.load(artifact / "model.onnx")
+    assert by_file.manifest == gen.manifest == json.loads((artifact / "manifest.json").read_text())
     assert gen.z_dim == Z_DIM and gen.image_shape == (32, 32, 1) and gen.guard["mode"] == "shift"
     assert gen.provider == "CPUExecutionProvider" == gen.info()["provider"] and gen.fallback is None
 
@@ -106,12 +95,12 @@ def test_thread_safe(gen: SafeGenerator) -> None:
     assert not errors and set(got) == set(expected)
 
 
-def test_corrupt_or_missing_model(tmp_path: Path, exported: Path) -> None:
-    truncated = (exported / "model.onnx").read_bytes()[:5000]
+def test_corrupt_or_missing_model(tmp_path: Path, artifact: Path) -> None:
+    truncated = (artifact / "model.onnx").read_bytes()[:5000]
     (tmp_path / "model.onnx").write_bytes(truncated)
     with pytest.raises(ModelLoadError, match="manifest.json: not found; it holds the sha256"):
         SafeGenerator.load(tmp_path)
-    (tmp_path / "manifest.json").write_text((exported / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text((artifact / "manifest.json").read_text())
     with pytest.raises(ModelLoadError, match="model.onnx: sha256 .* the graph was changed after export"):
         SafeGenerator.load(tmp_path)
     (tmp_path / "manifest.json").unlink()  # a pinned bare model.onnx: authenticated by the pin alone
@@ -121,16 +110,16 @@ def test_corrupt_or_missing_model(tmp_path: Path, exported: Path) -> None:
         SafeGenerator.load(tmp_path / "nowhere")
 
 
-def test_manifest_must_agree_with_the_graph(tmp_path: Path, exported: Path) -> None:
-    (tmp_path / "model.onnx").write_bytes((exported / "model.onnx").read_bytes())
-    other = json.loads((exported / "manifest.json").read_text()) | {"name": "someone-else"}
+def test_manifest_must_agree_with_the_graph(tmp_path: Path, artifact: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes((artifact / "model.onnx").read_bytes())
+    other = json.loads((artifact / "manifest.json").read_text()) | {"name": "someone-else"}
     (tmp_path / "manifest.json").write_text(json.dumps(other))
     with pytest.raises(ModelLoadError, match="does not match the manifest embedded"):
         SafeGenerator.load(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps(other | {"format_version": 1}))
     with pytest.raises(ModelLoadError, match="format_version 1 is not one this runtime reads"):
         SafeGenerator.load(tmp_path)
-    model = onnx.load(str(exported / "model.onnx"))
+    model = onnx.load(str(artifact / "model.onnx"))
     del model.metadata_props[:]
     onnx.save(model, str(tmp_path / "model.onnx"))
     (tmp_path / "manifest.json").unlink()
@@ -139,12 +128,12 @@ def test_manifest_must_agree_with_the_graph(tmp_path: Path, exported: Path) -> N
         SafeGenerator.load(tmp_path / "model.onnx", pin=pin)
 
 
-def test_providers(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_providers(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_providers("auto")[-1] == "CPUExecutionProvider"
     assert resolve_providers("cpu") == ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(ModelLoadError, match=r"'CUDAExecutionProvider'\] not in this onnxruntime build"):
-            SafeGenerator.load(exported, providers="cuda")
+            SafeGenerator.load(artifact, providers="cuda")
     # ONNX Runtime silently falls back to CPU when CUDA libraries are missing: the runtime says so.
     monkeypatch.setattr("feature_unlearn.serve.runtime.resolve_providers", lambda p: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(
@@ -154,15 +143,5 @@ def test_providers(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.warns(
         RuntimeWarning, match="asked for CUDAExecutionProvider but ONNX Runtime runs on CPUExecutionProvider"
     ):
-        fallen = SafeGenerator.load(exported)
+        fallen = SafeGenerator.load(artifact)
     assert fallen.provider == "CPUExecutionProvider" and "CUDAExecutionProvider" in str(fallen.info()["fallback"])
-
-
-def test_serve_never_imports_torch(exported: Path) -> None:
-    code = (
-        "from feature_unlearn import serve\n"
-        f"g = serve.SafeGenerator.load({str(exported)!r})\n"
-        "r = g.generate(n=3, seed=0)\n"
-        "assert r.images.shape == (3, 32, 32, 1)\n"
-    )
-    run_isolated(code, ("torch", "feature_unlearn.unlearn", "feature_unlearn.export", "feature_unlearn.cli"))

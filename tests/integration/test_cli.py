@@ -14,6 +14,7 @@ from feature_unlearn.unlearn.zoo import load_classifier, load_generator
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_pretrain_tiny_generator_writes_weights_grid_and_metrics(tmp_path: Path) -> None:
     out = tmp_path / "gan"
     result = runner.invoke(app, ["pretrain", "--dataset", "mnist", "--model", "dcgan", "--epochs", "1", "--limit", "256",
@@ -27,6 +28,7 @@ def test_pretrain_tiny_generator_writes_weights_grid_and_metrics(tmp_path: Path)
     assert load_generator(out).z_dim == 32
 
 
+@pytest.mark.slow
 def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
     out = tmp_path / "clf"
     result = runner.invoke(app, ["pretrain", "--dataset", "mnist", "--model", "labeller", "--epochs", "2", "--limit", "1000", "--out", str(out)])

@@ -1,22 +1,42 @@
-"""Shared helpers for the export and runtime tests (tiny generators saved as fit runs / zoo-like checkpoints).
+"""Helpers shared by the test layers (plain functions, not fixtures; the fixtures live in conftest.py).
 
-Named test_export_* so it ships with the export tests; it holds no tests itself.
+``tests`` is a package, so a test imports these as ``from tests.helpers import make_generator``.
+Tiny generators saved as fit runs / zoo-like checkpoints for the export and runtime tests, the
+serving tests' config and PNG decoding, and a fresh-interpreter import check.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from feature_unlearn.unlearn.artifacts import ModelRecord
 from feature_unlearn.unlearn.io import save_checkpoint
 from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator, VAEConfig, VAEDecoder, arch_dict
 
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from feature_unlearn.serve.config import ServeConfig
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository root
 Z_DIM = 8
+JSON = {"Content-Type": "application/json"}
+
+
+# --- tiny generators and fit runs -------------------------------------------------------------
 
 
 def make_generator(kind: str = "dcgan", z_dim: int = Z_DIM, channels: int = 1, seed: int = 0) -> nn.Module:
@@ -68,17 +88,62 @@ def near_threshold(u: np.ndarray, t: float, n: int = 512, seed: int = 3, spread:
     return (z - ((z @ u) - (t + offsets))[:, None] * u).astype(np.float32)
 
 
+# --- serving ------------------------------------------------------------------------------------
+
+
+def config(artifact: Path, **overrides: Any) -> ServeConfig:
+    """Small limits, one ONNX Runtime thread (trainings share the CPU)."""
+    from feature_unlearn.serve.config import ServeConfig
+
+    base: dict[str, Any] = {
+        "max_batch": 16,
+        "max_images": 16,
+        "max_delay_ms": 5.0,
+        "max_body_bytes": 8192,
+        "threads": 1,
+    }
+    return ServeConfig(artifact=artifact, **(base | overrides))
+
+
+def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.02)
+
+
+def png_array(data: bytes) -> np.ndarray:
+    """A PNG as uint8 [H, W, C]."""
+    a = np.asarray(Image.open(io.BytesIO(data)))
+    return a[..., None] if a.ndim == 2 else a
+
+
+def decode_images(body: dict[str, Any]) -> np.ndarray:
+    return np.stack([png_array(base64.b64decode(s)) for s in body["images"]])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
 def run_isolated(code: str, forbidden: tuple[str, ...]) -> None:
     """Run ``code`` in a fresh interpreter, then assert none of ``forbidden`` was imported."""
-    import os
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
     check = (
         f"\nbad = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in {forbidden!r}))"
         "\nassert not bad, bad\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", "import sys\n" + code + check], capture_output=True, text=True, env=env, timeout=120, cwd=root)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + code + check],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""The real ``unlearn-cli serve`` process on a free loopback port, and the no-torch guarantee of the serving path."""
+"""The real ``unlearn-cli serve`` process on a free loopback port, and the no-torch guarantee of the runtime and the
+serving path (each checked in a fresh interpreter)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from test_export_support import run_isolated
-from test_serve_support import decode_images, serve_artifact  # noqa: F401
 
 from feature_unlearn.serve.runtime import SafeGenerator
+from tests.helpers import ROOT, decode_images, free_port, run_isolated
 
-ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "feature_unlearn.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> float:
@@ -62,10 +55,11 @@ def raw(port: int, data: bytes, hang_up: bool = False) -> bytes:
         return reply
 
 
-def test_cli_serves_on_loopback_without_torch(serve_artifact: Path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_cli_serves_on_loopback_without_torch(artifact: Path) -> None:
     port, token = free_port(), "process-test-token"  # given with a newline, as $(cat secret-file) does
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UNLEARN_SERVE_TOKEN": token + "\n", "OMP_NUM_THREADS": "1"}
-    cmd = [*CLI, "serve", str(serve_artifact), "--port", str(port), "--threads", "1", "--max-images", "8", "--timeout-s", "1",
+    cmd = [*CLI, "serve", str(artifact), "--port", str(port), "--threads", "1", "--max-images", "8", "--timeout-s", "1",
            "--header-timeout-s", "1"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -78,7 +72,7 @@ def test_cli_serves_on_loopback_without_torch(serve_artifact: Path) -> None:  # 
         assert httpx.post(f"{base}/v1/generate", json={"n": 2}).status_code == 401
         r = httpx.post(f"{base}/v1/generate", json={"n": 2, "seed": 4}, headers=auth)
         assert r.status_code == 200 and r.json()["guard_mode"] == "shift"
-        want = SafeGenerator.load(serve_artifact, threads=1).generate(n=2, seed=4).images
+        want = SafeGenerator.load(artifact, threads=1).generate(n=2, seed=4).images
         np.testing.assert_array_equal(decode_images(r.json()), want)
         bad = httpx.post(f"{base}/v1/generate", json={"n": 9}, headers=auth)
         assert bad.status_code == 422 and "between 1 and 8" in bad.json()["error"]["message"]
@@ -107,11 +101,12 @@ def test_cli_serves_on_loopback_without_torch(serve_artifact: Path) -> None:  # 
     assert err.count("Invalid HTTP request received.") == 1 and err.count("no complete request head within 1 s") == 1
 
 
-def test_workers_run_the_service_protocol(serve_artifact: Path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_workers_run_the_service_protocol(artifact: Path) -> None:
     """--workers 2 pickles the protocol into each worker process: its head timeout must still apply."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "UNLEARN_SERVE_TOKEN"} | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [*CLI, "serve", str(serve_artifact), "--port", str(port), "--threads", "1", "--workers", "2", "--header-timeout-s", "0.5"]
+    cmd = [*CLI, "serve", str(artifact), "--port", str(port), "--threads", "1", "--workers", "2", "--header-timeout-s", "0.5"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc)
@@ -124,13 +119,23 @@ def test_workers_run_the_service_protocol(serve_artifact: Path) -> None:  # noqa
     assert "Traceback" not in err, err[-2000:]
 
 
-def test_serving_imports_no_torch(serve_artifact: Path) -> None:  # noqa: F811
+def test_serve_never_imports_torch(artifact: Path) -> None:
+    code = (
+        "from feature_unlearn import serve\n"
+        f"g = serve.SafeGenerator.load({str(artifact)!r})\n"
+        "r = g.generate(n=3, seed=0)\n"
+        "assert r.images.shape == (3, 32, 32, 1)\n"
+    )
+    run_isolated(code, ("torch", "feature_unlearn.unlearn", "feature_unlearn.export", "feature_unlearn.cli"))
+
+
+def test_serving_imports_no_torch(artifact: Path) -> None:
     code = (
         "import feature_unlearn.cli\n"
         "from feature_unlearn.serve import http\n"
         "from fastapi.testclient import TestClient\n"
         "from feature_unlearn.serve.config import ServeConfig\n"
-        f"app = http.create_app(ServeConfig({str(serve_artifact)!r}, threads=1))\n"
+        f"app = http.create_app(ServeConfig({str(artifact)!r}, threads=1))\n"
         "with TestClient(app) as c:\n"
         "    import time\n"
         "    while c.get('/readyz').status_code != 200: time.sleep(0.02)\n"
@@ -147,8 +152,8 @@ def test_serving_imports_no_torch(serve_artifact: Path) -> None:  # noqa: F811
         (["ART"], {"UNLEARN_SERVE_TOKEN": ""}, "error: $UNLEARN_SERVE_TOKEN is set but empty"),
     ],
 )
-def test_cli_refuses_bad_start_in_one_line(serve_artifact: Path, args: list[str], env: dict, message: str) -> None:  # noqa: F811
-    args = [str(serve_artifact) if a == "ART" else a for a in args]
+def test_cli_refuses_bad_start_in_one_line(artifact: Path, args: list[str], env: dict, message: str) -> None:
+    args = [str(artifact) if a == "ART" else a for a in args]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.run([*CLI, "serve", *args, "--port", "0"], capture_output=True, text=True, env=full_env, timeout=60, cwd=ROOT)
     lines = proc.stderr.strip().splitlines()

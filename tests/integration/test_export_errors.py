@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_export_support import Z_DIM, guard_entry, make_generator, save_run
 from torch import nn
 from typer.testing import CliRunner
 
@@ -25,33 +24,30 @@ from feature_unlearn.export.module import ExportModule, build_module
 from feature_unlearn.export.onnx_export import to_onnx
 from feature_unlearn.export.spec import DEFAULT_SPEC
 from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_run(tmp_path_factory.mktemp("run") / "fit", make_generator("dcgan"), guard_entry())
+from tests.helpers import Z_DIM, guard_entry, make_generator, save_run
 
 
 def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
-def test_existing_out_is_refused_unless_force(run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_existing_out_is_refused_unless_force(guarded_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ConfigError, match="already exists.*--force"):
-        export_model(ExportConfig(source=str(run_dir), out=out))
+        export_model(ExportConfig(source=str(guarded_run), out=out))
     assert (out / "keep.txt").read_text() == "mine"
-    export_model(ExportConfig(source=str(run_dir), out=out, force=True))
+    export_model(ExportConfig(source=str(guarded_run), out=out, force=True))
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
     assert _leftovers(tmp_path) == []
 
 
-def test_incomplete_run_directory(run_dir: Path, tmp_path: Path) -> None:
+def test_incomplete_run_directory(guarded_run: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "generator.json").write_text((run_dir / "generator.json").read_text())  # weights missing
+    (broken / "generator.json").write_text((guarded_run / "generator.json").read_text())  # weights missing
     with pytest.raises(CheckpointError, match="weights not found"):
         export_model(ExportConfig(source=str(broken), out=tmp_path / "out"))
     (tmp_path / "empty").mkdir()
@@ -83,14 +79,14 @@ def test_guard_entry_that_does_not_fit(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the error path is for CPU machines")
-def test_tensorrt_without_gpu_is_a_clear_error(run_dir: Path, tmp_path: Path) -> None:
+def test_tensorrt_without_gpu_is_a_clear_error(guarded_run: Path, tmp_path: Path) -> None:
     with pytest.raises(TensorRTUnavailableError, match="--tensorrt needs a CUDA GPU"):
-        export_model(ExportConfig(source=str(run_dir), out=tmp_path / "out", tensorrt=True))
+        export_model(ExportConfig(source=str(guarded_run), out=tmp_path / "out", tensorrt=True))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_validation_failure_says_what_differs_and_writes_nothing(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    guarded_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = validate_mod.reference
 
@@ -100,7 +96,7 @@ def test_validation_failure_says_what_differs_and_writes_nothing(
 
     monkeypatch.setattr(validate_mod, "reference", off_by_three)
     with pytest.raises(ExportValidationError) as info:
-        export_model(ExportConfig(source=str(run_dir), out=tmp_path / "out", triton=tmp_path / "repo"))
+        export_model(ExportConfig(source=str(guarded_run), out=tmp_path / "out", triton=tmp_path / "repo"))
     msg = str(info.value)
     assert "random-batch-1: image differs by 3 grey levels (allowed 1)" in msg and "score differs by 0.01" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no out, no Triton repo entry, no temp dirs
@@ -119,10 +115,11 @@ def test_unexportable_generator_is_an_export_error() -> None:
         to_onnx(build_module(DataDependent(), None, "off"), DEFAULT_SPEC)
 
 
-def test_cli_prints_one_line_and_exits_2(run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_cli_prints_one_line_and_exits_2(guarded_run: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     bad = runner.invoke(app, ["export", "faces-gan", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0 and "unknown zoo name" in bad.output
-    ok = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "ok"), "--guard", "flag"])
+    ok = runner.invoke(app, ["export", str(guarded_run), "--out", str(tmp_path / "ok"), "--guard", "flag"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["guard"] == "flag"

@@ -1,0 +1,1 @@
+"""The test suite: a package so that the layers share tests/helpers.py (see conftest.py)."""

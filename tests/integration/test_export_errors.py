@@ -85,6 +85,7 @@ def test_tensorrt_without_gpu_is_a_clear_error(guarded_run: Path, tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_validation_failure_says_what_differs_and_writes_nothing(
     guarded_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

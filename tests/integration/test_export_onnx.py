@@ -19,6 +19,8 @@ from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.images import to_uint8
 from tests.helpers import Z_DIM, guard_entry, make_generator, save_run
 
+pytestmark = pytest.mark.slow  # every test here exports a generator of its own or reads the module export
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -121,7 +123,6 @@ def test_shift_generates_from_the_projected_latent(exported: Path, run_dir: Path
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["flag", "off"])
 def test_flag_and_off_modes(run_dir: Path, tmp_path: Path, mode: str) -> None:
     export_model(ExportConfig(source=str(run_dir), out=tmp_path / mode, guard=mode))
@@ -137,7 +138,6 @@ def test_flag_and_off_modes(run_dir: Path, tmp_path: Path, mode: str) -> None:
     assert json.loads((tmp_path / mode / "manifest.json").read_text())["guard"]["mode"] == mode
 
 
-@pytest.mark.slow
 def test_plain_model_exports_unguarded_vae(tmp_path: Path) -> None:
     """A checkpoint without a target vector (a zoo model) exports with the guard off and zero scores."""
     stem = save_run(tmp_path / "zoo-like", make_generator("vae"), None)
@@ -148,7 +148,6 @@ def test_plain_model_exports_unguarded_vae(tmp_path: Path) -> None:
     assert image.shape == (3, 32, 32, 1) and not flagged.any() and (score == 0).all()
 
 
-@pytest.mark.slow
 def test_several_directions(tmp_path: Path) -> None:
     run = save_run(tmp_path / "run2", make_generator("vae"), guard_entry(k=2, threshold=0.2))
     export_model(ExportConfig(source=str(run), out=tmp_path / "out"))
@@ -170,7 +169,6 @@ def _shipped_generator() -> str | None:
     return next((n for n in names if "dcgan" in n), names[0] if names else None)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(_shipped_generator() is None, reason="no zoo generator weights are shipped in this checkout yet")
 def test_zoo_model_exports_unguarded_in_under_a_minute(tmp_path: Path) -> None:
     name = _shipped_generator()

@@ -17,6 +17,8 @@ from feature_unlearn.export.triton import config_text
 from feature_unlearn.unlearn.errors import ConfigError
 from tests.helpers import guard_entry, make_generator, save_run
 
+pytestmark = pytest.mark.slow  # every test here reads a module export of a 3-channel generator with --triton
+
 text_format = pytest.importorskip(
     "google.protobuf.text_format", reason="protobuf is not installed (pip install 'feature-unlearn[dev]')"
 )

@@ -4,9 +4,11 @@ tests/unit         pure functions and modules: no files beyond tmp_path, no subp
 tests/integration  export, runtime and HTTP in process; fits and pretraining on tiny configs
 tests/e2e          real processes: the README flow, ``unlearn-cli serve``, torchrun DDP, wheel builds
 
-``slow`` marks every test that takes more than a couple of seconds on a 2-core CPU machine, so
-``python -m pytest -m "not slow" -q`` is the inner loop. Helpers that are not fixtures live in
-tests/helpers.py (``from tests.helpers import ...``); ``tests`` is a package for that.
+``slow`` marks every test that takes more than about a second on a 2-core CPU machine (training,
+an export of its own, a server process), so ``python -m pytest -m "not slow" -q`` is the inner loop
+(about 20 s); CI runs everything. Helpers that are not fixtures live in tests/helpers.py
+(``from tests.helpers import ...``); ``tests`` is a package for that, so no test module imports
+another. The session fixtures below are shared by all layers and must not be modified by a test.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""One reproducible benchmark harness: ``unlearn-cli bench`` (see ``benchmarks.harness``).
+"""The benchmark harness of the repository (not installed): ``python -m benchmarks`` or ``unlearn-cli bench``.
 
-Inference throughput and latency per backend, the guard's overhead, peak memory and the
-roofline fraction against this machine's measured GEMM peak; fit speed per precision and
-compilation mode (and 2-process DDP); and the unlearning table (auditor-graded residual target
-rates, FID, attribute flips, PGD). The older single-purpose scripts (``export_speed.py``,
-``fit_speed.py``, ``serve_load.py``) stay runnable on their own and are imported from here.
+Inference per backend and batch (eager, torch.compile, ONNX Runtime through the service's runtime),
+guard overhead, peak memory and the roofline against this machine's GEMM peak; fit speed per
+precision and compilation mode and 2-process DDP; the unlearning table (fit + evaluate); the HTTP
+load test. ``serve_abuse`` and ``trust_cost`` run on their own (``python -m benchmarks.serve_abuse``).
 """

@@ -1,87 +1,105 @@
-"""The frozen configuration of one ``unlearn-cli bench`` run, with its full and quick presets."""
+"""A run: the user's ``BenchConfig`` (``unlearn-cli bench``'s options, in the installed CLI) and its scale."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-BASE_GENERATORS = ("mnist-vae", "mnist-dcgan", "faces-vae", "faces-dcgan")
-CPU_BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-cpu")
-GPU_BACKENDS = ("torch-cuda-eager", "torch-cuda-compile", "onnxruntime-cuda", "onnxruntime-tensorrt",
-                "tensorrt-fp32", "tensorrt-fp16")  # fmt: skip
-# torch.compile configurations tried at every batch: "default" is torch.compile(m) as users write it;
-# "freezing" turns on inductor's inference freezing (constant-folded, prepacked weights);
-# "max-autotune" benchmarks kernel and GEMM-template choices at compile time.
-COMPILE_MODES = ("default", "freezing", "max-autotune")
+from feature_unlearn.cli.bench import BenchConfig
+
 FOREIGN_LIMIT = 0.2  # cores other processes may use during a measurement before it counts as disturbed
+# "default": torch.compile(m) as users write it; "freezing": inductor's inference freezing (constant-folded,
+# prepacked weights); "max-autotune": kernels chosen by timing them at compile time.
+COMPILE_MODES = ("default", "freezing", "max-autotune")
+
+
+def compile_name(mode: str) -> str:
+    return "torch-compile" + ("" if mode == "default" else f"-{mode}")
+
+
+CPU_BACKENDS = ("torch-eager", *map(compile_name, COMPILE_MODES), "onnxruntime-cpu")  # all run the guarded module
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    out: Path = Path("benchmarks")  # RESULTS.md and the PNG plots
-    json_path: Path | None = None  # default: <out>/results.json
-    work: Path = Path("runs/bench")  # fit runs and evaluations of the unlearning table
-    quick: bool = False
-    models: tuple[str, ...] = BASE_GENERATORS  # those without zoo weights use random stand-ins for speed only
+class Scale:
+    """How much each section measures: the full run, the quick smoke run, or a test's tiny one."""
+
+    models: tuple[str, ...] = ()  # () = the zoo's base generators
     batches: tuple[int, ...] = (1, 16, 64, 256)
+    skip: tuple[str, ...] = ()  # sections this scale leaves out
     compile_modes: tuple[str, ...] = COMPILE_MODES
-    threads: int = os.cpu_count() or 1
     warmup: int = 3  # calls per backend before timing (compilation happens here)
-    seconds_per_point: float = 2.0  # timed seconds per (model, backend, batch), spread over rounds
-    min_calls: int = 15
-    max_calls: int = 400
+    seconds: float = 2.0  # timed seconds per (model, backend, batch), spread over the rounds
+    calls: tuple[int, int] = (15, 400)  # fewest and most timed calls per point
     rounds: int = 5  # contenders alternate round by round in a shuffled order
-    overhead_seconds: float = 6.0  # timed seconds per guarded/unguarded comparison (the guard's cost is ~1 %: it needs many calls)
-    retries: int = 2  # re-time a (model, batch) whose rounds other processes disturbed; keep the least disturbed
+    overhead_seconds: float = 6.0  # the guard costs ~1 %: telling that from noise takes many calls
+    retries: int = 2  # re-time a point other processes disturbed; the least disturbed is kept
     retry_wait_s: float = 10.0
-    memory: bool = True  # peak RSS per (model, backend) at the largest batch, in a fresh process
-    inference: bool = True
-    fit: bool = True
-    fit_model: str | None = None  # default: faces-dcgan when shipped, else mnist-dcgan
+    fit_model: str = "faces-dcgan"
     fit_steps: int = 40
     fit_warmup: int = 5
     fit_batch: int = 64
-    ddp: bool = True
     ddp_steps: int = 200
-    unlearning: bool = True
-    unlearn_models: tuple[str, ...] = BASE_GENERATORS  # only those with zoo weights
-    unlearn_steps: int | None = None  # None: the fit's default step budget
-    unlearn_overrides: tuple[tuple[str, Any], ...] = ()  # extra FitConfig fields (quick: small collections)
+    unlearn_models: tuple[str, ...] = ()  # () = the inference models
+    fit_overrides: tuple[tuple[str, int], ...] = ()  # FitConfig fields the unlearning table changes
     eval_n: int = 10_000
     attack_starts: int = 128
     attack_steps: int = 20
-    serve: bool = True  # the HTTP load test of benchmarks/serve_load.py, when present
-    serve_seconds: float = 20.0
-    seed: int = 0
+
+
+QUICK = Scale(
+    models=("mnist-vae", "mnist-dcgan"),
+    batches=(1, 64),
+    skip=("memory", "serve"),
+    compile_modes=("default",),
+    warmup=2,
+    seconds=0.3,
+    calls=(5, 60),
+    rounds=2,
+    overhead_seconds=0.6,
+    retries=0,
+    fit_model="mnist-dcgan",
+    fit_steps=4,
+    fit_warmup=2,
+    ddp_steps=12,
+    unlearn_models=("mnist-vae",),
+    fit_overrides=(("steps", 20), ("steps_per_round", 20), ("n_collect", 600), ("probe", 200), ("pool", 4096)),
+    eval_n=500,
+    attack_starts=16,
+    attack_steps=5,
+)
+
+
+@dataclass(frozen=True)
+class Run(BenchConfig):
+    """The options of one run and its scale: QUICK with --quick, else the full one (tests pass a tiny one)."""
+
+    scale: Optional[Scale] = None
+
+    @classmethod
+    def of(cls, cfg: BenchConfig) -> Run:
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
 
     @property
-    def results_json(self) -> Path:
-        return self.json_path or self.out / "results.json"
+    def s(self) -> Scale:
+        return self.scale or (QUICK if self.quick else Scale())
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        from feature_unlearn.unlearn.pretrain.recipes import base_generators
+
+        return self.models or self.s.models or base_generators()
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.batches or self.s.batches)))
+
+    def runs(self, section: str) -> bool:
+        return section not in self.skip and section not in self.s.skip
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("out", "json_path", "work"):
-            d[k] = str(d[k]) if d[k] is not None else None
-        d["unlearn_overrides"] = dict(self.unlearn_overrides)
-        return d
-
-
-QUICK: dict[str, Any] = {
-    "quick": True, "models": ("mnist-vae", "mnist-dcgan"), "batches": (1, 64), "compile_modes": ("default",),
-    "warmup": 2, "seconds_per_point": 0.3, "overhead_seconds": 0.6, "retries": 0, "min_calls": 5, "max_calls": 60, "rounds": 2, "memory": False,
-    "fit_model": "mnist-dcgan", "fit_steps": 4, "fit_warmup": 2, "ddp_steps": 12,
-    "unlearn_models": ("mnist-vae",), "unlearn_steps": 20, "eval_n": 500, "attack_starts": 16, "attack_steps": 5,
-    "unlearn_overrides": (("steps_per_round", 20), ("n_collect", 600), ("probe", 200), ("pool", 4096),
-                          ("checkpoint_every", 1000)),
-    "serve": False, "out": Path("runs/bench-quick"), "work": Path("runs/bench-quick/work"),
-}  # fmt: skip
-
-
-def make_config(quick: bool = False, **overrides: Any) -> BenchConfig:
-    """The full preset (or the quick one), with explicit overrides (None values are ignored)."""
-    fields: dict[str, Any] = dict(QUICK) if quick else {}
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    return BenchConfig(**fields)
+        """The options and the scale as the results JSON holds them (paths as strings, tuples as lists)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "scale"}
+        return dict(json.loads(json.dumps(fields | {"scale": vars(self.s)}, default=str)))

@@ -1,201 +1,114 @@
-"""``run_bench``: every benchmark section in one run on one machine, then JSON, RESULTS.md and plots.
+"""``run_bench``: every section ``cfg`` enables on one machine, then the JSON, RESULTS.md and the plots.
 
-    unlearn-cli bench [--quick] [--json PATH] [--out DIR] [--skip-fit] [--skip-unlearning] ...
-
-Order: machine facts and the fp32 GEMM peak; inference (all backends, batches, guard overhead,
-memory); fit speed (precisions, compile, DDP); the unlearning table; the HTTP load test
-(benchmarks/serve_load.py); the GEMM peak again (the roofline uses the better of the two);
-the targets as ratios. Outputs are written atomically (``unlearn.io``).
+Order: machine facts and the fp32 GEMM peak; inference; fit speed; the unlearning table; the HTTP
+load test; the GEMM peak again (the roofline uses the better of the two). The outputs are rewritten
+after every section, so a run stopped halfway leaves what it measured (``complete``: false).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
 import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from benchmarks.config import FOREIGN_LIMIT, BenchConfig
-from benchmarks.export_speed import gemm_peak
-from benchmarks.models import load_bench_model, shipped, write_run
+from benchmarks.config import Run
+from benchmarks.measure import gemm_peak, idle_probe, one_line
+from benchmarks.records import Machine, Results, load, upgrade
 from benchmarks.report import write_report
 from benchmarks.targets import all_targets
-from benchmarks.timing import idle_probe
-from feature_unlearn.unlearn.io import write_json
-
-MEMORY_METHOD = ("Resident set size sampled every 0.5 ms (/proc/self/statm) by a thread in a fresh process per backend while it runs "
-                 "5 batches, after loading and one warm-up call; steady = RSS before the calls, working = peak − steady, high-water = "
-                 "VmHWM of that process (load and compilation included; not getrusage's ru_maxrss, which on Linux carries the "
-                 "parent's high-water mark across fork + exec). The ONNX Runtime process imports no torch.")  # fmt: skip
+from feature_unlearn.unlearn.io import read_json, write_json
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def machine(cfg: Run, command: str) -> Machine:
+    import onnxruntime
+    import torch
+
+    cpu = [
+        ln.split(":")[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")
+    ]
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    versions = torch.__version__, onnxruntime.__version__, platform.python_version()
+    load, peak = round(os.getloadavg()[0], 2), round(gemm_peak(), 1)
+    return Machine(
+        command, date, (cpu or [platform.machine()])[0], os.cpu_count() or 1, cfg.threads, *versions, gpu, load, peak
+    )
 
 
-def machine(cfg: BenchConfig, command: str) -> dict[str, Any]:
-    import onnxruntime as ort
-
-    load = os.getloadavg()[0]
-    return {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "cpu": cpu_name(), "cores": os.cpu_count(), "threads": cfg.threads, "torch": torch.__version__,
-            "onnxruntime": ort.__version__, "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "load_start": round(load, 2),
-            "gemm_peak_start": round(gemm_peak(), 1)}  # fmt: skip
-
-
-def annotate_roofline(res: dict[str, Any], peak: float) -> None:
-    for r in res.get("inference", []):
-        r["roofline_fraction"] = round(r["gflops"] / peak, 4)
-
-
-def time_to_goal(res: dict[str, Any]) -> None:
-    """Estimate each fit configuration's time to the goal from the steps the unlearning fit needed."""
-    fit, rows = res.get("fit"), res.get("unlearning", {}).get("rows", [])
-    run = next((r for r in rows if fit and r["model"] == fit["model"]), None)
-    if not fit or run is None:
-        return
-    steps, reached = run["fit"]["steps"], run["fit"]["goal_reached"]
-    for r in fit["rows"]:
-        if "steps_per_s" in r:
-            r["time_to_goal_s_est"] = round(steps / r["steps_per_s"], 1)
-    fit["time_to_goal_note"] = (f"Est. s to goal = the {steps} training steps the default fit of {run['model']} took "
-                                f"({'reaching' if reached else 'without reaching'} its labeller goal of {run['fit']['goal']}) / that row's "
-                                f"steps/s (training steps only; the fit's collection rounds come on top, measured {run['fit']['seconds']:.0f} s in all).")  # fmt: skip
-
-
-def run_serve(cfg: BenchConfig) -> dict[str, Any]:
-    try:
-        from benchmarks import serve_load
-    except ImportError as exc:
-        return {"reason": f"benchmarks/serve_load.py unavailable ({exc})"}
-    from feature_unlearn.export import ExportConfig, export_model
-
-    name = "faces-dcgan" if shipped("faces-dcgan") else next((m for m in cfg.models if shipped(m)), "mnist-vae")
-    args = argparse.Namespace(seconds=cfg.serve_seconds, warmup=2.0, clients=32, images=4, max_requests=500_000, max_batch=64,
-                              max_delay_ms=5.0, threads=None, baseline_seconds=4.0)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        run = write_run(Path(tmp) / name, load_bench_model(name), guarded=True)
-        artifact = Path(tmp) / "export"
-        export_model(ExportConfig(source=str(run), out=artifact))
-        try:
-            r = serve_load.measure(artifact, args)
-        except (SystemExit, OSError, RuntimeError, AttributeError, KeyError) as exc:
-            return {"model": name, "error": f"{type(exc).__name__}: {exc}"[:600]}
-    return {**r, "model": name, "markdown": serve_load.markdown(r)}
-
-
-def _inference(cfg: BenchConfig, res: dict[str, Any]) -> None:
+def inference(cfg: Run, res: Results) -> Results:
     from benchmarks.inference import run_inference
 
-    inf = run_inference(cfg, res["machine"]["gemm_peak_start"])
-    worst = max(
-        (g["overhead"] for g in inf["guard_overhead"] if g["backend"] == "onnxruntime-cpu" and g["batch"] == 64),
-        default=None,
-    )
-    res |= {"inference": inf["rows"], "models": inf["models"], "skipped": inf["skipped"], "failures": inf["failures"],
-            "memory": {"method": MEMORY_METHOD, "rows": inf["memory"]},
-            "guard_overhead": {"backend": "onnxruntime-cpu", "batch": 64, "rows": inf["guard_overhead"], "fraction": worst}}  # fmt: skip
+    return replace(res, inference=run_inference(cfg))
 
 
-def _fit(cfg: BenchConfig, res: dict[str, Any]) -> None:
-    from benchmarks.fitbench import run_fit_speed
+def fit(cfg: Run, res: Results) -> Results:
+    from benchmarks.training import fit_speed
 
-    res["fit"] = run_fit_speed(cfg)
-
-
-def _unlearning(cfg: BenchConfig, res: dict[str, Any]) -> None:
-    from benchmarks.unlearning import run_unlearning
-
-    res["unlearning"] = run_unlearning(cfg)
+    return replace(res, fit=fit_speed(cfg))
 
 
-def _serve(cfg: BenchConfig, res: dict[str, Any]) -> None:
-    res["serve"] = run_serve(cfg)
+def unlearning(cfg: Run, res: Results) -> Results:
+    from benchmarks.training import run_unlearning
+
+    return replace(res, unlearning=run_unlearning(cfg))
 
 
-def noisy(res: dict[str, Any]) -> str | None:
-    """Which measurements other jobs disturbed: CPU they used during timed inference rounds and at section starts."""
-    points = sorted(
-        {
-            (r["model"], r["batch"], r["foreign_cores"])
-            for r in res.get("inference", [])
-            if r.get("foreign_cores", 0) > FOREIGN_LIMIT
-        }
-    )
-    sections = {k: v for k, v in res["machine"]["foreign_cores_at_section_start"].items() if v > FOREIGN_LIMIT}
-    if not points and not sections:
-        return None
-    parts = [f"{m} batch {b} ({c:.2f} cores)" for m, b, c in points] + [
-        f"{k} section start ({v:.2f} cores)" for k, v in sections.items()
-    ]
-    return (
-        f"other processes used more than {FOREIGN_LIMIT} of the {res['machine']['cores']} cores during: "
-        + "; ".join(parts)
-    )
+def serve(cfg: Run, res: Results) -> Results:
+    """The HTTP load test (benchmarks/serve_load.py) on faces-dcgan behind a shift guard."""
+    from benchmarks.inference import export_zoo
+    from benchmarks.serve_load import LoadOptions, measure
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        export_zoo("faces-dcgan", Path(tmp) / "export")
+        try:
+            return replace(res, serve=measure(Path(tmp) / "export", LoadOptions(cfg.serve_seconds), Path(tmp) / "log"))
+        except (SystemExit, OSError, RuntimeError, KeyError, ValueError) as exc:
+            return replace(res, serve_error=one_line(exc))
 
 
-def finish(cfg: BenchConfig, res: dict[str, Any], started: float, final: bool) -> None:
-    """Derived figures and the outputs; called after every section (final=False: partial, marked incomplete)."""
-    m = res["machine"]
-    m["gemm_peak_end"] = round(gemm_peak(), 1) if final else None
-    m["gemm_peak_gflops"] = max(m["gemm_peak_start"], m["gemm_peak_end"] or 0.0)
-    m["load_end"], m["wall_s"] = round(os.getloadavg()[0], 2), round(time.perf_counter() - started, 1)
-    m["noisy"] = noisy(res)
-    res["complete"] = final
-    annotate_roofline(res, m["gemm_peak_gflops"])
-    time_to_goal(res)
-    res["targets"] = all_targets(res)
-    write_report(res, cfg.out)
-    write_json(
-        cfg.results_json,
-        {**res, "serve": {k: v for k, v in res["serve"].items() if k != "markdown"}} if "serve" in res else res,
-    )
+SECTIONS: dict[str, Callable[[Run, Results], Results]] = {
+    "inference": inference,
+    "fit": fit,
+    "unlearning": unlearning,
+    "serve": serve,
+}
 
 
-def rerender(cfg: BenchConfig) -> dict[str, Any]:
-    """RESULTS.md, plots and targets again from ``cfg.results_json``, without measuring anything."""
-    from feature_unlearn.unlearn.io import read_json
+def write(cfg: Run, res: Results) -> None:
+    write_report(res, cfg.out_dir)
+    write_json(cfg.json_path, dataclasses.asdict(res) | {"targets": [dataclasses.asdict(t) for t in all_targets(res)]})
 
-    res = read_json(cfg.results_json, "benchmark results")
-    if "serve" in res and "http" in res["serve"]:
-        from benchmarks import serve_load
 
-        res["serve"]["markdown"] = serve_load.markdown(res["serve"])
-    res["targets"] = all_targets(res)
-    write_report(res, cfg.out)
-    write_json(cfg.results_json, {**res, "serve": {k: v for k, v in res["serve"].items() if k != "markdown"}} if "serve" in res else res)
+def finish(res: Results, started: float, final: bool) -> Results:
+    end = round(gemm_peak(), 1) if final else None
+    wall, load = round(time.perf_counter() - started, 1), round(os.getloadavg()[0], 2)
+    return replace(res, machine=replace(res.machine, gemm_peak_end=end, load_end=load, wall_s=wall), complete=final)
+
+
+def run_bench(cfg: Run, command: str = "unlearn-cli bench") -> Results:
+    """Run the sections ``cfg`` enables; write ``cfg.json_path``, RESULTS.md and plots under ``cfg.out_dir``."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    started, res = time.perf_counter(), Results(machine(cfg, command), cfg.as_dict())
+    for name, section in SECTIONS.items():
+        if cfg.runs(name):
+            probes = res.machine.foreign_cores_at_section_start | {name: idle_probe()}
+            res = section(cfg, replace(res, machine=replace(res.machine, foreign_cores_at_section_start=probes)))
+            write(cfg, finish(res, started, final=False))
+    res = finish(res, started, final=True)
+    write(cfg, res)
     return res
 
 
-def run_bench(cfg: BenchConfig, command: str = "unlearn-cli bench") -> dict[str, Any]:
-    """Run the sections ``cfg`` enables; write ``cfg.results_json``, ``cfg.out``/RESULTS.md and plots; return the results.
-
-    The outputs are rewritten after every section, so a run stopped halfway leaves what it measured (``complete``: false).
-    """
-    torch.set_num_threads(cfg.threads)
-    started = time.perf_counter()
-    res: dict[str, Any] = {"machine": machine(cfg, command), "config": cfg.as_dict(), "complete": False}
-    res["machine"]["foreign_cores_at_section_start"] = {}
-    sections = [("inference", cfg.inference, _inference), ("fit", cfg.fit, _fit), ("unlearning", cfg.unlearning, _unlearning),
-                ("serve", cfg.serve, _serve)]  # fmt: skip
-    enabled = [(name, fn) for name, on, fn in sections if on]
-    for i, (name, fn) in enumerate(enabled):
-        res["machine"]["foreign_cores_at_section_start"][name] = idle_probe(1.0)
-        fn(cfg, res)
-        if i < len(enabled) - 1:
-            finish(cfg, res, started, final=False)
-    finish(cfg, res, started, final=True)
+def rerender(cfg: Run) -> Results:
+    """RESULTS.md, the plots and the JSON (this schema, targets recomputed) from ``cfg.json_path``; measures nothing."""
+    res = load(Results, upgrade(read_json(cfg.json_path, "benchmark results")))
+    write(cfg, res)
     return res

@@ -1,133 +1,225 @@
-"""Inference: images/s and p50/p99 latency per (model, backend, batch), guard overhead, memory, roofline."""
+"""Inference: images/s and p50/p99 latency per (model, backend, batch), the guard's overhead and peak memory.
+
+Every backend runs the guarded module (shift guard -> generator -> uint8 NHWC): eager PyTorch
+and torch.compile in process, ONNX Runtime on its export through the service's own loader
+(``SafeGenerator``: its sessions, input checks and outputs), so the figure is what users run. The
+guard is a random unit direction with t = 1 (it flags ~16 % of N(0, I) latents): its cost depends
+on neither. GPU backends run where torch sees a CUDA device.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from benchmarks import backends
-from benchmarks.config import FOREIGN_LIMIT, BenchConfig
-from benchmarks.memory import run_isolated
-from benchmarks.models import BenchModel, flops_per_image, load_bench_model
-from benchmarks.timing import ForeignCpu, Timing, block_ratios, interleave, warm
+from benchmarks import measure
+from benchmarks.config import FOREIGN_LIMIT, Run, compile_name
+from benchmarks.measure import Fn, Timing, interleave, one_line
+from benchmarks.records import Failure, GuardRow, Inference, InferenceRow, MemoryRow, ModelInfo
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.export.module import build_module
+from feature_unlearn.serve.runtime import SafeGenerator
+from feature_unlearn.unlearn.artifacts import GuardRecord, ModelRecord
+from feature_unlearn.unlearn.io import save_checkpoint
 from feature_unlearn.unlearn.metrics import latents
+from feature_unlearn.unlearn.models import z_dim_of
+from feature_unlearn.unlearn.zoo import load_generator_with_meta
 
-BARE_BATCH = 64  # the generator alone (no guard, float output) is timed at the targets' batch only
-
-
-def row(backend: str, model: BenchModel, batch: int, t: Timing, flops: float, peak: float) -> dict[str, Any]:
-    ips = t.images_per_s(batch)
-    gflops = flops * ips / 1e9
-    return {"backend": backend, "model": model.name, "batch": batch, "images_per_s": round(ips, 1),
-            "p50_ms": round(t.p50_ms, 3), "p99_ms": round(t.p99_ms, 3), "calls": len(t.samples_s),
-            "first_call_s": round(t.first_call_s, 3), "gflops": round(gflops, 2), "foreign_cores": t.foreign_cores,
-            "roofline_fraction": round(gflops / peak, 4), "weights": model.weights}  # fmt: skip
-
-
-def timed(fns: dict[str, backends.Fn], cfg: BenchConfig) -> tuple[dict[str, Timing], dict[str, str], int]:
-    """``interleave``, re-run (up to ``cfg.retries`` times) while other processes disturb it; the least disturbed wins."""
-    best: tuple[dict[str, Timing], dict[str, str]] | None = None
-    for attempt in range(1, cfg.retries + 2):
-        timings, failed = interleave(fns, cfg.warmup if attempt == 1 else 1, cfg.seconds_per_point, cfg.min_calls,
-                                     cfg.max_calls, cfg.rounds, cfg.seed + attempt)  # fmt: skip
-        foreign = max((t.foreign_cores for t in timings.values()), default=0.0)
-        if best is None or foreign < max((t.foreign_cores for t in best[0].values()), default=0.0):
-            best = (timings, failed)
-        if not foreign > FOREIGN_LIMIT:  # NaN (no /proc/stat) counts as undisturbed
-            break
-        print(f"    other processes used {foreign:.2f} cores: timing again in {cfg.retry_wait_s:.0f} s", flush=True)
-        time.sleep(cfg.retry_wait_s)
-    assert best is not None
-    return best[0], best[1], attempt
+# "freezing" as options, not a config patch: dynamo then never reuses the default compilation.
+# CUDA graphs stay off: they exist on GPUs only and would pin the batch's memory.
+COMPILE: dict[str, dict[str, Any]] = {
+    "default": {},
+    "freezing": {"options": {"freezing": True}},
+    "max-autotune": {"mode": "max-autotune-no-cudagraphs"},
+}
+GPU_BACKENDS = (
+    "torch-cuda-eager",
+    "torch-cuda-compile",
+    "onnxruntime-cuda",
+    "onnxruntime-tensorrt",
+    "onnxruntime-tensorrt-fp16",
+)
+BARE_BATCH = 64  # the generator alone (float output, no guard) is timed at the targets' batch only
 
 
-def guard_overhead(art: backends.Artifacts, z: torch.Tensor, cfg: BenchConfig) -> list[dict[str, Any]]:
-    """Guarded vs unguarded, same backend, in alternating blocks (ONNX Runtime graphs; PyTorch eager modules).
-
-    ``overhead`` is the median over rounds of (guarded block median / unguarded block median) − 1: the machine's
-    speed drifts by 10-20 % over seconds here, which a ratio of neighbouring blocks cancels and a ratio of
-    overall medians does not (kept as ``overhead_of_medians``).
-    """
-    pairs = {
-        "onnxruntime-cpu": (backends.ort_fn(art.guarded_dir / "model.onnx", z.numpy(), cfg.threads),
-                            backends.ort_fn(art.plain_dir / "model.onnx", z.numpy(), cfg.threads)),
-        "torch-eager": (backends.torch_fn(art.guarded, z), backends.torch_fn(art.plain, z)),
-    }  # fmt: skip
-    out = []
-    rounds = 8 * cfg.rounds
-    for name, (guarded, plain) in pairs.items():
-        _, per_call = warm(guarded, cfg.warmup)
-        warm(plain, cfg.warmup)
-        per_block = max(3, min(25, int(cfg.overhead_seconds / (2 * rounds * max(per_call, 1e-6)))))
-        with ForeignCpu() as foreign:
-            ta, tb, ratios = block_ratios(guarded, plain, rounds, per_block)
-        out.append({"backend": name, "model": art.model.name, "batch": len(z), "calls": len(ta), "rounds": rounds,
-                    "guarded_ms": round(1e3 * statistics.median(ta), 4), "unguarded_ms": round(1e3 * statistics.median(tb), 4),
-                    "overhead": round(statistics.median(ratios) - 1, 4),
-                    "overhead_iqr": [round(q - 1, 4) for q in statistics.quantiles(ratios, n=4)[::2]],
-                    "overhead_of_medians": round(statistics.median(ta) / statistics.median(tb) - 1, 4),
-                    "foreign_cores": round(foreign.cores, 2)})  # fmt: skip
-    return out
+def guarded(name: str, guard: bool = True) -> tuple[torch.nn.Module, ModelRecord, torch.nn.Module]:
+    """The zoo generator, a fit run's record of it (with a random guard) and the module the export holds."""
+    g, meta = load_generator_with_meta(name)
+    u = np.random.default_rng(0).standard_normal(z_dim_of(g))
+    vector = GuardRecord(direction=(tuple((u / np.linalg.norm(u)).tolist()),), threshold=(1.0,), features=("bench",))
+    record = ModelRecord(kind="generator", arch=meta.record.arch, dataset=meta.record.dataset)
+    if guard:
+        record = dataclasses.replace(record, guard=vector, base_model=name, base_sha256=meta.sha256)
+    return g.eval(), record, build_module(g, vector if guard else None, "shift" if guard else "off")
 
 
-def memory(art: backends.Artifacts, batch: int, cfg: BenchConfig) -> list[dict[str, Any]]:
-    rows = []
-    run = art.guarded_dir.parent / f"{art.model.name}-run-True"
-    for backend in ("torch-eager", "torch-compile", "onnxruntime-cpu"):
+def export_zoo(name: str, out: Path, guard: bool = True, fp16: bool = False) -> dict[str, Any]:
+    """``unlearn-cli export`` of a run holding the zoo generator (its checkpoint is written beside ``out``)."""
+    g, record, _ = guarded(name, guard)
+    save_checkpoint(out.with_name(out.name + "-run") / "generator", g.state_dict(), record)
+    return export_model(ExportConfig(source=str(out.with_name(out.name + "-run")), out=out, fp16=fp16))
+
+
+def torch_fn(module: Callable[[torch.Tensor], Any], z: torch.Tensor, sync: bool = False) -> Fn:
+    @torch.inference_mode()
+    def run() -> object:
+        out = module(z)
+        if sync:
+            torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def torch_backend(name: str, backend: str, batch: int, threads: int) -> Fn:
+    """The guarded module of ``name`` on a batch, eager or compiled (the memory probe's torch process)."""
+    torch.set_num_threads(threads)
+    g, _, module = guarded(name)
+    return torch_fn(torch.compile(module) if backend == "torch-compile" else module, latents(batch, z_dim_of(g), 0))
+
+
+def ort_fn(export: Path, z: np.ndarray, threads: int, providers: str = "cpu") -> Fn:
+    """The service's runtime on ``export``; ONNX Runtime's silent fallback to another provider is an error."""
+    gen = SafeGenerator.load(export, providers=providers, threads=threads)
+    if gen.fallback:
+        raise RuntimeError(gen.fallback)
+    return lambda: gen.generate(z=z)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    info: ModelInfo
+    modules: dict[str, torch.nn.Module]  # guarded, plain (no guard, as a zoo id exports), generator
+    exports: dict[str, Path]  # guarded, plain (and fp16 on a CUDA machine)
+
+
+def prepare(name: str, tmp: Path, cuda: bool) -> Model:
+    exports = {k: tmp / f"{name}-{k}" for k in ("guarded", "plain", "fp16")[: 2 + cuda]}
+    summary = export_zoo(name, exports["guarded"])
+    export_zoo(name, exports["plain"], guard=False)
+    if cuda:
+        export_zoo(name, exports["fp16"], fp16=True)
+    g, _, module = guarded(name)
+    mflop = measure.flops_per_image(g, z_dim_of(g)) / 1e6
+    info = ModelInfo(name, round(mflop, 3), z_dim_of(g), round(float(summary["export_seconds"]), 2))
+    return Model(info, {"guarded": module, "plain": guarded(name, guard=False)[2], "generator": g}, exports)
+
+
+def compiled(module: torch.nn.Module, mode: str, z: torch.Tensor) -> Callable[[], Fn]:
+    return lambda: torch_fn(torch.compile(module, **COMPILE[mode]), z)
+
+
+def contenders(m: Model, z: torch.Tensor, cfg: Run, cuda: bool) -> dict[str, Callable[[], Fn]]:
+    """How to build each backend's call on this batch; compilation happens at the first call (warm-up)."""
+    zn, guarded_onnx = z.numpy(), m.exports["guarded"]
+    fns: dict[str, Callable[[], Fn]] = {"torch-eager": lambda: torch_fn(m.modules["guarded"], z)}
+    if len(z) == BARE_BATCH:
+        fns["torch-eager-generator"] = lambda: torch_fn(m.modules["generator"], z)
+    for mode in cfg.s.compile_modes:
+        fns[compile_name(mode)] = compiled(m.modules["guarded"], mode, z)
+    fns["onnxruntime-cpu"] = lambda: ort_fn(guarded_onnx, zn, cfg.threads)
+    if cuda:
+        cuda_module = copy.deepcopy(m.modules["guarded"]).cuda()
+        fns["torch-cuda-eager"] = lambda: torch_fn(cuda_module, z.cuda(), sync=True)
+        fns["torch-cuda-compile"] = lambda: torch_fn(torch.compile(cuda_module), z.cuda(), sync=True)
+        fns["onnxruntime-cuda"] = lambda: ort_fn(guarded_onnx, zn, 1, "cuda")
+        fns["onnxruntime-tensorrt"] = lambda: ort_fn(guarded_onnx, zn, 1, "tensorrt")
+        fns["onnxruntime-tensorrt-fp16"] = lambda: ort_fn(m.exports["fp16"], zn, 1, "tensorrt")
+    return fns
+
+
+def build(builders: dict[str, Callable[[], Fn]]) -> tuple[dict[str, Fn], dict[str, str]]:
+    """The calls that could be built, and the error of each that could not."""
+    fns, failed = {}, {}
+    for name, make in builders.items():
         try:
-            r = run_isolated(backend, run, art.guarded_dir / "model.onnx", batch, art.guarded.z_dim, cfg.threads)
-        except RuntimeError as exc:
-            r = {"backend": backend, "batch": batch, "error": str(exc)}
-        rows.append({"model": art.model.name, **r})
+            fns[name] = make()
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot start is reported, not fatal
+            failed[name] = one_line(exc)
+    return fns, failed
+
+
+def foreign(timings: dict[str, Timing]) -> float:
+    return max((t.foreign_cores for t in timings.values()), default=0.0)
+
+
+def timed(fns: dict[str, Fn], cfg: Run, seed: int) -> tuple[dict[str, Timing], dict[str, str]]:
+    """``interleave``, again (up to ``retries`` times) while other processes disturb it; the least disturbed wins."""
+    s, runs = cfg.s, [interleave(fns, cfg.s.warmup, cfg.s.seconds, cfg.s.calls, cfg.s.rounds, seed)]
+    while foreign(runs[-1][0]) > FOREIGN_LIMIT and len(runs) <= s.retries:  # NaN (no /proc/stat): undisturbed
+        print(f"    other processes used {foreign(runs[-1][0]):.2f} cores: timing again in {s.retry_wait_s:.0f} s")
+        time.sleep(s.retry_wait_s)
+        runs.append(interleave(fns, 1, s.seconds, s.calls, s.rounds, seed + len(runs)))
+    return min(runs, key=lambda run: foreign(run[0]))
+
+
+def guard_overhead(m: Model, z: torch.Tensor, cfg: Run) -> list[GuardRow]:
+    """Guarded vs unguarded, same backend, in many short rounds: neighbouring blocks cancel the machine's drift."""
+    s, rounds, zn, rows = cfg.s, 8 * cfg.s.rounds, z.numpy(), []  # rounds of a few calls each
+    pairs = {
+        "onnxruntime-cpu": [ort_fn(m.exports[k], zn, cfg.threads) for k in ("guarded", "plain")],
+        "torch-eager": [torch_fn(m.modules[k], z) for k in ("guarded", "plain")],
+    }
+    for backend, (g, u) in pairs.items():
+        t, _ = interleave({"g": g, "u": u}, s.warmup, s.overhead_seconds / 2, (3 * rounds, 25 * rounds), rounds)
+        ratios = [
+            statistics.median(a) / statistics.median(b) for a, b in zip(t["g"].rounds, t["u"].rounds, strict=True)
+        ]
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        guarded_ms, plain_ms = round(t["g"].ms(50), 4), round(t["u"].ms(50), 4)
+        overhead, iqr = round(statistics.median(ratios) - 1, 4), (round(q1 - 1, 4), round(q3 - 1, 4))
+        rows.append(
+            GuardRow(backend, m.info.name, len(z), rounds, guarded_ms, plain_ms, overhead, iqr, t["g"].foreign_cores)
+        )
     return rows
 
 
-def bench_model(name: str, cfg: BenchConfig, tmp: Path, peak: float, gpu: list[str]) -> dict[str, Any]:
-    model = load_bench_model(name)
-    art = backends.prepare(model, tmp, tensorrt=any(b.startswith("tensorrt") for b in gpu))
-    flops = flops_per_image(model.generator, art.guarded.z_dim)
-    rows, overhead, failures = [], [], []
-    for batch in cfg.batches:
-        torch._dynamo.reset()  # each batch compiles afresh, as a service with one batch size would
-        z = latents(batch, art.guarded.z_dim, cfg.seed + batch)
-        cpu = backends.cpu_fns(art, z, cfg.threads, cfg.compile_modes, bare=batch == BARE_BATCH)
-        gpu_contenders, gpu_failed = backends.gpu_fns(art, z, gpu, tmp)
-        timings, failed, attempts = timed(cpu | gpu_contenders, cfg)
-        failed |= gpu_failed
-        rows += [row(b, model, batch, t, flops, peak) | {"attempts": attempts} for b, t in timings.items()]
-        failures += [{"backend": b, "model": name, "batch": batch, "error": e} for b, e in failed.items()]
-        overhead += guard_overhead(art, z, cfg)
-        print(
-            f"  {name} batch {batch}: " + ", ".join(f"{b} {t.images_per_s(batch):.0f}/s" for b, t in timings.items()),
-            flush=True,
-        )
-    mem = memory(art, max(cfg.batches), cfg) if cfg.memory else []
-    return {"rows": rows, "guard_overhead": overhead, "failures": failures, "memory": mem,
-            "model": {"name": name, "weights": model.weights, "mflop_per_image": round(flops / 1e6, 3),
-                      "z_dim": art.guarded.z_dim, "export_seconds": art.export_seconds}}  # fmt: skip
+def bench_batch(m: Model, batch: int, cfg: Run, cuda: bool) -> Inference:
+    torch._dynamo.reset()  # each batch compiles afresh, as a service with one batch size would
+    z = latents(batch, m.info.z_dim, cfg.seed + batch)
+    fns, failed = build(contenders(m, z, cfg, cuda))
+    timings, errors = timed(fns, cfg, cfg.seed + batch)
+    print(f"  {m.info.name} batch {batch}: " + ", ".join(f"{b} {batch / t.median_s:.0f}/s" for b, t in timings.items()))
+    rows = []
+    for backend, t in timings.items():
+        ips = batch / t.median_s
+        gflops = round(m.info.mflop_per_image * ips / 1e3, 2)
+        times = round(ips, 1), round(t.ms(50), 3), round(t.ms(99), 3), len(t.samples), round(t.warmup[0], 3)
+        rows.append(InferenceRow(backend, m.info.name, batch, *times, gflops, t.foreign_cores))
+    failures = tuple(Failure(b, e, m.info.name, batch) for b, e in (failed | errors).items())
+    return Inference(rows=tuple(rows), guard=tuple(guard_overhead(m, z, cfg)), failures=failures)
 
 
-def run_inference(cfg: BenchConfig, peak: float) -> dict[str, Any]:
-    """Every model in ``cfg.models``; exports go to a temporary directory removed afterwards."""
-    gpu, skipped = backends.gpu_availability()
-    result: dict[str, Any] = {
-        "rows": [],
-        "guard_overhead": [],
-        "failures": [],
-        "memory": [],
-        "models": [],
-        "skipped": skipped,
-    }
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
-        for name in cfg.models:
-            print(f"inference: {name}", flush=True)
-            part = bench_model(name, cfg, Path(tmp_name), peak, gpu)
-            for key in ("rows", "guard_overhead", "failures", "memory"):
-                result[key] += part[key]
-            result["models"].append(part["model"])
+def bench_model(name: str, cfg: Run, tmp: Path, cuda: bool) -> Inference:
+    print(f"inference: {name}", flush=True)
+    m = prepare(name, tmp, cuda)
+    part = Inference(models=(m.info,))
+    for batch in cfg.batch_sizes:
+        part += bench_batch(m, batch, cfg, cuda)
+    if cfg.runs("memory"):  # at the largest batch, one fresh process per backend
+        n, onnx = max(cfg.batch_sizes), m.exports["guarded"]
+        mem = [MemoryRow(name, b, n, **measure.memory(name, b, onnx, n, cfg.threads)) for b in measure.MEMORY_BACKENDS]
+        part += Inference(memory=tuple(mem))
+    return part
+
+
+def run_inference(cfg: Run) -> Inference:
+    """Every model of ``cfg``; the exports live in a temporary directory removed afterwards."""
+    cuda = torch.cuda.is_available()
+    missing = (
+        () if cuda else tuple(Failure(b, "no CUDA device (torch.cuda.is_available() is False)") for b in GPU_BACKENDS)
+    )
+    result = Inference(failures=missing)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for name in cfg.model_names:
+            result += bench_model(name, cfg, Path(tmp), cuda)
     return result

@@ -1,149 +1,157 @@
-"""Issue 6's (and issue 3's) targets, checked against one run's numbers: ratios, never pass/fail on speed alone."""
+"""The goals of issues 3, 6 and 12, judged on one run's records: ratios, never pass/fail on absolute speed.
+
+Each target is built from the rows it reads, so it knows its model and batch and how much other
+processes disturbed those rows: a disturbed speed target is reported, not judged.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+import operator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Optional
 
-from benchmarks.config import FOREIGN_LIMIT
+from benchmarks.config import CPU_BACKENDS, FOREIGN_LIMIT
+from benchmarks.records import Inference, Results, ServeLoad, UnlearnRow
 
-TARGET_BATCH = 64
-GPU_PREFIXES = ("torch-cuda", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+BATCH, GPU_BATCH = 64, 256
+TENSORRT = "TensorRT fp16 (ORT) / torch eager fp32 CUDA"
 
 
-def _ips(rows: list[dict[str, Any]], backend: str, model: str, batch: int) -> float | None:
-    return next(
-        (r["images_per_s"] for r in rows if r["backend"] == backend and r["model"] == model and r["batch"] == batch),
-        None,
+class Verdict(str, enum.Enum):
+    MET = "yes"
+    MISSED = "no"
+    NOT_JUDGED = "not judged"  # measured while other processes used the machine
+    NOT_MEASURED = "n/a"
+
+
+@dataclass(frozen=True)
+class Goal:
+    op: str  # >=, <= or >
+    bound: float
+    unit: str = ""
+
+    def met(self, value: float) -> bool:
+        return {">=": operator.ge, "<=": operator.le, ">": operator.gt}[self.op](value, self.bound)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.bound:g}{self.unit}"
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str
+    model: str
+    batch: Optional[int]
+    goal: Goal
+    measured: Optional[float]
+    verdict: Verdict
+    detail: str
+
+
+def judge(
+    metric: str, model: str, batch: Optional[int], goal: Goal, value: Optional[float], detail: str, foreign: float = 0
+) -> Target:
+    if value is None:
+        return Target(metric, model, batch, goal, None, Verdict.NOT_MEASURED, detail)
+    if foreign > FOREIGN_LIMIT:
+        detail, verdict = f"{detail}; other processes used {foreign:.2f} cores", Verdict.NOT_JUDGED
+    else:
+        verdict = Verdict.MET if goal.met(value) else Verdict.MISSED
+    return Target(metric, model, batch, goal, round(value, 4), verdict, detail)
+
+
+def speed(inf: Inference, num: str, den: str, model: str, batch: int, goal: Goal, note: str = "") -> Target:
+    """``num``'s images/s over ``den``'s, on the same model and batch."""
+    a, b = inf.find(num, model, batch), inf.find(den, model, batch)
+    metric = f"{num} / {den}"
+    if a is None or b is None:
+        return judge(metric, model, batch, goal, None, f"not measured: {num if a is None else den} did not run")
+    detail = f"{a.images_per_s:.0f} vs {b.images_per_s:.0f} images/s{note}"
+    return judge(
+        metric, model, batch, goal, a.images_per_s / b.images_per_s, detail, max(a.foreign_cores, b.foreign_cores)
     )
 
 
-def _t(name: str, model: str, target: str, measured: float | None, ok: bool | None, detail: str) -> dict[str, Any]:
-    return {"name": name, "model": model, "target": target, "measured": measured, "met": ok, "detail": detail}
-
-
-def _foreign(res: dict[str, Any], model: str, batch: int, guard: bool) -> float:
-    rows = res.get("guard_overhead", {}).get("rows", []) if guard else res.get("inference", [])
-    return max((r.get("foreign_cores") or 0.0 for r in rows if r["model"] == model and r["batch"] == batch), default=0.0)
-
-
-def mark_disturbed(res: dict[str, Any], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A speed target whose measurement other processes disturbed is reported, not judged (met: None)."""
-    for t in targets:
-        batch = 256 if "batch 256" in t["name"] else TARGET_BATCH
-        if t["model"] == "all" or "batch" not in t["name"]:
-            continue
-        f = _foreign(res, t["model"], batch, guard=t["name"].startswith("guard overhead"))
-        if f > FOREIGN_LIMIT:
-            t["met"], t["detail"] = None, f"{t['detail']}; not judged: other processes used {f:.2f} cores while it was timed"
-    return targets
-
-
-def inference_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    rows, out = res.get("inference", []), []
-    models = sorted({r["model"] for r in rows}, key=[r["model"] for r in rows].index)
-    for m in models:
-        ort, eager = _ips(rows, "onnxruntime-cpu", m, TARGET_BATCH), _ips(rows, "torch-eager", m, TARGET_BATCH)
-        if ort and eager:
-            out.append(_t("ORT guarded / torch eager, batch 64", m, ">= 1.5x", round(ort / eager, 3), ort / eager >= 1.5,
-                          f"{ort:.0f} vs {eager:.0f} images/s, both guarded with uint8 output"))  # fmt: skip
-        bare = _ips(rows, "torch-eager-generator", m, TARGET_BATCH)
-        if ort and bare:
-            out.append(_t("ORT guarded / torch eager generator alone, batch 64", m, ">= 1.5x", round(ort / bare, 3), ort / bare >= 1.5,
-                          f"{ort:.0f} vs {bare:.0f} images/s; eager without guard or uint8 conversion"))  # fmt: skip
-        for r in [
-            r
-            for r in rows
-            if r["model"] == m and r["batch"] == TARGET_BATCH and r["backend"].startswith("torch-compile")
-        ]:
-            ratio = r["images_per_s"] / eager if eager else None
-            out.append(_t(f"{r['backend']} / torch eager, batch 64", m, "> 1x (does it help?)", round(ratio, 3) if ratio else None,
-                          ratio > 1 if ratio else None, f"compile {r['first_call_s']:.1f} s; {r['images_per_s']:.0f} vs {eager or 0:.0f} images/s"))  # fmt: skip
-        best = max((r for r in rows if r["model"] == m and r["batch"] == TARGET_BATCH and not r["backend"].startswith(GPU_PREFIXES) and r["backend"] != "torch-eager-generator"),
-                   key=lambda r: r["roofline_fraction"], default=None)  # fmt: skip
-        if best:
-            out.append(_t("best CPU backend / fp32 GEMM peak, batch 64", m, ">= 0.70", best["roofline_fraction"],
-                          best["roofline_fraction"] >= 0.7, f"{best['backend']}: {best['gflops']:.1f} GFLOP/s"))  # fmt: skip
-    for g in res.get("guard_overhead", {}).get("rows", []):
-        if g["backend"] == "onnxruntime-cpu" and g["batch"] == TARGET_BATCH:
-            out.append(_t("guard overhead (ORT, guarded vs unguarded graph), batch 64", g["model"], "<= 0.01", g["overhead"], g["overhead"] <= 0.01,
-                          f"median of {g['rounds']} neighbouring-block ratios, quartiles {100 * g['overhead_iqr'][0]:+.1f}% to "
-                          f"{100 * g['overhead_iqr'][1]:+.1f}%; overall medians {g['guarded_ms']:.3f} vs {g['unguarded_ms']:.3f} ms "
-                          f"({100 * g['overhead_of_medians']:+.1f}%)"))  # fmt: skip
-    for m in models:
-        trt, cuda = _ips(rows, "tensorrt-fp16", m, 256), _ips(rows, "torch-cuda-eager", m, 256)
-        if trt and cuda:
-            out.append(
-                _t(
-                    "TensorRT fp16 / eager fp32 CUDA, batch 256",
-                    m,
-                    ">= 3x",
-                    round(trt / cuda, 3),
-                    trt / cuda >= 3,
-                    f"{trt:.0f} vs {cuda:.0f} images/s",
+def inference_targets(inf: Inference, peak: float) -> Iterator[Target]:
+    x15 = Goal(">=", 1.5, "x")
+    for m in (i.name for i in inf.models):
+        if not (rows := [r for r in inf.rows if r.model == m and r.batch == BATCH]):
+            continue  # the targets are read at batch 64
+        yield speed(inf, "onnxruntime-cpu", "torch-eager", m, BATCH, x15, "; both guarded, uint8 out")
+        yield speed(inf, "onnxruntime-cpu", "torch-eager-generator", m, BATCH, x15, "; eager: no guard, float out")
+        for r in rows:
+            if r.backend.startswith("torch-compile"):
+                yield speed(
+                    inf, r.backend, "torch-eager", m, BATCH, Goal(">", 1, "x"), f"; compile {r.first_call_s:.1f} s"
                 )
+        if cpu := [r for r in rows if r.backend in CPU_BACKENDS]:
+            best, disturbed = max(cpu, key=lambda r: r.gflops), max(r.foreign_cores for r in cpu)
+            detail = f"{best.backend}: {best.gflops:.1f} GFLOP/s"
+            yield judge(
+                "best CPU backend / fp32 GEMM peak", m, BATCH, Goal(">=", 0.7), best.gflops / peak, detail, disturbed
             )
-    if not any(r["backend"] == "tensorrt-fp16" for r in rows) and rows:
-        out.append(
-            _t(
-                "TensorRT fp16 / eager fp32 CUDA, batch 256",
-                "all",
-                ">= 3x",
-                None,
-                None,
-                "not measured: no GPU on this machine",
-            )
+        for g in inf.guard:
+            if (g.model, g.backend, g.batch) == (m, "onnxruntime-cpu", BATCH):
+                detail = f"median of {g.rounds} neighbouring-block ratios, quartiles {g.overhead_iqr[0]:+.1%} to "
+                detail += f"{g.overhead_iqr[1]:+.1%}; medians {g.guarded_ms:.3f} vs {g.unguarded_ms:.3f} ms"
+                yield judge(
+                    "ORT guard overhead (guarded / unguarded graph − 1)",
+                    m,
+                    BATCH,
+                    Goal("<=", 0.01),
+                    g.overhead,
+                    detail,
+                    g.foreign_cores,
+                )
+        if any(r.backend == "torch-cuda-eager" for r in inf.rows):
+            yield speed(inf, "onnxruntime-tensorrt-fp16", "torch-cuda-eager", m, GPU_BATCH, Goal(">=", 3, "x"))
+    if inf.models and not any(r.backend == "torch-cuda-eager" for r in inf.rows):
+        yield judge(
+            TENSORRT, "all", GPU_BATCH, Goal(">=", 3, "x"), None, "not measured: no CUDA device on this machine"
         )
-    return out
 
 
-def unlearning_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for r in res.get("unlearning", {}).get("rows", []):
-        rate, m, fid = r["target_rate"], r["model"], r["fid"]
-        resid, orig, oracle = rate["unlearned+guard"], rate["original"], rate.get("oracle")
-        out.append(_t("residual rate (unlearned+guard) / original", m, "<= 0.25", round(resid / orig, 3) if orig else None,
-                      resid <= 0.25 * orig, f"{resid:.4f} vs {orig:.4f}"))  # fmt: skip
-        if oracle is not None:
-            out.append(
-                _t(
-                    "residual rate - oracle's (pp)",
-                    m,
-                    "<= +1 pp",
-                    round(100 * (resid - oracle), 2),
-                    resid <= oracle + 0.01,
-                    f"{resid:.4f} vs oracle {oracle:.4f}",
-                )
-            )
-        out.append(_t("FID unlearned / original", m, "<= 1.10", round(fid["unlearned"] / fid["original"], 3),
-                      fid["unlearned"] <= 1.1 * fid["original"], f"{fid['unlearned']:.3f} vs {fid['original']:.3f}"))  # fmt: skip
-        w = r["worst_flip"]
-        if w["attribute"] is not None:
-            out.append(
-                _t(
-                    "worst attribute flip on non-target samples",
-                    m,
-                    "<= 0.05",
-                    round(w["rate"], 4),
-                    w["rate"] <= 0.05,
-                    str(w["attribute"]),
-                )
-            )
-        pgd = r["pgd_success"]
-        if pgd.get("original"):
-            out.append(_t("PGD success (unlearned+guard) / original", m, "<= 0.333", round(pgd["unlearned+guard"] / pgd["original"], 3),
-                          pgd["unlearned+guard"] <= pgd["original"] / 3, f"{pgd['unlearned+guard']:.3f} vs {pgd['original']:.3f}"))  # fmt: skip
-        out.append(
-            _t(
-                "fit wall time (s)",
-                m,
-                "<= 180",
-                r["fit"]["seconds"],
-                r["fit"]["seconds"] <= 180,
-                f"{r['fit']['steps']} steps, {r['fit']['rounds']} round(s)",
-            )
-        )
-    return out
+def unlearning_targets(r: UnlearnRow) -> Iterator[Target]:
+    rate, fid, pgd, m = r.target_rate, r.fid, r.pgd_success, r.model
+    resid, orig, oracle = rate["unlearned+guard"], rate["original"], rate.get("oracle")
+    yield judge(
+        "residual rate (unlearned+guard) / original",
+        m,
+        None,
+        Goal("<=", 0.25),
+        orig and resid / orig,
+        f"{resid:.4f} vs {orig:.4f}",
+    )
+    gap = None if oracle is None else 100 * (resid - oracle)
+    yield judge(
+        "residual rate − oracle's", m, None, Goal("<=", 1, " pp"), gap, f"{resid:.4f} vs oracle {oracle or 0:.4f}"
+    )
+    detail = f"{fid['unlearned']:.3f} vs {fid['original']:.3f}"
+    yield judge("FID unlearned / original", m, None, Goal("<=", 1.1), fid["unlearned"] / fid["original"], detail)
+    yield judge(
+        "worst attribute flip on non-target samples", m, None, Goal("<=", 0.05), r.worst_flip[1], str(r.worst_flip[0])
+    )
+    ratio = pgd["unlearned+guard"] / pgd["original"] if pgd.get("original") else None
+    detail = f"{pgd.get('unlearned+guard', 0):.3f} vs {pgd.get('original', 0):.3f}"
+    yield judge("PGD success (unlearned+guard) / original", m, None, Goal("<=", 0.333), ratio, detail)
+    detail = f"{r.fit.steps} steps, {r.fit.rounds} round(s)"
+    yield judge("fit wall time (s)", m, None, Goal("<=", 180), r.fit.seconds, detail)
 
 
-def all_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    return mark_disturbed(res, inference_targets(res)) + unlearning_targets(res)
+def serve_targets(s: ServeLoad) -> Iterator[Target]:
+    m, h = s.model or "?", s.http
+    detail = f"{h.images_per_s:.0f} vs {max(s.in_process_by_threads.values()):.0f} images/s"
+    yield judge("HTTP / in-process images/s", m, None, Goal(">=", 0.7), s.ratio, detail)
+    yield judge(
+        "HTTP p99 / p50 latency", m, None, Goal("<=", 3), s.p99_over_p50, f"{h.p99_ms:.1f} vs {h.p50_ms:.1f} ms"
+    )
+    yield judge("serve start-up to ready (s)", m, None, Goal("<=", 5), s.startup_to_ready_s, "spawn to GET /readyz 200")
+    yield judge("HTTP errors", m, None, Goal("<=", 0), h.errors, f"of {h.requests} requests")
+
+
+def all_targets(res: Results) -> list[Target]:
+    out = list(inference_targets(res.inference, res.machine.gemm_peak)) if res.inference else []
+    out += [t for r in (res.unlearning.rows if res.unlearning else ()) for t in unlearning_targets(r)]
+    return out + (list(serve_targets(res.serve)) if res.serve else [])

@@ -2,9 +2,9 @@
 
     python -m benchmarks.trust_cost [--rounds 7]
 
-Each zoo generator is exported behind a guard (a random unit direction, t = 1; the cost does not
-depend on them), then loaded ``rounds`` times with ``SafeGenerator.load``; medians and maxima
-are printed as a markdown table. Target (issue 12): self-test ≤ 200 ms on 2 CPU cores.
+Each base generator of the zoo is exported behind a guard (a random unit direction, t = 1; the
+cost depends on neither), then loaded ``rounds`` times with ``SafeGenerator.load``; medians and
+maxima are printed as a markdown table. Target (issue 12): self-test ≤ 200 ms on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -15,17 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.models import load_bench_model, write_run
-from feature_unlearn.export import ExportConfig, export_model
+from benchmarks.inference import export_zoo
 from feature_unlearn.serve import SafeGenerator
-
-MODELS = ("mnist-vae", "mnist-dcgan", "faces-vae", "faces-dcgan")
+from feature_unlearn.unlearn.pretrain.recipes import base_generators
 
 
 def measure(name: str, root: Path, rounds: int) -> str:
-    run = write_run(root / name, load_bench_model(name), guarded=True)
-    art = root / f"{name}-artifact"
-    export_model(ExportConfig(source=str(run), out=art, guard="shift"))
+    art = root / name
+    export_zoo(name, art)
     selftest, sha, load = [], [], []
     for _ in range(rounds):
         started = time.perf_counter()
@@ -45,7 +42,7 @@ def main() -> None:
     print("| model | model.onnx MB | self-test ms, median | sha256 ms, median | whole load ms, median |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
+        for name in base_generators():
             print(measure(name, Path(tmp), args.rounds), flush=True)
 
 

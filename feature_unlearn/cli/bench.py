@@ -1,61 +1,103 @@
-"""``unlearn-cli bench``: benchmarks from a checkout (``benchmarks/`` is not part of the installed package)."""
+"""``unlearn-cli bench``: benchmark inference backends, fit speed, unlearning and HTTP serving in one run.
+
+The harness, ``benchmarks/``, is a tool of the repository and not installed: the command runs it
+from a checkout in the current directory (``python -m benchmarks`` is the same command). Its
+options live here, so that every other command and ``--help`` work without importing anything
+from the current directory.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from feature_unlearn.cli.errors import user_errors
+from feature_unlearn.cli.options import config_command, extra_param
 from feature_unlearn.unlearn.errors import ConfigError
+from feature_unlearn.unlearn.fields import opt
+
+SECTIONS = ("inference", "memory", "fit", "ddp", "unlearning", "serve")
+DOC = "benchmark inference backends, fit speed, unlearning and HTTP serving (JSON, RESULTS.md, plots)."
+REPORT_ONLY = extra_param(
+    "report_only", bool, False, "--report-only", help="Rebuild RESULTS.md and the plots from --json; measure nothing."
+)
 
 
-def _harness() -> None:
-    try:
-        import benchmarks  # noqa: F401
-    except ModuleNotFoundError:
-        raise ConfigError("bench runs from a checkout of the repository: cd into it (benchmarks/ is not installed)") from None
+@dataclass(frozen=True)
+class BenchConfig:
+    quick: bool = opt(
+        False, "≤ 5-minute smoke run: mnist generators, batches 1 and 64, tiny fits; no memory, no serve."
+    )
+    out: Optional[Path] = opt(None, "RESULTS.md and the plots (default: benchmarks/; --quick: runs/bench-quick/).")
+    results: Optional[Path] = opt(None, "Results JSON (default: OUT/results.json).", flag="--json")
+    work: Optional[Path] = opt(None, "Fit runs of the unlearning table (default: runs/bench; --quick: OUT/work).")
+    models: tuple[str, ...] = opt((), "Generator to time (repeat; default: the zoo's base generators).", flag="--model")
+    batches: tuple[int, ...] = opt((), "Batch size (repeat; default 1, 16, 64, 256; --quick: 1, 64).", flag="--batch")
+    skip: tuple[str, ...] = opt((), f"Section to leave out (repeat): {', '.join(SECTIONS)}.")
+    threads: int = opt(os.cpu_count() or 1, "torch and ONNX Runtime threads (default: all cores).", min=1)
+    serve_seconds: float = opt(20.0, "Seconds of HTTP load in the serve section.", min=1.0)
+    seed: int = opt(0, "Seed of the latents and the fits.")
+
+    def __post_init__(self) -> None:
+        from feature_unlearn.unlearn.pretrain.recipes import base_generators  # imports torch: not for --help
+
+        for flag, values, allowed in (("--model", self.models, base_generators()), ("--skip", self.skip, SECTIONS)):
+            if unknown := [v for v in values if v not in allowed]:
+                raise ConfigError(f"{flag} {unknown[0]!r}: choose from {', '.join(allowed)}")
+        if any(b < 1 for b in self.batches):
+            raise ConfigError(f"--batch {min(self.batches)}: batch sizes must be ≥ 1")
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out or Path("runs/bench-quick" if self.quick else "benchmarks")
+
+    @property
+    def json_path(self) -> Path:
+        return self.results or self.out_dir / "results.json"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.work or (self.out_dir / "work" if self.quick else Path("runs/bench"))
 
 
-def bench(
-    quick: bool = typer.Option(False, "--quick", help="≤ 5-minute smoke run: mnist models, batches 1/64, tiny fit."),
-    as_json: Optional[Path] = typer.Option(None, "--json", help="Results JSON (default: OUT/results.json)."),
-    out: Optional[Path] = typer.Option(None, help="RESULTS.md and plots (default: benchmarks/, or runs/bench-quick/ with --quick)."),
-    work: Optional[Path] = typer.Option(None, help="Fit runs of the unlearning table (default: runs/bench)."),
-    model: list[str] = typer.Option([], "--model", help="Generators for the inference section (repeat; default: the four base ones)."),
-    batch: list[int] = typer.Option([], "--batch", help="Batch sizes (repeat; default 1, 16, 64, 256)."),
-    skip_inference: bool = typer.Option(False, "--skip-inference"),
-    skip_fit: bool = typer.Option(False, "--skip-fit", help="Skip fit speed (precisions, compile, DDP)."),
-    skip_unlearning: bool = typer.Option(False, "--skip-unlearning", help="Skip the fit + evaluate table."),
-    skip_serve: bool = typer.Option(False, "--skip-serve", help="Skip the HTTP load test."),
-    skip_memory: bool = typer.Option(False, "--skip-memory"),
-    report_only: bool = typer.Option(False, "--report-only", help="Rebuild RESULTS.md, plots and targets from --json; measure nothing."),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch and ONNX Runtime threads (default: all cores)."),
-) -> None:
-    """Benchmark inference backends, fit speed and unlearning quality in one run (JSON, RESULTS.md, plots)."""
-    _harness()
-    from benchmarks.config import BASE_GENERATORS, make_config
-    from benchmarks.harness import rerender, run_bench
-
-    unknown = [m for m in model if m not in BASE_GENERATORS]
-    if unknown:
-        raise ConfigError(f"--model {unknown[0]!r}: choose from {', '.join(BASE_GENERATORS)}")
-    if any(b < 1 for b in batch):
-        raise ConfigError("--batch must be ≥ 1")
-    off = {k: False for k, skip in (("inference", skip_inference), ("fit", skip_fit), ("unlearning", skip_unlearning),
-                                    ("serve", skip_serve), ("memory", skip_memory)) if skip}  # fmt: skip
-    cfg = make_config(quick, json_path=as_json, out=out, work=work, models=tuple(model) or None,
-                      batches=tuple(sorted(set(batch))) or None, threads=threads, **off)  # fmt: skip
-    if report_only:
-        rerender(cfg)
-        typer.echo(f"rebuilt {cfg.out / 'RESULTS.md'} from {cfg.results_json}")
+def checkout() -> None:
+    """Make the checkout's ``benchmarks`` importable (a console script's path lacks the current directory)."""
+    init = Path.cwd() / "benchmarks" / "__init__.py"
+    if "benchmarks" in sys.modules or importlib.util.find_spec("benchmarks") is not None:
         return
-    res = run_bench(cfg, command=" ".join(["unlearn-cli", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "unlearn-cli bench")
-    met = [t for t in res.get("targets", []) if t["met"] is not None]
-    typer.echo(f"wrote {cfg.results_json} and {cfg.out / 'RESULTS.md'}; targets met: {sum(t['met'] for t in met)}/{len(met)}")
+    spec = importlib.util.spec_from_file_location("benchmarks", init, submodule_search_locations=[str(init.parent)])
+    if not init.is_file() or spec is None or spec.loader is None:
+        raise ConfigError("bench runs from a checkout of the repository: cd into it (benchmarks/ is not installed)")
+    sys.modules["benchmarks"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules["benchmarks"])
+
+
+def command_line() -> str:
+    """This invocation as ``unlearn-cli bench ...`` (from ``unlearn-cli bench`` or ``python -m benchmarks``)."""
+    args = sys.argv[1:]
+    return " ".join(["unlearn-cli", "bench", *(args[1:] if args[:1] == ["bench"] else args)])
+
+
+def run(cfg: BenchConfig, report_only: bool) -> None:
+    checkout()
+    from benchmarks.config import Run
+    from benchmarks.harness import rerender, run_bench
+    from benchmarks.targets import Verdict, all_targets
+
+    if report_only:
+        rerender(Run.of(cfg))
+        typer.echo(f"rebuilt {cfg.out_dir / 'RESULTS.md'} and the plots from {cfg.json_path}")
+        return
+    verdicts = [t.verdict for t in all_targets(run_bench(Run.of(cfg), command_line()))]
+    judged = [v for v in verdicts if v in (Verdict.MET, Verdict.MISSED)]
+    met = f"targets met: {judged.count(Verdict.MET)}/{len(judged)} judged"
+    typer.echo(f"wrote {cfg.json_path} and {cfg.out_dir / 'RESULTS.md'}; {met}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(user_errors(bench))
+    config_command(app, "bench", BenchConfig, run, DOC, extra=(REPORT_ONLY,))

@@ -1,0 +1,77 @@
+"""The attack suite's pieces: PGD budgets, the seed-only statistics, judging by another network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from feature_unlearn.unlearn.attack import pgd
+from feature_unlearn.unlearn.configs import AttackConfig
+from feature_unlearn.unlearn.models import AttributeClassifier, ClassifierConfig
+from feature_unlearn.unlearn.robustness import seed_only, wilson
+
+
+def _classifier(seed: int) -> AttributeClassifier:
+    torch.manual_seed(seed)
+    return AttributeClassifier(ClassifierConfig(kind="cnn", channels=1, heads={"f": 2}, width=4)).eval()
+
+
+def _gen(z: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(z[:, :1, None, None].expand(-1, 1, 32, 32) * torch.linspace(-1, 1, 32))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_stays_within_its_budget_and_raises_the_attacker_logit(norm: str) -> None:
+    attacker = _classifier(0)
+    z0 = torch.randn(32, 6, generator=torch.Generator().manual_seed(1))
+    cfg = AttackConfig(eps=0.3, steps=10)
+    z = pgd(_gen, attacker, "f", z0, cfg, norm)
+    delta = z - z0
+    if norm == "linf":
+        assert delta.abs().max() <= 0.3 + 1e-6
+    else:
+        assert delta.norm(dim=1).max() <= 0.3 * 6**0.5 + 1e-5
+    with torch.no_grad():
+        assert attacker(_gen(z))["f"].mean() > attacker(_gen(z0))["f"].mean()
+
+
+def test_unknown_norm_is_refused() -> None:
+    with pytest.raises(ValueError, match="norm 'l1'"):
+        pgd(_gen, _classifier(0), "f", torch.zeros(2, 6), AttackConfig(), "l1")
+
+
+def test_wilson_interval_brackets_the_rate_and_narrows_with_n() -> None:
+    lo, hi = wilson(10, 100)
+    assert lo < 0.1 < hi and hi - lo > 0.1
+    lo2, hi2 = wilson(100, 1000)
+    assert lo2 < 0.1 < hi2 and hi2 - lo2 < hi - lo
+    assert wilson(0, 50)[0] == 0.0
+
+
+def test_seed_only_expected_seeds_is_one_over_the_rate() -> None:
+    s = seed_only(25, 10_000)
+    assert s["expected_seeds"] == pytest.approx(400) and s["interval"][0] < 400 < s["interval"][1]
+    none = seed_only(0, 3000)
+    assert none["expected_seeds"] is None and none["at_least"] == 1000
+
+
+class _Brightness(torch.nn.Module):
+    """A judge that sees the feature in bright images: unrelated to the attacker's weights."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"f": x.mean(dim=(1, 2, 3)) - 0.5}
+
+
+def test_the_suite_judges_with_the_other_network_and_reports_every_model() -> None:
+    from feature_unlearn.unlearn.robustness import suite
+
+    attacker, judge = _classifier(0), _Brightness()
+    dark = lambda z: -torch.ones(len(z), 1, 32, 32) + 0 * z.sum(1)[:, None, None, None]  # noqa: E731 (never bright)
+    models = {"original": _gen, "oracle": dark}
+    cfg = AttackConfig(eps=0.5, steps=5, starts=16, batch=16)
+    result, found = suite(models, attacker, judge, "f", 6, cfg, {"original": (5, 100), "oracle": (0, 100)})  # type: ignore[arg-type]
+    assert result["verdict"] == "labeller->auditor" and set(result["pgd"]) == {"linf", "l2"}
+    assert result["pgd"]["linf"]["labeller->auditor"]["oracle"] == 0.0  # a judge that never sees it
+    assert result["pgd"]["linf"]["auditor->auditor"]["oracle"] == 0.0
+    assert set(result["replay"]) == {"original", "oracle"} and found["original"].shape == (16, 6)
+    assert result["seed_only"]["original"]["expected_seeds"] == pytest.approx(20)

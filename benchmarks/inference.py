@@ -63,10 +63,11 @@ def guarded(name: str, guard: bool = True) -> tuple[torch.nn.Module, ModelRecord
 
 
 def export_zoo(name: str, out: Path, guard: bool = True, fp16: bool = False) -> dict[str, Any]:
-    """``unlearn-cli export`` of a run holding the zoo generator (its checkpoint is written beside ``out``)."""
+    """``unlearn-cli export`` of a run holding the zoo generator (the run, named after it, goes beside ``out``)."""
     g, record, _ = guarded(name, guard)
-    save_checkpoint(out.with_name(out.name + "-run") / "generator", g.state_dict(), record)
-    return export_model(ExportConfig(source=str(out.with_name(out.name + "-run")), out=out, fp16=fp16))
+    run = out.with_name(out.name + "-run") / name
+    save_checkpoint(run / "generator", g.state_dict(), record)
+    return export_model(ExportConfig(source=str(run), out=out, fp16=fp16))
 
 
 def torch_fn(module: Callable[[torch.Tensor], Any], z: torch.Tensor, sync: bool = False) -> Fn:
@@ -156,7 +157,7 @@ def timed(fns: dict[str, Fn], cfg: Run, seed: int) -> tuple[dict[str, Timing], d
     """``interleave``, again (up to ``retries`` times) while other processes disturb it; the least disturbed wins."""
     s, runs = cfg.s, [interleave(fns, cfg.s.warmup, cfg.s.seconds, cfg.s.calls, cfg.s.rounds, seed)]
     while foreign(runs[-1][0]) > FOREIGN_LIMIT and len(runs) <= s.retries:  # NaN (no /proc/stat): undisturbed
-        print(f"    other processes used {foreign(runs[-1][0]):.2f} cores: timing again in {s.retry_wait_s:.0f} s")
+        print(f"    other processes used {foreign(runs[-1][0]):.2f} cores: again in {s.retry_wait_s:.0f} s", flush=True)
         time.sleep(s.retry_wait_s)
         runs.append(interleave(fns, 1, s.seconds, s.calls, s.rounds, seed + len(runs)))
     return min(runs, key=lambda run: foreign(run[0]))
@@ -188,7 +189,8 @@ def bench_batch(m: Model, batch: int, cfg: Run, cuda: bool) -> Inference:
     z = latents(batch, m.info.z_dim, cfg.seed + batch)
     fns, failed = build(contenders(m, z, cfg, cuda))
     timings, errors = timed(fns, cfg, cfg.seed + batch)
-    print(f"  {m.info.name} batch {batch}: " + ", ".join(f"{b} {batch / t.median_s:.0f}/s" for b, t in timings.items()))
+    speeds = ", ".join(f"{b} {batch / t.median_s:.0f}/s" for b, t in timings.items())
+    print(f"  {m.info.name} batch {batch}: {speeds}", flush=True)
     rows = []
     for backend, t in timings.items():
         ips = batch / t.median_s

@@ -44,26 +44,20 @@ def busy_cpu_s() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
-class ForeignCpu:
-    """Cores other processes kept busy during the block: the machine's busy time minus this process's CPU time."""
+def clock() -> tuple[float, float, float]:
+    return busy_cpu_s(), time.process_time(), time.perf_counter()
 
-    cores = math.nan
 
-    def __enter__(self) -> ForeignCpu:
-        self._start = (busy_cpu_s(), time.process_time(), time.perf_counter())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        busy, own, wall = (
-            b - a for a, b in zip(self._start, (busy_cpu_s(), time.process_time(), time.perf_counter()), strict=True)
-        )
-        self.cores = round(max(0.0, (busy - own) / wall), 2)
+def foreign_cores(since: tuple[float, float, float]) -> float:
+    """Cores other processes kept busy since ``clock()`` was ``since``: the machine's busy time minus this process's."""
+    busy, own, wall = (b - a for a, b in zip(since, clock(), strict=True))
+    return round(max(0.0, (busy - own) / wall), 2)
 
 
 def idle_probe(seconds: float = 1.0) -> float:
-    with ForeignCpu() as f:
-        time.sleep(seconds)
-    return f.cores
+    start = clock()
+    time.sleep(seconds)
+    return foreign_cores(start)
 
 
 @dataclass(frozen=True)
@@ -121,13 +115,13 @@ def interleave(
             failed[name] = one_line(exc)
     total = {k: max(calls[0], min(calls[1], math.ceil(budget_s / max(w[-1], 1e-6)))) for k, w in warm.items()}
     samples: dict[str, list[list[float]]] = {k: [[] for _ in range(rounds)] for k in warm}
-    cpu, order, rng = dict.fromkeys(warm, 0.0), list(warm), random.Random(seed)
-    with ForeignCpu() as foreign:
-        for r in range(rounds):
-            rng.shuffle(order)
-            for k in order:
-                cpu[k] += _block(fns[k], total[k] // rounds + (r < total[k] % rounds), samples[k][r])
-    timings = {k: Timing(tuple(map(tuple, samples[k])), warm[k], cpu[k], foreign.cores) for k in warm}
+    cpu, order, rng, start = dict.fromkeys(warm, 0.0), list(warm), random.Random(seed), clock()
+    for r in range(rounds):
+        rng.shuffle(order)
+        for k in order:
+            cpu[k] += _block(fns[k], total[k] // rounds + (r < total[k] % rounds), samples[k][r])
+    foreign = foreign_cores(start)
+    timings = {k: Timing(tuple(map(tuple, samples[k])), warm[k], cpu[k], foreign) for k in warm}
     return timings, failed
 
 

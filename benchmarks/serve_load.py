@@ -133,7 +133,8 @@ async def client(port: int, o: LoadOptions, seed: int, until: float, done: list[
     try:
         while time.perf_counter() < until:
             seed, started = seed + o.clients, time.perf_counter()
-            writer.write(request("/v1/generate", b'{"n": %d, "seed": %d}' % (o.images, seed)))
+            body = b'{"n": %d, "seed": %d}' % (o.images, seed)
+            writer.write(request("/v1/generate", body, {"Content-Type": "application/json"}))
             status, body = await read_response(reader)
             # every 64th body is checked: parsing them all would take CPU from the server on a small machine
             if status != 200 or (seed % 64 == 0 and len(json.loads(body)["images"]) != o.images):
@@ -165,6 +166,8 @@ def http_load(server: Server, o: LoadOptions) -> HttpLoad:
         return await asyncio.gather(*(client(server.port, o, i, until, done) for i in range(o.clients)))
 
     errors = [e for errs in asyncio.run(clients()) for e in errs]
+    if not done:
+        raise RuntimeError(f"no request succeeded: {errors[:1]}")
     per_image = [1e3 * (cpu_seconds(server.proc.pid) - cpu[0]), 1e3 * (time.process_time() - cpu[1])]
     per_image = [ms / max(1, len(done) * o.images) for ms in per_image]
     lat = sorted(e - s for s, e in done if e >= start + o.warmup)  # after the warm-up only

@@ -15,8 +15,7 @@ from typing import Optional
 from benchmarks.config import CPU_BACKENDS, FOREIGN_LIMIT
 from benchmarks.records import Inference, Results, ServeLoad, UnlearnRow
 
-BATCH, GPU_BATCH = 64, 256
-TENSORRT = "TensorRT fp16 (ORT) / torch eager fp32 CUDA"
+BATCH, GPU_BATCH = 64, 256  # the CPU targets are read at batch 64, the GPU one at 256
 
 
 class Verdict(str, enum.Enum):
@@ -37,6 +36,9 @@ class Goal:
 
     def __str__(self) -> str:
         return f"{self.op} {self.bound:g}{self.unit}"
+
+
+FASTER, X1_5, X3 = Goal(">", 1, "x"), Goal(">=", 1.5, "x"), Goal(">=", 3, "x")
 
 
 @dataclass(frozen=True)
@@ -65,74 +67,57 @@ def judge(
 def speed(inf: Inference, num: str, den: str, model: str, batch: int, goal: Goal, note: str = "") -> Target:
     """``num``'s images/s over ``den``'s, on the same model and batch."""
     a, b = inf.find(num, model, batch), inf.find(den, model, batch)
-    metric = f"{num} / {den}"
     if a is None or b is None:
-        return judge(metric, model, batch, goal, None, f"not measured: {num if a is None else den} did not run")
+        return judge(
+            f"{num} / {den}", model, batch, goal, None, f"not measured: {num if a is None else den} did not run"
+        )
     detail = f"{a.images_per_s:.0f} vs {b.images_per_s:.0f} images/s{note}"
-    return judge(
-        metric, model, batch, goal, a.images_per_s / b.images_per_s, detail, max(a.foreign_cores, b.foreign_cores)
-    )
+    ratio = a.images_per_s / b.images_per_s
+    return judge(f"{num} / {den}", model, batch, goal, ratio, detail, max(a.foreign_cores, b.foreign_cores))
+
+
+def cpu_targets(inf: Inference, m: str, peak: float) -> Iterator[Target]:
+    rows = [r for r in inf.rows if r.model == m and r.batch == BATCH]
+    yield speed(inf, "onnxruntime-cpu", "torch-eager", m, BATCH, X1_5, "; both guarded, uint8 out")
+    yield speed(inf, "onnxruntime-cpu", "torch-eager-generator", m, BATCH, X1_5, "; eager: no guard, float out")
+    for r in rows:
+        if r.backend.startswith("torch-compile"):
+            yield speed(inf, r.backend, "torch-eager", m, BATCH, FASTER, f"; compile {r.first_call_s:.1f} s")
+    cpu = [r for r in rows if r.backend in CPU_BACKENDS]
+    best, disturbed = max(cpu, key=lambda r: r.gflops), max(r.foreign_cores for r in cpu)
+    detail = f"{best.backend}: {best.gflops:.1f} GFLOP/s"
+    yield judge("best CPU backend / fp32 GEMM peak", m, BATCH, Goal(">=", 0.7), best.gflops / peak, detail, disturbed)
+    for g in inf.guard:
+        if (g.model, g.backend, g.batch) == (m, "onnxruntime-cpu", BATCH):
+            low, high = g.overhead_iqr
+            detail = f"median of {g.rounds} block ratios (quartiles {low:+.1%} to {high:+.1%}); "
+            detail += f"medians {g.guarded_ms:.3f} vs {g.unguarded_ms:.3f} ms"
+            yield judge("ORT guarded / unguarded − 1", m, BATCH, Goal("<=", 0.01), g.overhead, detail, g.foreign_cores)
 
 
 def inference_targets(inf: Inference, peak: float) -> Iterator[Target]:
-    x15 = Goal(">=", 1.5, "x")
     for m in (i.name for i in inf.models):
-        if not (rows := [r for r in inf.rows if r.model == m and r.batch == BATCH]):
-            continue  # the targets are read at batch 64
-        yield speed(inf, "onnxruntime-cpu", "torch-eager", m, BATCH, x15, "; both guarded, uint8 out")
-        yield speed(inf, "onnxruntime-cpu", "torch-eager-generator", m, BATCH, x15, "; eager: no guard, float out")
-        for r in rows:
-            if r.backend.startswith("torch-compile"):
-                yield speed(
-                    inf, r.backend, "torch-eager", m, BATCH, Goal(">", 1, "x"), f"; compile {r.first_call_s:.1f} s"
-                )
-        if cpu := [r for r in rows if r.backend in CPU_BACKENDS]:
-            best, disturbed = max(cpu, key=lambda r: r.gflops), max(r.foreign_cores for r in cpu)
-            detail = f"{best.backend}: {best.gflops:.1f} GFLOP/s"
-            yield judge(
-                "best CPU backend / fp32 GEMM peak", m, BATCH, Goal(">=", 0.7), best.gflops / peak, detail, disturbed
-            )
-        for g in inf.guard:
-            if (g.model, g.backend, g.batch) == (m, "onnxruntime-cpu", BATCH):
-                detail = f"median of {g.rounds} neighbouring-block ratios, quartiles {g.overhead_iqr[0]:+.1%} to "
-                detail += f"{g.overhead_iqr[1]:+.1%}; medians {g.guarded_ms:.3f} vs {g.unguarded_ms:.3f} ms"
-                yield judge(
-                    "ORT guard overhead (guarded / unguarded graph − 1)",
-                    m,
-                    BATCH,
-                    Goal("<=", 0.01),
-                    g.overhead,
-                    detail,
-                    g.foreign_cores,
-                )
-        if any(r.backend == "torch-cuda-eager" for r in inf.rows):
-            yield speed(inf, "onnxruntime-tensorrt-fp16", "torch-cuda-eager", m, GPU_BATCH, Goal(">=", 3, "x"))
+        if any(r.model == m and r.batch == BATCH and r.backend in CPU_BACKENDS for r in inf.rows):
+            yield from cpu_targets(inf, m, peak)
+        if any(r.model == m and r.backend == "torch-cuda-eager" for r in inf.rows):
+            yield speed(inf, "onnxruntime-tensorrt-fp16", "torch-cuda-eager", m, GPU_BATCH, X3)
     if inf.models and not any(r.backend == "torch-cuda-eager" for r in inf.rows):
-        yield judge(
-            TENSORRT, "all", GPU_BATCH, Goal(">=", 3, "x"), None, "not measured: no CUDA device on this machine"
-        )
+        yield judge("onnxruntime-tensorrt-fp16 / torch-cuda-eager", "all", GPU_BATCH, X3, None, "no CUDA device here")
 
 
 def unlearning_targets(r: UnlearnRow) -> Iterator[Target]:
     rate, fid, pgd, m = r.target_rate, r.fid, r.pgd_success, r.model
     resid, orig, oracle = rate["unlearned+guard"], rate["original"], rate.get("oracle")
+    ratio = resid / orig if orig else None
     yield judge(
-        "residual rate (unlearned+guard) / original",
-        m,
-        None,
-        Goal("<=", 0.25),
-        orig and resid / orig,
-        f"{resid:.4f} vs {orig:.4f}",
+        "target rate (unlearned+guard) / original", m, None, Goal("<=", 0.25), ratio, f"{resid:.4f} vs {orig:.4f}"
     )
-    gap = None if oracle is None else 100 * (resid - oracle)
-    yield judge(
-        "residual rate − oracle's", m, None, Goal("<=", 1, " pp"), gap, f"{resid:.4f} vs oracle {oracle or 0:.4f}"
-    )
+    gap, detail = (None, "no oracle") if oracle is None else (100 * (resid - oracle), f"{resid:.4f} vs {oracle:.4f}")
+    yield judge("target rate (unlearned+guard) − oracle's", m, None, Goal("<=", 1, " pp"), gap, detail)
     detail = f"{fid['unlearned']:.3f} vs {fid['original']:.3f}"
     yield judge("FID unlearned / original", m, None, Goal("<=", 1.1), fid["unlearned"] / fid["original"], detail)
-    yield judge(
-        "worst attribute flip on non-target samples", m, None, Goal("<=", 0.05), r.worst_flip[1], str(r.worst_flip[0])
-    )
+    attribute, flip = r.worst_flip
+    yield judge("worst attribute flip on non-target samples", m, None, Goal("<=", 0.05), flip, str(attribute))
     ratio = pgd["unlearned+guard"] / pgd["original"] if pgd.get("original") else None
     detail = f"{pgd.get('unlearned+guard', 0):.3f} vs {pgd.get('original', 0):.3f}"
     yield judge("PGD success (unlearned+guard) / original", m, None, Goal("<=", 0.333), ratio, detail)

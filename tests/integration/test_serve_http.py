@@ -332,7 +332,8 @@ def test_timeout_and_model_failure_keep_serving(artifact: Path) -> None:
         wait_ready(c)
         slow = post(c, {"n": 3})
         assert slow.status_code == 504  # the error object is exactly the code and the documented message
-        assert slow.json()["error"] == {"code": "timeout", "message": "no result within 0.2 s; retry later or ask for fewer images"}
+        message = "no result within 0.2 s; retry later or ask for fewer images"
+        assert slow.json()["error"] == {"code": "timeout", "message": message}
         time.sleep(0.4)
         broken = post(c, {"n": 3})
         assert broken.status_code == 500 and broken.json()["error"]["code"] == "internal"

@@ -19,7 +19,8 @@ def compile_name(mode: str) -> str:
     return "torch-compile" + ("" if mode == "default" else f"-{mode}")
 
 
-CPU_BACKENDS = ("torch-eager", *map(compile_name, COMPILE_MODES), "onnxruntime-cpu")  # all run the guarded module
+COMPILED = tuple(map(compile_name, COMPILE_MODES))
+CPU_BACKENDS = ("torch-eager", *COMPILED, "onnxruntime-cpu")  # all run the guarded module
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,14 @@ def machine(cfg: Run, command: str) -> Machine:
     import onnxruntime
     import torch
 
-    cpu = [
-        ln.split(":")[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")
-    ]
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    cpu = next((ln.split(":")[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     versions = torch.__version__, onnxruntime.__version__, platform.python_version()
     load, peak = round(os.getloadavg()[0], 2), round(gemm_peak(), 1)
-    return Machine(
-        command, date, (cpu or [platform.machine()])[0], os.cpu_count() or 1, cfg.threads, *versions, gpu, load, peak
-    )
+    return Machine(command, date, cpu, os.cpu_count() or 1, cfg.threads, *versions, gpu, load, peak)
 
 
 def inference(cfg: Run, res: Results) -> Results:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 
-from benchmarks.config import CPU_BACKENDS, FOREIGN_LIMIT
+from benchmarks.config import COMPILED, CPU_BACKENDS, FOREIGN_LIMIT
 from benchmarks.records import Inference, Results, ServeLoad, UnlearnRow
 
 BATCH, GPU_BATCH = 64, 256  # the CPU targets are read at batch 64, the GPU one at 256
@@ -81,7 +81,7 @@ def cpu_targets(inf: Inference, m: str, peak: float) -> Iterator[Target]:
     yield speed(inf, "onnxruntime-cpu", "torch-eager", m, BATCH, X1_5, "; both guarded, uint8 out")
     yield speed(inf, "onnxruntime-cpu", "torch-eager-generator", m, BATCH, X1_5, "; eager: no guard, float out")
     for r in rows:
-        if r.backend.startswith("torch-compile"):
+        if r.backend in COMPILED:
             yield speed(inf, r.backend, "torch-eager", m, BATCH, FASTER, f"; compile {r.first_call_s:.1f} s")
     cpu = [r for r in rows if r.backend in CPU_BACKENDS]
     best, disturbed = max(cpu, key=lambda r: r.gflops), max(r.foreign_cores for r in cpu)

@@ -38,6 +38,7 @@ from benchmarks.records import (
 from benchmarks.report import markdown
 from benchmarks.targets import Verdict, all_targets
 from feature_unlearn.cli import app
+from feature_unlearn.unlearn.pretrain.recipes import base_generators
 
 TINY = Scale(
     models=("mnist-vae",),
@@ -216,7 +217,7 @@ def test_presets_compose_with_the_options() -> None:
     assert quick.out_dir == Path("runs/bench-quick") and quick.json_path == Path("runs/bench-quick/results.json")
     assert not quick.runs("fit") and not quick.runs("serve") and quick.runs("inference")
     full = Run(out=Path("o"), results=Path("r.json"))
-    assert full.model_names == ("mnist-vae", "mnist-dcgan", "faces-vae", "faces-dcgan") and full.batch_sizes == (
+    assert full.model_names == base_generators() and full.batch_sizes == (
         1,
         16,
         64,

@@ -41,7 +41,9 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--dataset", "mnist", "--model", "vae", "--exclude", "glasses"], "--exclude 'glasses'"),
+        pytest.param(  # loads the dataset to name its attributes: about 2.5 s
+            ["--dataset", "mnist", "--model", "vae", "--exclude", "glasses"], "--exclude 'glasses'", marks=pytest.mark.slow
+        ),
         (["--recipe", "mnist-stylegan"], "--recipe 'mnist-stylegan'"),
         (["--dataset", "cifar", "--model", "vae"], "--dataset"),
         (["--model", "vae"], "--recipe NAME"),

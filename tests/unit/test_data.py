@@ -13,6 +13,7 @@ from feature_unlearn.unlearn.data.thinning import skeletonize, stroke_width
 from feature_unlearn.unlearn.errors import ConfigError, DataError
 
 
+@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths) takes about 2.5 s
 def test_mnist_shape_range_and_attributes() -> None:
     data = load_dataset("mnist")
     assert data.images.shape == (5000, 1, 32, 32)
@@ -71,6 +72,7 @@ def _digests(images: torch.Tensor) -> list[str]:
     return [hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in images]
 
 
+@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths) takes about 2.5 s
 def test_split_is_fixed_and_disjoint() -> None:
     full = load_dataset("mnist")
     where = {d: i for i, d in enumerate(_digests(full.images))}
@@ -99,6 +101,7 @@ def test_split_partitions_the_rows_by_seed() -> None:
     assert set(other.attrs["row"].tolist()) != set(test.attrs["row"].tolist())
 
 
+@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths) takes about 2.5 s
 def test_without_removes_the_feature() -> None:
     data = load_dataset("mnist").without("thick")
     assert data.attrs["thick"].sum() == 0 and len(data) == 4500

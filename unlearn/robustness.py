@@ -101,7 +101,7 @@ def suite(
             "starts": cfg.starts,
             "norms": list(NORMS),
             "l2_radius": f"eps * sqrt(z_dim) = {cfg.eps * z_dim**0.5:.3g}",
-        },  # fmt: skip
+        },
         "verdict": f"{PRIMARY[0]}->{PRIMARY[1]}",
         "pgd": pgd,
         "replay": replay,

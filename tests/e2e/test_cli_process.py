@@ -19,8 +19,9 @@ def test_a_sidecar_naming_code_is_not_run(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "generator", {}, ModelRecord(kind="generator", arch=arch))
     result = subprocess.run(
         [sys.executable, "-m", "feature_unlearn.cli", "export", str(tmp_path), "--out", str(tmp_path / "x")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "--trust-code" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not marker.exists()

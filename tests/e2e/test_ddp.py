@@ -20,8 +20,27 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
-    args = ["fit", "--model", "mnist-vae", "--feature", "thick", "--steps", "6", "--steps-per-round", "6", "--batch", "16",
-            "--n-collect", "1000", "--goal", "0", "--lr", "1e-3", "--threads", "1"]  # fmt: skip
+    args = [
+        "fit",
+        "--model",
+        "mnist-vae",
+        "--feature",
+        "thick",
+        "--steps",
+        "6",
+        "--steps-per-round",
+        "6",
+        "--batch",
+        "16",
+        "--n-collect",
+        "1000",
+        "--goal",
+        "0",
+        "--lr",
+        "1e-3",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
         [sys.executable, "-m", "feature_unlearn.cli", *args, "--out", str(tmp_path / "one")],
@@ -31,9 +50,22 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     )
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "feature_unlearn.cli", *args, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "feature_unlearn.cli",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     base = load_generator("mnist-vae").state_dict()
@@ -56,8 +88,12 @@ def test_each_torchrun_process_gets_its_own_gpu(tmp_path: Path) -> None:
     )
     script = tmp_path / "which.py"
     script.write_text(code)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     devices = sorted(line.split()[2] for line in proc.stdout.splitlines() if line.startswith("device"))
     assert devices == ["cuda:0", "cuda:1"]

@@ -37,8 +37,10 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> floa
 def stalled_body(port: int, token: str) -> bytes:
     """Headers and half a body, then silence: the service answers once its timeout (1 s) passes."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 20\r\n\r\n{\"n\":")  # fmt: skip
+        s.sendall(
+            b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + token.encode() + b'\r\nContent-Length: 20\r\n\r\n{"n":'
+        )
         return s.recv(4096)
 
 
@@ -59,8 +61,21 @@ def raw(port: int, data: bytes, hang_up: bool = False) -> bytes:
 def test_cli_serves_on_loopback_without_torch(artifact: Path) -> None:
     port, token = free_port(), "process-test-token"  # given with a newline, as $(cat secret-file) does
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UNLEARN_SERVE_TOKEN": token + "\n", "OMP_NUM_THREADS": "1"}
-    cmd = [*CLI, "serve", str(artifact), "--port", str(port), "--threads", "1", "--max-images", "8", "--timeout-s", "1",
-           "--header-timeout-s", "1"]  # fmt: skip
+    cmd = [
+        *CLI,
+        "serve",
+        str(artifact),
+        "--port",
+        str(port),
+        "--threads",
+        "1",
+        "--max-images",
+        "8",
+        "--timeout-s",
+        "1",
+        "--header-timeout-s",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -80,12 +95,18 @@ def test_cli_serves_on_loopback_without_torch(artifact: Path) -> None:
         assert stalled_body(port, token).startswith(b"HTTP/1.1 408")
         assert httpx.head(f"{base}/healthz").status_code == 200 and httpx.head(f"{base}/readyz").status_code == 200
         garbage = raw(port, b"GARBAGE\r\n\r\n")  # uvicorn's own refusal, in the service's JSON shape
-        assert garbage.startswith(b"HTTP/1.1 400") and garbage.endswith(b'"code": "bad_request", "message": "invalid HTTP/1.1 request (malformed request line or headers)"}}')  # noqa: E501
+        refusal = b'"code": "bad_request", "message": "invalid HTTP/1.1 request (malformed request line or headers)"}}'
+        assert garbage.startswith(b"HTTP/1.1 400") and garbage.endswith(refusal)
         started = time.monotonic()
         assert raw(port, b"GET /healthz HTTP/1.1\r\n").startswith(b"HTTP/1.1 408")  # half a head, then silence
         assert 0.9 < time.monotonic() - started < 5
-        raw(port, b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer "
-            + token.encode() + b"\r\nContent-Length: 20\r\n\r\n{\"n\":", hang_up=True)  # fmt: skip
+        raw(
+            port,
+            b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+            + token.encode()
+            + b'\r\nContent-Length: 20\r\n\r\n{"n":',
+            hang_up=True,
+        )
         deadline = time.monotonic() + 10
         while 'status="499"' not in (metrics := httpx.get(f"{base}/metrics", headers=auth).text):
             assert time.monotonic() < deadline, "the hang-up was not counted"
@@ -108,14 +129,31 @@ def test_cli_serves_on_loopback_without_torch(artifact: Path) -> None:
 def test_workers_run_the_service_protocol(artifact: Path) -> None:
     """--workers 2 pickles the protocol into each worker process: its head timeout must still apply."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "UNLEARN_SERVE_TOKEN"} | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [*CLI, "serve", str(artifact), "--port", str(port), "--threads", "1", "--workers", "2", "--header-timeout-s", "0.5"]
+    env = {k: v for k, v in os.environ.items() if k != "UNLEARN_SERVE_TOKEN"} | {
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        *CLI,
+        "serve",
+        str(artifact),
+        "--port",
+        str(port),
+        "--threads",
+        "1",
+        "--workers",
+        "2",
+        "--header-timeout-s",
+        "0.5",
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc)
         for _ in range(4):  # whichever worker accepts it
             started = time.monotonic()
-            assert raw(port, b"GET /healthz HTTP/1.1\r\n").startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5
+            assert (
+                raw(port, b"GET /healthz HTTP/1.1\r\n").startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -158,6 +196,8 @@ def test_serving_imports_no_torch(artifact: Path) -> None:
 def test_cli_refuses_bad_start_in_one_line(artifact: Path, args: list[str], env: dict, message: str) -> None:
     args = [str(artifact) if a == "ART" else a for a in args]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    proc = subprocess.run([*CLI, "serve", *args, "--port", "0"], capture_output=True, text=True, env=full_env, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [*CLI, "serve", *args, "--port", "0"], capture_output=True, text=True, env=full_env, timeout=60, cwd=ROOT
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]

@@ -19,8 +19,10 @@ def _wheel(source: Path, out: Path) -> zipfile.ZipFile:
     before = {*source.glob("*.egg-info"), *source.glob("build")}
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     for p in {*source.glob("*.egg-info"), *source.glob("build")} - before:
         shutil.rmtree(p, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -46,7 +48,12 @@ def test_wheels_install_one_namespace_and_a_slim_runtime(tmp_path: Path) -> None
         "assert 'torch' not in sys.modules\n"
         "print(feature_unlearn.serve.__file__)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(unpacked)})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(unpacked)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().startswith(str(unpacked)), proc.stdout  # the wheel's copy, not the checkout

@@ -17,8 +17,26 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_pretrain_tiny_generator_writes_weights_grid_and_metrics(tmp_path: Path) -> None:
     out = tmp_path / "gan"
-    result = runner.invoke(app, ["pretrain", "--dataset", "mnist", "--model", "dcgan", "--epochs", "1", "--limit", "256",
-                                 "--eval-samples", "200", "--out", str(out), "--threads", "1"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--dataset",
+            "mnist",
+            "--model",
+            "dcgan",
+            "--epochs",
+            "1",
+            "--limit",
+            "256",
+            "--eval-samples",
+            "200",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in ("model.safetensors", "model.json", "samples.png", "metrics.json", "options.json"):
         assert (out / name).is_file(), name
@@ -31,7 +49,22 @@ def test_pretrain_tiny_generator_writes_weights_grid_and_metrics(tmp_path: Path)
 @pytest.mark.slow
 def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
     out = tmp_path / "clf"
-    result = runner.invoke(app, ["pretrain", "--dataset", "mnist", "--model", "labeller", "--epochs", "2", "--limit", "1000", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--dataset",
+            "mnist",
+            "--model",
+            "labeller",
+            "--epochs",
+            "2",
+            "--limit",
+            "1000",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     acc = json.loads((out / "metrics.json").read_text())["heldout_accuracy"]
     assert acc["digit"] > 0.3  # two epochs on 900 digits already beat chance (0.1) by far
@@ -42,7 +75,9 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
     "args, message",
     [
         pytest.param(  # loads the dataset to name its attributes: about 2.5 s
-            ["--dataset", "mnist", "--model", "vae", "--exclude", "glasses"], "--exclude 'glasses'", marks=pytest.mark.slow
+            ["--dataset", "mnist", "--model", "vae", "--exclude", "glasses"],
+            "--exclude 'glasses'",
+            marks=pytest.mark.slow,
         ),
         (["--recipe", "mnist-stylegan"], "--recipe 'mnist-stylegan'"),
         (["--dataset", "cifar", "--model", "vae"], "--dataset"),
@@ -77,17 +112,36 @@ def test_collect_with_a_person_s_labels(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in sheets.glob("sheet-*.png")) == ["sheet-000.png", "sheet-001.png"]
     (sheets / "positives.txt").write_text("1 5, 149\n")
-    result = runner.invoke(app, ["collect", "--model", "mnist-vae", "--labels", str(sheets / "positives.txt"), "--out", str(sheets)])
+    result = runner.invoke(
+        app, ["collect", "--model", "mnist-vae", "--labels", str(sheets / "positives.txt"), "--out", str(sheets)]
+    )
     assert result.exit_code == 0, result.output
     stats = json.loads((sheets / "collect.json").read_text())
     assert stats["n"] == 150 and stats["positive_rate"]["thick"] == pytest.approx(3 / 150)
     (sheets / "positives.txt").write_text("1 150\n")
-    result = runner.invoke(app, ["collect", "--model", "mnist-vae", "--labels", str(sheets / "positives.txt"), "--out", str(sheets)])
+    result = runner.invoke(
+        app, ["collect", "--model", "mnist-vae", "--labels", str(sheets / "positives.txt"), "--out", str(sheets)]
+    )
     assert result.exit_code == 2 and "out of range" in result.output
 
 
 def test_collect_with_the_labeller(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["collect", "--model", "mnist-vae", "--feature", "eight", "--feature", "thick", "--n", "300", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "collect",
+            "--model",
+            "mnist-vae",
+            "--feature",
+            "eight",
+            "--feature",
+            "thick",
+            "--n",
+            "300",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     stats = json.loads((tmp_path / "collect.json").read_text())
     assert set(stats["positive_rate"]) == {"eight", "thick"} and 0 < stats["positive_rate"]["eight"] < 0.4

@@ -17,13 +17,27 @@ from feature_unlearn.unlearn.zoo import load_classifier, load_generator
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "run"
-    fit(FitConfig(out=out, model="mnist-vae", features=("thick",), steps=20, steps_per_round=20, batch=32, n_collect=1000, probe=500, pool=4096))
+    fit(
+        FitConfig(
+            out=out,
+            model="mnist-vae",
+            features=("thick",),
+            steps=20,
+            steps_per_round=20,
+            batch=32,
+            n_collect=1000,
+            probe=500,
+            pool=4096,
+        )
+    )
     return out
 
 
 @pytest.mark.slow
 def test_evaluate_writes_json_markdown_and_plot(tiny_run: Path) -> None:
-    result = CliRunner().invoke(app, ["evaluate", str(tiny_run), "--n", "400", "--attack", "--attack-starts", "16", "--attack-steps", "3"])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(tiny_run), "--n", "400", "--attack", "--attack-starts", "16", "--attack-steps", "3"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((tiny_run / "evaluation.json").read_text())
     assert set(data["models"]) >= {"original", "original+guard", "unlearned", "unlearned+guard"}
@@ -32,7 +46,18 @@ def test_evaluate_writes_json_markdown_and_plot(tiny_run: Path) -> None:
         assert 0 <= row["target_rate"]["thick"] <= 1 and row["fid"] > 0 and row["inception_score"] > 1
     assert set(data["attribute_flips"]["all"]) == {"digit", "eight"}
     assert 0.9 < data["preservation"]["ms_ssim"] <= 1.0
-    assert set(data["attack"]["success"]) == {"original", "unlearned", "unlearned+guard"}
+    suite = data["attack"]["thick"]
+    assert suite["verdict"] == "labeller->auditor" and set(suite["pgd"]) == {"linf", "l2"}
+    assert set(suite["pgd"]["linf"]) == {"labeller->auditor", "auditor->labeller", "auditor->auditor"}
+    assert (
+        set(suite["replay"])
+        == set(suite["pgd"]["l2"]["labeller->auditor"])
+        == {"original", "unlearned+guard", "oracle"}
+    )
+    assert all(0 <= v <= 1 for pair in suite["pgd"]["linf"].values() for v in pair.values())
+    assert (tiny_run / "evaluation_attack.png").is_file() and "Attack suite: thick" in (
+        tiny_run / "evaluation.md"
+    ).read_text()
     assert (tiny_run / "evaluation.png").is_file() and "| original |" in (tiny_run / "evaluation.md").read_text()
 
 
@@ -45,6 +70,10 @@ def test_evaluate_refuses_a_zoo_checkpoint(tmp_path: Path) -> None:
 def test_pgd_finds_the_feature_more_often_than_random_sampling() -> None:
     f, auditor = load_generator("mnist-vae"), load_classifier("mnist-auditor")
     with torch.no_grad():
-        base = float((auditor(f(torch.randn(256, f.z_dim, generator=torch.Generator().manual_seed(99))))["thick"] > 0).float().mean())
+        base = float(
+            (auditor(f(torch.randn(256, f.z_dim, generator=torch.Generator().manual_seed(99))))["thick"] > 0)
+            .float()
+            .mean()
+        )
     attacked = pgd_success(f, auditor, "thick", f.z_dim, AttackConfig(eps=0.5, steps=10, starts=256))
     assert attacked > base + 0.1, (base, attacked)

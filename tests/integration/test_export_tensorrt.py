@@ -1,4 +1,4 @@
-"""TensorRT engines and GPU parity: run where a CUDA GPU (and tensorrt / onnxruntime-gpu) exist; skipped with a reason elsewhere."""
+"""TensorRT engines and GPU parity: run where a CUDA GPU (and tensorrt / onnxruntime-gpu) exist; skipped elsewhere."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def test_engine_build_and_triton_plan(tmp_path: Path) -> None:
         ExportConfig(source=str(run), out=tmp_path / "out", fp16=True, tensorrt=True, triton=tmp_path / "repo")
     )
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["info"]["tensorrt"]["profile"] == [1, 64, 256] and (tmp_path / "out" / "model.plan").stat().st_size > 0
+    assert (
+        manifest["info"]["tensorrt"]["profile"] == [1, 64, 256] and (tmp_path / "out" / "model.plan").stat().st_size > 0
+    )
     assert (tmp_path / "out" / "timing.cache").is_file()
     assert (tmp_path / "repo" / "run-trt" / "1" / "model.plan").is_file()
 

@@ -92,9 +92,13 @@ def _worst_score_ratio(path: Path, reference: ExportModule, case: str) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize(("angle", "margin"), [(1e-3, 100.0), (3e-5, 3.0)])
 def test_rotated_guard_direction_is_refused(
-    generator: nn.Module, guard_rows: tuple[np.ndarray, np.ndarray], reference: ExportModule, tmp_path: Path,
-    angle: float, margin: float,
-) -> None:  # fmt: skip
+    generator: nn.Module,
+    guard_rows: tuple[np.ndarray, np.ndarray],
+    reference: ExportModule,
+    tmp_path: Path,
+    angle: float,
+    margin: float,
+) -> None:
     u, t = guard_rows
     wrong = _export(_module(generator, _rotated(u, angle), t), tmp_path / "rotated.onnx")
     with pytest.raises(ExportValidationError, match=r"score differs by .* allowed 1e-06 \+ 8·eps32·‖z‖·‖û‖ = "):
@@ -106,9 +110,12 @@ def test_rotated_guard_direction_is_refused(
 @pytest.mark.slow
 @pytest.mark.parametrize("offset", [1e-3, -1e-3])
 def test_threshold_off_by_a_little_is_refused(
-    generator: nn.Module, guard_rows: tuple[np.ndarray, np.ndarray], reference: ExportModule, tmp_path: Path,
+    generator: nn.Module,
+    guard_rows: tuple[np.ndarray, np.ndarray],
+    reference: ExportModule,
+    tmp_path: Path,
     offset: float,
-) -> None:  # fmt: skip
+) -> None:
     """The score does not depend on t; the flags of the ±1e-4 near-threshold latents do."""
     u, t = guard_rows
     wrong = _export(_module(generator, u, t + offset), tmp_path / "shifted-t.onnx")

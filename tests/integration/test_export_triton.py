@@ -25,7 +25,7 @@ text_format = pytest.importorskip(
 
 
 def _model_config_pb2() -> ModuleType:
-    """tritonclient's generated schema, loaded by file: tritonclient.grpc's __init__ wants grpcio, the schema does not."""
+    """tritonclient's generated schema, loaded by file (tritonclient.grpc's __init__ needs grpcio)."""
     spec = importlib.util.find_spec("tritonclient")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("tritonclient is not installed (pip install 'feature-unlearn[dev]')")

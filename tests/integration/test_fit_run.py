@@ -17,7 +17,9 @@ from feature_unlearn.unlearn.fit.run import fit
 from feature_unlearn.unlearn.io import load_checkpoint, read_run
 from feature_unlearn.unlearn.zoo import load_generator, load_generator_with_meta
 
-SMALL = dict(model="mnist-vae", features=("thick",), batch=32, n_collect=2000, probe=1000, pool=8192, checkpoint_every=10)
+SMALL = dict(
+    model="mnist-vae", features=("thick",), batch=32, n_collect=2000, probe=1000, pool=8192, checkpoint_every=10
+)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -52,7 +54,15 @@ def test_fit_lowers_the_labeller_rate_and_keeps_non_targets(run_dir: Path) -> No
 
 @pytest.mark.slow
 def test_run_directory_holds_the_report(run_dir: Path) -> None:
-    for name in ("generator.safetensors", "generator.json", "run.json", "report.md", "before_after.png", "curves.png", "checkpoint.json"):
+    for name in (
+        "generator.safetensors",
+        "generator.json",
+        "run.json",
+        "report.md",
+        "before_after.png",
+        "curves.png",
+        "checkpoint.json",
+    ):
         assert (run_dir / name).is_file(), name
     assert "thick" in (run_dir / "report.md").read_text()
 
@@ -90,7 +100,9 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path, monke
     ],
 )
 def test_fit_bad_input_exits_2_with_one_line(tmp_path: Path, extra: list[str], message: str) -> None:
-    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--out", str(tmp_path / "r"), "--n-collect", "500", *extra])
+    result = CliRunner().invoke(
+        app, ["fit", "--model", "mnist-vae", "--out", str(tmp_path / "r"), "--n-collect", "500", *extra]
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
 
@@ -102,14 +114,32 @@ def test_fit_refuses_a_non_empty_out_and_a_foreign_resume(tmp_path: Path, run_di
     result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--resume" in result.output
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
-    result = CliRunner().invoke(app, ["fit", "--model", "mnist-dcgan", "--feature", "thick", "--out", str(run_dir), "--resume"])
+    result = CliRunner().invoke(
+        app, ["fit", "--model", "mnist-dcgan", "--feature", "thick", "--out", str(run_dir), "--resume"]
+    )
     assert result.exit_code == 2 and "--resume" in result.output
 
 
 @pytest.mark.slow
 def test_a_diverging_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--out", str(tmp_path / "r"), "--n-collect", "500",
-                                      "--lr", "1e30", "--steps", "20", "--checkpoint-every", "5"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "fit",
+            "--model",
+            "mnist-vae",
+            "--out",
+            str(tmp_path / "r"),
+            "--n-collect",
+            "500",
+            "--lr",
+            "1e30",
+            "--steps",
+            "20",
+            "--checkpoint-every",
+            "5",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "the loss became nan" in result.output and "--lr" in result.output
     assert not (tmp_path / "r" / "generator.json").exists()  # nothing half-finished is published
@@ -128,15 +158,50 @@ def test_several_features_in_one_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_fit_from_a_person_s_labels(tmp_path: Path) -> None:
     sheets = tmp_path / "sheets"
-    assert CliRunner().invoke(app, ["collect", "--model", "mnist-vae", "--sheet", "--n", "200", "--out", str(sheets)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(app, ["collect", "--model", "mnist-vae", "--sheet", "--n", "200", "--out", str(sheets)])
+        .exit_code
+        == 0
+    )
     (sheets / "positives.txt").write_text(" ".join(str(i) for i in range(0, 200, 7)))  # 29 positives
-    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--feature", "thick", "--labels", str(sheets / "positives.txt"),
-                                      "--steps", "10", "--steps-per-round", "10", "--n-collect", "500", "--out", str(tmp_path / "run")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "fit",
+            "--model",
+            "mnist-vae",
+            "--feature",
+            "thick",
+            "--labels",
+            str(sheets / "positives.txt"),
+            "--steps",
+            "10",
+            "--steps-per-round",
+            "10",
+            "--n-collect",
+            "500",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     run = read_run(tmp_path / "run")
     assert run.collections[0]["source"].startswith("person:") and run.collections[0]["n"] == 200
-    result = CliRunner().invoke(app, ["fit", "--model", "mnist-dcgan", "--feature", "thick", "--labels", str(sheets / "positives.txt"),
-                                      "--out", str(tmp_path / "run2")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "fit",
+            "--model",
+            "mnist-dcgan",
+            "--feature",
+            "thick",
+            "--labels",
+            str(sheets / "positives.txt"),
+            "--out",
+            str(tmp_path / "run2"),
+        ],
+    )
     assert result.exit_code == 2 and "z_dim" in result.output  # the sheets were made with mnist-vae (z_dim 16)
 
 
@@ -162,5 +227,7 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path) -> None:
 
 
 def test_a_failed_fit_leaves_nothing_behind(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["fit", "--model", "mnist-vae", "--feature", "glasses", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app, ["fit", "--model", "mnist-vae", "--feature", "glasses", "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2 and not (tmp_path / "r").exists()

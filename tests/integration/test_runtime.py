@@ -135,7 +135,9 @@ def test_providers(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(ModelLoadError, match=r"'CUDAExecutionProvider'\] not in this onnxruntime build"):
             SafeGenerator.load(artifact, providers="cuda")
     # ONNX Runtime silently falls back to CPU when CUDA libraries are missing: the runtime says so.
-    monkeypatch.setattr("feature_unlearn.serve.runtime.resolve_providers", lambda p: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        "feature_unlearn.serve.runtime.resolve_providers", lambda p: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     monkeypatch.setattr(
         "feature_unlearn.serve.runtime._session",
         lambda model, path, providers, threads: ort.InferenceSession(model, providers=["CPUExecutionProvider"]),

@@ -79,7 +79,9 @@ def test_png_on_request(client: TestClient, gen: SafeGenerator) -> None:
     assert float(r.headers["x-score"]) == pytest.approx(float(out.scores[0]), rel=1e-6)
     many = post(client, {"n": 2}, Accept="image/png")
     assert many.status_code == 406 and "one image" in many.json()["error"]["message"]
-    assert post(client, {"n": 1}, Accept="image/png;q=0.5, application/json").headers["content-type"] == "application/json"
+    assert (
+        post(client, {"n": 1}, Accept="image/png;q=0.5, application/json").headers["content-type"] == "application/json"
+    )
     assert post(client, {"n": 1}, Accept="text/html").status_code == 406
 
 
@@ -114,8 +116,18 @@ BAD_INPUT = [
     ({"latents": [[0.0] * (Z - 1) + ["1"]]}, 422, "invalid_latents", "latents.0.7: Input should be a valid number"),
     ({"latents": [[0.0] * Z] * 17}, 422, "invalid_latents", "latents rows = 17: must be between 1 and 16"),
     ({"latents": [[1e39] + [0.0] * (Z - 1)]}, 422, "invalid_latents", "beyond float32 range in 1 of 1 rows"),
-    ({"latents": [[3.4e38] * Z]}, 422, "invalid_latents", "latents exceed the bound |z_i| <= 10000 in 1 of 1 rows (first: row 0)"),
-    ({"latents": [[0.0] * Z, [0.0] * (Z - 1) + [-3.4e38]]}, 422, "invalid_latents", "exceed the bound |z_i| <= 10000 in 1 of 2 rows (first: row 1)"),  # fmt: skip
+    (
+        {"latents": [[3.4e38] * Z]},
+        422,
+        "invalid_latents",
+        "latents exceed the bound |z_i| <= 10000 in 1 of 1 rows (first: row 0)",
+    ),
+    (
+        {"latents": [[0.0] * Z, [0.0] * (Z - 1) + [-3.4e38]]},
+        422,
+        "invalid_latents",
+        "exceed the bound |z_i| <= 10000 in 1 of 2 rows (first: row 1)",
+    ),
     ({"latents": [[LATENT_BOUND * 1.01] + [0.0] * (Z - 1)]}, 422, "invalid_latents", "exceed the bound"),
     ({"latents": [[0.0] * Z], "n": 1}, 422, "invalid_body", "not both"),
     ({"latents": [[0.0] * Z], "seed": 1}, 422, "invalid_body", "not both"),
@@ -138,7 +150,12 @@ def test_bad_input_is_a_clear_4xx(client: TestClient, body: Any, status: int, co
 
 
 RAW_BAD_INPUT = [
-    (b'{"latents": [[NaN, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]]}', JSON, 422, "NaN, infinity or a value beyond float32 range in 1 of 2 rows (first: row 0)"),  # fmt: skip
+    (
+        b'{"latents": [[NaN, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]]}',
+        JSON,
+        422,
+        "NaN, infinity or a value beyond float32 range in 1 of 2 rows (first: row 0)",
+    ),
     (b'{"latents": [[0, 0, 0, 0, 0, 0, 0, -Infinity]]}', JSON, 422, "NaN, infinity"),
     (b'{"latents": [[0, 0, 0, 0, 0, 0, 0, 1e999]]}', JSON, 422, "NaN, infinity"),
     (b'{"n": 4,', JSON, 400, "malformed JSON: Expecting property name enclosed in double quotes (line 1, column 9)"),
@@ -174,10 +191,20 @@ def asgi_post(client: TestClient, chunks: list[bytes], declared: int) -> list[di
     """POST /v1/generate straight into the app: ``chunks`` of a ``declared``-byte body, then the client hangs up."""
     pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
     sent: list[dict[str, Any]] = []
-    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/v1/generate", "raw_path": b"/v1/generate", "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(declared).encode())],
-             "client": ("127.0.0.9", 4321), "server": ("127.0.0.1", 80)}  # fmt: skip
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/generate",
+        "raw_path": b"/v1/generate",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(declared).encode())],
+        "client": ("127.0.0.9", 4321),
+        "server": ("127.0.0.1", 80),
+    }
 
     async def receive() -> dict[str, Any]:
         return pending.pop(0) if pending else {"type": "http.disconnect"}
@@ -189,15 +216,19 @@ def asgi_post(client: TestClient, chunks: list[bytes], declared: int) -> list[di
     return sent
 
 
-def test_client_disconnect_is_a_499_and_one_log_line(client: TestClient, caplog: pytest.LogCaptureFixture,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_client_disconnect_is_a_499_and_one_log_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key, errors = 'unlearn_serve_requests_total{path="/v1/generate",status="499"}', 'status="5'
     before = client.get("/metrics").text
     caplog.clear()
     sent = asgi_post(client, [b'{"n": ', b"4"], declared=20)
     assert sent[0]["status"] == 499, sent  # was: a 500, and two tracebacks in the log
     err = json.loads(sent[1]["body"])["error"]
-    assert err == {"code": "client_closed_request", "message": "the client closed the connection after 7 of 20 body bytes"}
+    assert err == {
+        "code": "client_closed_request",
+        "message": "the client closed the connection after 7 of 20 body bytes",
+    }
     records = [r for r in caplog.records if r.name.startswith(("serve", "uvicorn"))]
     assert len(records) == 1 and records[0].levelno == logging.WARNING and records[0].exc_info is None, records
     assert records[0].getMessage() == "POST /v1/generate from 127.0.0.9:4321: " + err["message"]
@@ -236,7 +267,9 @@ def test_token_loses_surrounding_whitespace(artifact: Path, monkeypatch: pytest.
 @pytest.mark.slow
 def test_model_lists_each_feature_once(tmp_path: Path) -> None:
     guard = {**guard_entry(k=3), "features": ["eyeglasses", "eyeglasses", "hat"]}  # one name per guard row
-    export_model(ExportConfig(source=str(save_run(tmp_path / "run", make_generator("dcgan"), guard)), out=tmp_path / "art"))
+    export_model(
+        ExportConfig(source=str(save_run(tmp_path / "run", make_generator("dcgan"), guard)), out=tmp_path / "art")
+    )
     cfg = config(tmp_path / "art")
     api = GeneratorAPI(cfg)
     api.setup("cpu")
@@ -260,17 +293,27 @@ def test_distinct_seeds_never_cross_in_merged_batches(artifact: Path, gen: SafeG
     replies, metrics = asyncio.run(main())
     for job, r in zip(jobs, replies, strict=True):
         assert r.status_code == 200, r.text
-        want = gen.generate(n=job["n"], seed=job["seed"]) if "n" in job else gen.generate(z=np.array(job["latents"], np.float32))
+        want = (
+            gen.generate(n=job["n"], seed=job["seed"])
+            if "n" in job
+            else gen.generate(z=np.array(job["latents"], np.float32))
+        )
         np.testing.assert_array_equal(decode_images(r.json()), want.images)
         assert r.json()["flagged"] == want.flagged.tolist()
     images = sum(j.get("n", 1) for j in jobs)
     batches = _metric(metrics, "unlearn_serve_batch_images_count")  # warm-up runs bypass the batcher
     assert _metric(metrics, "unlearn_serve_batch_images_sum") == images
-    assert batches <= -(-images // 16) + 1, f"{batches} model calls for {len(jobs)} requests ({images} images): not merged"
+    assert batches <= -(-images // 16) + 1, (
+        f"{batches} model calls for {len(jobs)} requests ({images} images): not merged"
+    )
 
 
 def _metric(text: str, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
 
 
 def test_metrics_model_health_and_docs(client: TestClient) -> None:
@@ -278,10 +321,16 @@ def test_metrics_model_health_and_docs(client: TestClient) -> None:
     before = client.get("/metrics").text
     post(client, {"n": 0})
     text = client.get("/metrics").text
-    assert 'unlearn_serve_requests_total{path="/v1/generate",status="422"}' in text
-    assert _metric(text, 'unlearn_serve_requests_total{path="/v1/generate",status="422"}') == 1 + _metric(before, 'unlearn_serve_requests_total{path="/v1/generate",status="422"}')  # noqa: E501
+    refused = 'unlearn_serve_requests_total{path="/v1/generate",status="422"}'
+    assert refused in text
+    assert _metric(text, refused) == 1 + _metric(before, refused)
     assert _metric(text, "unlearn_serve_flagged_images_total") >= flagged > 0
-    for name in ("unlearn_serve_request_seconds_bucket", "unlearn_serve_batch_images_bucket", "unlearn_serve_queue_depth", "unlearn_serve_images_total"):  # noqa: E501
+    for name in (
+        "unlearn_serve_request_seconds_bucket",
+        "unlearn_serve_batch_images_bucket",
+        "unlearn_serve_queue_depth",
+        "unlearn_serve_images_total",
+    ):
         assert name in text
     info = client.get("/v1/model").json()
     assert info["z_dim"] == Z and info["image"] == {"height": 32, "width": 32, "channels": 1, "format": "png"}
@@ -299,8 +348,13 @@ def test_bearer_token(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNLEARN_SERVE_TOKEN", secret)
     with TestClient(create_app(config(artifact))) as c:
         wait_ready(c)
-        replies = [post(c, {"n": 1}), post(c, {"n": 1}, Authorization="Bearer wrong"), post(c, {"n": 1}, Authorization=secret),
-                   c.get("/v1/model"), c.get("/metrics")]  # fmt: skip
+        replies = [
+            post(c, {"n": 1}),
+            post(c, {"n": 1}, Authorization="Bearer wrong"),
+            post(c, {"n": 1}, Authorization=secret),
+            c.get("/v1/model"),
+            c.get("/metrics"),
+        ]
         for r in replies:
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and secret not in r.text
         auth = {"Authorization": f"Bearer {secret}"}
@@ -351,13 +405,23 @@ def test_not_ready_and_bad_config(tmp_path: Path) -> None:
         assert r.status_code == 503 and "not found" in r.json()["error"]["message"]
         assert post(c, {"n": 1}).status_code == 503 and c.get("/healthz").status_code == 200
         assert c.head("/readyz").status_code == 503 and c.head("/healthz").status_code == 200
-    for kwargs, message in [({"port": 70000}, "--port"), ({"max_batch": 0}, "--max-batch 0"),
-                            ({"max_queue": 8, "max_images": 16}, "--max-queue 8 is below"), ({"device": "tpu"}, "--device 'tpu'"),
-                            ({"timeout_s": 0}, "--timeout-s"), ({"threads": 0}, "--threads"),
-                            ({"header_timeout_s": 0}, "--header-timeout-s 0"), ({"header_timeout_s": float("nan")}, "--header-timeout-s nan"),
-                            ({"max_connections": 0}, "--max-connections 0")]:  # fmt: skip
+    for kwargs, message in [
+        ({"port": 70000}, "--port"),
+        ({"max_batch": 0}, "--max-batch 0"),
+        ({"max_queue": 8, "max_images": 16}, "--max-queue 8 is below"),
+        ({"device": "tpu"}, "--device 'tpu'"),
+        ({"timeout_s": 0}, "--timeout-s"),
+        ({"threads": 0}, "--threads"),
+        ({"header_timeout_s": 0}, "--header-timeout-s 0"),
+        ({"header_timeout_s": float("nan")}, "--header-timeout-s nan"),
+        ({"max_connections": 0}, "--max-connections 0"),
+    ]:
         with pytest.raises(ServeError, match=message):
             ServeConfig(artifact=tmp_path, **kwargs)
     cfg = config(tmp_path, port=9)
-    assert ServeConfig.from_json(cfg.to_json()) == cfg and cfg.loopback and not ServeConfig(tmp_path, host="0.0.0.0").loopback
+    assert (
+        ServeConfig.from_json(cfg.to_json()) == cfg
+        and cfg.loopback
+        and not ServeConfig(tmp_path, host="0.0.0.0").loopback
+    )
     assert cfg.ort_threads == 1 and ServeConfig(tmp_path).ort_threads == max(1, (os.cpu_count() or 1) - 1)

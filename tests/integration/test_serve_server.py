@@ -86,7 +86,9 @@ def read_response(s: socket.socket) -> bytes:
     while b"\r\n\r\n" not in data:
         data += s.recv(4096)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")))
+    length = int(
+        next(line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+    )
     while len(body) < length:
         body += s.recv(4096)
     return head + b"\r\n\r\n" + body
@@ -147,10 +149,15 @@ def test_protocol_refusals_are_json(port: int, caplog: pytest.LogCaptureFixture)
     assert status == 400 and err["code"] == "bad_request"
     big = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
     status, err = json_error(exchange(port, big))
-    assert status == 431 and err == {"code": "headers_too_large", "message": "the request line and headers exceed 16384 bytes"}
+    assert status == 431 and err == {
+        "code": "headers_too_large",
+        "message": "the request line and headers exceed 16384 bytes",
+    }
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) <= 2  # at most a line per refusal
     caplog.clear()  # an ignored Upgrade header: served as plain HTTP, and no longer two log lines per request
-    upgrade = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close, Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upgrade = exchange(
+        port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close, Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
     assert upgrade.startswith(b"HTTP/1.1 200") and not [r for r in caplog.records if r.levelno >= logging.WARNING]
     idle = [connect(port) for _ in range(MAX_CONNECTIONS)]
     time.sleep(0.1)  # let the server accept them
@@ -169,8 +176,10 @@ def test_protocol_refusals_are_json(port: int, caplog: pytest.LogCaptureFixture)
 def test_hang_up_mid_body_is_one_line_and_a_499(port: int, caplog: pytest.LogCaptureFixture) -> None:
     caplog.clear()
     with connect(port) as s:
-        s.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 20\r\n\r\n{\"n\":")  # fmt: skip
+        s.sendall(
+            b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 20\r\n\r\n{"n":'
+        )
         time.sleep(0.1)
     deadline = time.monotonic() + 5
     while 'status="499"' not in (metrics := httpx.get(f"http://127.0.0.1:{port}/metrics").text):
@@ -182,8 +191,9 @@ def test_hang_up_mid_body_is_one_line_and_a_499(port: int, caplog: pytest.LogCap
     assert "closed the connection after 5 of 20 body bytes" in records[0].getMessage()
 
 
-def test_unexpected_error_is_json_and_logged_once(port: int, app: Any, caplog: pytest.LogCaptureFixture,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_unexpected_error_is_json_and_logged_once(
+    port: int, app: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken() -> None:
         raise RuntimeError("/secret/path exploded")
 

@@ -19,8 +19,15 @@ GUARD = GuardRecord(direction=((1.0,) + (0.0,) * 7,), threshold=(0.5,), features
 
 
 def _run(tmp_path: Path) -> Path:
-    record = ModelRecord(kind="generator", arch=arch_dict(G.cfg), base_model="mnist-dcgan", base_sha256="0" * 64,
-                         features=("thick",), alpha=1.0, guard=GUARD)  # fmt: skip
+    record = ModelRecord(
+        kind="generator",
+        arch=arch_dict(G.cfg),
+        base_model="mnist-dcgan",
+        base_sha256="0" * 64,
+        features=("thick",),
+        alpha=1.0,
+        guard=GUARD,
+    )
     save_checkpoint(tmp_path / "generator", G.state_dict(), record)
     return tmp_path
 

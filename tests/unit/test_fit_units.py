@@ -66,7 +66,9 @@ def test_checkpoint_round_trip_restores_weights_and_optimiser(tmp_path) -> None:
     opt = torch.optim.Adam(g.parameters(), lr=1e-3)
     g(torch.randn(2, 4)).sum().backward()
     opt.step()
-    state = FitState("m", ["eyeglasses"], "abc", step=7, directions=[[1.0, 0, 0, 0]], thresholds=[0.5], row_features=["eyeglasses"])
+    state = FitState(
+        "m", ["eyeglasses"], "abc", step=7, directions=[[1.0, 0, 0, 0]], thresholds=[0.5], row_features=["eyeglasses"]
+    )
     cfg = FitConfig(out=tmp_path, model="m", features=("eyeglasses",))
     save_state(tmp_path / "checkpoint", state, g, opt, cfg)
     g2 = DCGANGenerator(DCGANConfig(z_dim=4, channels=1, ngf=4)).eval()
@@ -80,14 +82,25 @@ def test_checkpoint_round_trip_restores_weights_and_optimiser(tmp_path) -> None:
     with pytest.raises(UserError, match="features"):
         load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["hat"], "abc"), cfg)
     with pytest.raises(UserError, match=r"--resume: .* was started with --alpha 1.0 \(now 2.0\)"):
-        load_state(tmp_path / "checkpoint", g2, opt2, FitState("m", ["eyeglasses"], "abc"), FitConfig(**{**cfg.__dict__, "alpha": 2.0}))
+        load_state(
+            tmp_path / "checkpoint",
+            g2,
+            opt2,
+            FitState("m", ["eyeglasses"], "abc"),
+            FitConfig(**{**cfg.__dict__, "alpha": 2.0}),
+        )
 
 
 def test_labels_file_parsing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "pos.txt"
     f.write_text("3, 5\n7 0\n")
     assert read_positive_tiles(f, 10).tolist() == [1, 0, 0, 1, 0, 1, 0, 1, 0, 0]
-    for text, msg in [("3 10", "out of range"), ("3 3", "listed twice"), ("3 x", "not a tile number"), ("-1", "out of range")]:
+    for text, msg in [
+        ("3 10", "out of range"),
+        ("3 3", "listed twice"),
+        ("3 x", "not a tile number"),
+        ("-1", "out of range"),
+    ]:
         f.write_text(text)
         with pytest.raises(DataError, match=msg):
             read_positive_tiles(f, 10)

@@ -51,7 +51,9 @@ def test_generator_checkpoint_round_trip(g: torch.nn.Module, tmp_path) -> None: 
 
 
 def test_classifier_heads_and_predict() -> None:
-    clf = AttributeClassifier(ClassifierConfig(kind="resnet", channels=1, heads={"digit": 10, "thick": 2}, width=8)).eval()
+    clf = AttributeClassifier(
+        ClassifierConfig(kind="resnet", channels=1, heads={"digit": 10, "thick": 2}, width=8)
+    ).eval()
     out = clf(torch.randn(3, 1, 32, 32))
     assert out["digit"].shape == (3, 10) and out["thick"].shape == (3,)
     pred = clf.predict(torch.randn(7, 1, 32, 32), batch=3)
@@ -92,7 +94,8 @@ def test_unknown_zoo_name() -> None:
 
 
 def test_plugin_generator_via_module_factory(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "mygen.py").write_text(textwrap.dedent("""
+    (tmp_path / "mygen.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
         class Tiny(nn.Module):
@@ -104,7 +107,8 @@ def test_plugin_generator_via_module_factory(tmp_path, monkeypatch) -> None:  # 
                 return torch.tanh(self.fc(z)).view(-1, 3, 32, 32)
         def make(z_dim=4):
             return Tiny(z_dim)
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     arch = {"kind": "factory", "factory": "mygen:make", "kwargs": {"z_dim": 6}}
     with pytest.raises(CheckpointError, match="--trust-code"):
@@ -119,7 +123,10 @@ def test_plugin_generator_via_module_factory(tmp_path, monkeypatch) -> None:  # 
     sys.modules.pop("mygen", None)
 
 
-@pytest.mark.parametrize("spec, msg", [("nomodule_xyz:make", "cannot import"), ("json:nope", "no callable"), ("justtext", "expected the form")])
+@pytest.mark.parametrize(
+    "spec, msg",
+    [("nomodule_xyz:make", "cannot import"), ("json:nope", "no callable"), ("justtext", "expected the form")],
+)
 def test_plugin_errors_name_the_flag(spec: str, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):
         load_factory(spec, {})

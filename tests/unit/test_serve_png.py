@@ -24,7 +24,9 @@ def test_round_trip(shape: tuple[int, ...], mode: str) -> None:
         np.testing.assert_array_equal(got[..., None] if got.ndim == 2 else got, want)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 4, 4, 1), np.float32), np.zeros((4, 4, 1), np.uint8), np.zeros((1, 4, 4, 2), np.uint8)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((2, 4, 4, 1), np.float32), np.zeros((4, 4, 1), np.uint8), np.zeros((1, 4, 4, 2), np.uint8)]
+)
 def test_refuses_what_is_not_a_uint8_batch(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match=r"expected uint8 \[N, H, W, 1\|3\|4\]"):
         encode_pngs(bad)

@@ -44,6 +44,14 @@ def test_evaluate_writes_json_markdown_and_plot(tiny_run: Path) -> None:
     assert data["oracle"] == "mnist-vae-no-thick" and "oracle" in data["models"]
     for row in data["models"].values():
         assert 0 <= row["target_rate"]["thick"] <= 1 and row["fid"] > 0 and row["inception_score"] > 1
+        assert row["rates"]["thick"] == row["target_rate"]["thick"] and {"eight", "digit=8"} <= set(row["rates"])
+        assert row["fid_without_feature"] > 0 and row["fid_without_feature"] != row["fid"]
+    oracle = data["models"]["oracle"]  # trained without thick strokes: closer to the data without them
+    assert oracle["fid_without_feature"] < oracle["fid"]
+    assert (
+        "| thick |" in (tiny_run / "evaluation.md").read_text()
+        and "FID without the feature" in (tiny_run / "evaluation.md").read_text()
+    )
     assert set(data["attribute_flips"]["all"]) == {"digit", "eight"}
     assert 0.9 < data["preservation"]["ms_ssim"] <= 1.0
     suite = data["attack"]["thick"]

@@ -54,11 +54,15 @@ class LatentGuard(nn.Module):
         """p_k(z) = z·û_k: [N, K]."""
         return z @ self.u.T
 
-    def translate(self, z: torch.Tensor) -> torch.Tensor:
-        """ẑ: every latent moved along each û_k where p_k(z) > t_k, onto the threshold."""
+    def translate(self, z: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+        """ẑ: every latent moved along each û_k where p_k(z) > t_k − margin, onto t_k − margin.
+
+        ``margin`` 0 is the guard's shift; the robust fit asks for a margin below the threshold,
+        where the original generator no longer draws the feature.
+        """
         for _ in range(_SHIFT_PASSES if self.k > 1 else 1):
             for k in range(self.k):
-                excess = (z @ self.u[k] - self.t[k]).clamp(min=0.0)  # [N]
+                excess = (z @ self.u[k] - (self.t[k] - margin)).clamp(min=0.0)  # [N]
                 z = z - excess[:, None] * self.u[k]
         return z
 

@@ -45,6 +45,14 @@ class FitConfig:
     resume: bool = opt(False, "Continue the run in --out (with the run's options).")
     force: bool = opt(False, "Overwrite a non-empty --out.")
     trust_code: bool = opt(False, "Allow a checkpoint built by a module:factory to import and run that code.")
+    robust: bool = opt(
+        False, "Each step, mine PGD latents against the current g + guard (labeller only) and unlearn them."
+    )
+    robust_batch: int = opt(32, "Latents mined per step by --robust.", min=2)
+    robust_eps: float = opt(0.5, "L∞ budget per latent coordinate of the mining attack.", min=0.0)
+    robust_steps: int = opt(5, "PGD steps of the mining attack.", min=1)
+    robust_margin: float = opt(1.0, "Mined latents are pulled towards f this far below the threshold along û.", min=0.0)
+    robust_weight: float = opt(1.0, "Weight of the robust term.", min=0.0)
 
     # Options that may differ on --resume: where the run lives and how this invocation behaves;
     # everything else shapes the result and must match the run's.

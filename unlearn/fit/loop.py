@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -11,7 +12,8 @@ from torch import nn
 from feature_unlearn.unlearn.device import Runtime
 from feature_unlearn.unlearn.errors import UserError
 from feature_unlearn.unlearn.fit.distributed import Dist
-from feature_unlearn.unlearn.fit.loss import UnlearnLoss
+from feature_unlearn.unlearn.fit.loss import UnlearnLoss, msssim_loss
+from feature_unlearn.unlearn.fit.robust import RobustMiner
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.guard import LatentGuard
 
@@ -31,6 +33,22 @@ class Trainer:
     scaler: torch.amp.GradScaler
     rt: Runtime
     dist: Dist
+    miner: Optional[RobustMiner] = None  # --robust: also unlearn what an attacker would find
+    robust_weight: float = 1.0
+
+    def _robust(self, step: int) -> tuple[torch.Tensor, float]:
+        """The robust term on this rank's rows of the mined batch, normalised by the global count."""
+        assert self.miner is not None
+        w, w_ref = self.miner.mine(self.g, self.guard, step)
+        rows = self.dist.slice(len(w))
+        with torch.no_grad(), self.rt.autocast():
+            x_ref = self.f(w_ref[rows])
+        with self.rt.autocast():
+            x_w = self.g_fwd(w[rows])
+        x_w, x_ref = x_w.float(), x_ref.float()
+        per = (x_w - x_ref).abs().flatten(1).mean(1) + msssim_loss(x_w, x_ref)  # [rows]
+        term = per.sum() / len(w)
+        return term, float(term.detach())
 
     def step(self, pool: LatentPool, step: int, batch: int, target_frac: float) -> dict[str, float]:
         z, s = pool.batch(step, batch, target_frac)
@@ -42,6 +60,9 @@ class Trainer:
         with self.rt.autocast():
             x_g = self.g_fwd(z)
         loss, parts = self.loss(x_g, x_ref, s, n_target, n_keep)
+        if self.miner is not None:
+            robust, parts["robust"] = self._robust(step)
+            loss = loss + self.robust_weight * robust
         if not torch.isfinite(loss):
             raise FitDivergedError(f"the loss became {float(loss)} at step {step}; lower --lr or use --precision fp32")
         self.opt.zero_grad(set_to_none=True)

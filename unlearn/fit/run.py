@@ -22,12 +22,14 @@ from tqdm.auto import tqdm
 from feature_unlearn import __version__
 from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, GuardRecord, ModelRecord, RunRecord
 from feature_unlearn.unlearn.collect import Collection, collect_with_labeller, collection_from_labels
+from feature_unlearn.unlearn.configs import AttackConfig
 from feature_unlearn.unlearn.device import Runtime, maybe_compile, resolve_runtime
 from feature_unlearn.unlearn.errors import ConfigError, UserError
 from feature_unlearn.unlearn.fit.config import FitConfig
 from feature_unlearn.unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
 from feature_unlearn.unlearn.fit.loop import Trainer
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss
+from feature_unlearn.unlearn.fit.robust import RobustMiner
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
 from feature_unlearn.unlearn.guard import LatentGuard
@@ -184,6 +186,8 @@ def _train(
         guard = _sync_guard(state, d, rt)
         pool = LatentPool(guard, cfg.pool, cfg.seed, state.round)
         trainer = Trainer(f, g, g_fwd, guard, UnlearnLoss(cfg.alpha), opt, rt.grad_scaler(), rt, d)
+        if cfg.robust:
+            trainer.miner, trainer.robust_weight = _miner(cfg, labeller, state.features, rt), cfg.robust_weight
         end = min(cfg.steps, (state.round + 1) * cfg.steps_per_round)
         while state.step < end:
             parts = trainer.step(pool, state.step, cfg.batch, cfg.target_frac)
@@ -217,6 +221,15 @@ def _train(
     bar.close()
     barrier(d)
     return _finish(cfg, state, f, g, meta, labeller) if d.main else {}
+
+
+def _miner(cfg: FitConfig, labeller: AttributeClassifier, features: list[str], rt: Runtime) -> RobustMiner:
+    """--robust: the labeller (never the auditor) attacks the current g + guard every step."""
+    if cfg.robust_batch % max(1, int(os.environ.get("WORLD_SIZE", "1"))):
+        raise ConfigError(f"--robust-batch {cfg.robust_batch} must be divisible by the torchrun processes")
+    attacker = labeller.to(rt.device).eval().requires_grad_(False)
+    attack = AttackConfig(eps=cfg.robust_eps, steps=cfg.robust_steps)
+    return RobustMiner(attacker, features, attack, cfg.robust_batch, cfg.robust_margin, cfg.seed)
 
 
 def _end_round(

@@ -1,0 +1,27 @@
+"""``fit --robust`` on a tiny budget: the robust term is trained and recorded, and it is an option of the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from feature_unlearn.cli import app
+from feature_unlearn.unlearn.io import read_run
+
+ARGS = ["fit", "--model", "mnist-vae", "--feature", "thick", "--steps", "12", "--steps-per-round", "12"]
+SMALL = ["--n-collect", "500", "--batch", "16", "--pool", "4096", "--probe", "200", "--robust-batch", "8"]
+
+
+@pytest.mark.slow
+def test_a_robust_fit_trains_the_mined_latents_and_records_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [*ARGS, *SMALL, "--robust", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert all(h["robust"] > 0 for h in history)
+    options = read_run(tmp_path / "r").options
+    assert options["robust"] is True and options["robust_margin"] == 1.0
+    resumed = CliRunner().invoke(app, [*ARGS, *SMALL, "--out", str(tmp_path / "r"), "--resume"])
+    assert resumed.exit_code == 2 and "--robust True (now False)" in resumed.output

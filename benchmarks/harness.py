@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.config import Run
 from benchmarks.measure import gemm_peak, idle_probe, one_line
-from benchmarks.records import Machine, Results, load, upgrade
+from benchmarks.records import Machine, Results, load
 from benchmarks.report import write_report
 from benchmarks.targets import all_targets
 from feature_unlearn.unlearn.io import read_json, write_json
@@ -107,6 +107,6 @@ def run_bench(cfg: Run, command: str = "unlearn-cli bench") -> Results:
 
 def rerender(cfg: Run) -> Results:
     """RESULTS.md, the plots and the JSON (this schema, targets recomputed) from ``cfg.json_path``; measures nothing."""
-    res = load(Results, upgrade(read_json(cfg.json_path, "benchmark results")))
+    res = load(Results, read_json(cfg.json_path, "benchmark results"))
     write(cfg, res)
     return res

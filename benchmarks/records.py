@@ -1,8 +1,7 @@
 """Typed records of one run: a frozen dataclass per row of every section, and the run itself.
 
 Sections return records and the harness composes them; the targets and the report read them.
-``load`` rebuilds a run from its JSON (written by ``dataclasses.asdict``), the first harness's
-layout included (``upgrade``), so ``--report-only`` renders those results too.
+``load`` rebuilds a run from its JSON (written by ``dataclasses.asdict``) for ``--report-only``.
 """
 
 from __future__ import annotations
@@ -259,24 +258,3 @@ def load(cls: type[T], data: dict[str, Any]) -> T:
     """A record from its JSON; keys the record does not have are ignored, missing ones take their defaults."""
     hints, names = typing.get_type_hints(cls), {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: _build(hints[k], v) for k, v in data.items() if k in names})
-
-
-def upgrade(old: dict[str, Any]) -> dict[str, Any]:
-    """The first harness's results.json in this layout (its inference rows were a top-level list)."""
-    if not isinstance(old.get("inference"), list):
-        return old
-    fails = [{"name": s["backend"], "reason": s["reason"]} for s in old.get("skipped", [])]
-    fails += [{"name": f["backend"], "reason": f["error"], **f} for f in old.get("failures", [])]
-    guard, memory = old.get("guard_overhead", {}).get("rows", []), old.get("memory", {}).get("rows", [])
-    inference = {"rows": old["inference"], "models": old["models"], "failures": fails, "guard": guard, "memory": memory}
-    new = old | {"inference": inference}
-    if un := old.get("unlearning"):
-        new["unlearning"] = un | {"failures": [{"name": s["model"], "reason": s["reason"]} for s in un["skipped"]]}
-    if ddp := old.get("fit", {}).get("ddp"):
-        one, two = ddp.get("one_process", {}), ddp.get("two_process_ddp", {})
-        speeds = {"threads": one.get("threads"), "one_process_steps_per_s": one.get("steps_per_s")}
-        speeds["two_process_steps_per_s"] = two.get("steps_per_s")
-        new["fit"] = old["fit"] | {"ddp": None if "error" in ddp else ddp | speeds, "ddp_error": ddp.get("error")}
-    if "serve" in old and "http" not in old["serve"]:
-        new["serve"], new["serve_error"] = None, old["serve"].get("error", old["serve"].get("reason"))
-    return new

@@ -33,7 +33,6 @@ from benchmarks.records import (
     Unlearning,
     UnlearnRow,
     load,
-    upgrade,
 )
 from benchmarks.report import markdown
 from benchmarks.targets import Verdict, all_targets
@@ -148,53 +147,22 @@ def test_report_renders_every_section_from_records() -> None:
     assert "est. s to goal" in text and "| 12 |" in text  # 250 steps / 20 steps/s
 
 
-def first_harness_results() -> dict[str, object]:
-    """A results.json as the first harness wrote it: top-level rows, skipped backends, nested DDP, a serve error."""
-    guard = dataclasses.asdict(GuardRow("onnxruntime-cpu", "m", 64, 40, 2.0, 2.0, 0.001, (0, 0.01), 0.0))
-    ddp = {
-        "one_process": {"threads": 2, "steps_per_s": 17.0},
-        "two_process_ddp": {"threads_each": 1, "steps_per_s": 13.6},
-    }
-    return {
-        "machine": dataclasses.asdict(MACHINE) | {"gemm_peak_gflops": 100.0, "noisy": None},
-        "config": {},
-        "complete": True,
-        "models": [{"name": "m", "weights": "zoo", "mflop_per_image": 10.0, "z_dim": 16, "export_seconds": 1.0}],
-        "inference": [dataclasses.asdict(row("onnxruntime-cpu", 3000)) | {"roofline_fraction": 0.3, "weights": "zoo"}],
-        "skipped": [{"backend": "tensorrt-fp16", "reason": "no GPU"}],
-        "failures": [],
-        "guard_overhead": {"rows": [guard | {"calls": 8, "overhead_of_medians": 0.0}]},
-        "memory": {"method": "m", "rows": []},
-        "fit": {
-            "model": "m",
-            "batch": 64,
-            "steps": 40,
-            "warmup": 5,
-            "rows": [],
-            "ddp": ddp | {"model": "m", "steps": 200, "global_batch": 64},
-        },
-        "serve": {"model": "faces-dcgan", "error": "SystemExit: port busy"},
-    }
-
-
-def test_report_only_renders_and_converts_the_first_harness_results(tmp_path: Path) -> None:
-    old = first_harness_results()
-    converted = load(Results, upgrade(old))
-    assert converted.inference and converted.inference.failures[0].name == "tensorrt-fp16"
-    assert converted.fit and converted.fit.ddp == Ddp("m", 200, 64, 2, 17.0, 13.6)
-    assert converted.serve is None and converted.serve_error == "SystemExit: port busy"
-    (tmp_path / "old.json").write_text(json.dumps(old))
+def test_report_only_renders_the_json_it_reads_and_recomputes_the_targets(tmp_path: Path) -> None:
+    inf = Inference((row("onnxruntime-cpu", 3000), row("torch-eager", 1000)), (ModelInfo("m", 10.0, 16, 1.0),))
+    res = results(inference=inf, fit=FitSpeed("m", 64, 40, 5, ddp=Ddp("m", 200, 64, 2, 17.0, 13.6)))
+    (tmp_path / "r.json").write_text(json.dumps(dataclasses.asdict(res)))
     out = tmp_path / "report"
-    result = CliRunner().invoke(
-        app, ["bench", "--report-only", "--json", str(tmp_path / "old.json"), "--out", str(out)]
-    )
+    result = CliRunner().invoke(app, ["bench", "--report-only", "--json", str(tmp_path / "r.json"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "| onnxruntime-cpu | 64 | 3000 |" in (out / "RESULTS.md").read_text()
     assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG" and (out / "roofline.png").is_file()
-    rewritten = json.loads((tmp_path / "old.json").read_text())
-    assert (
-        load(Results, rewritten) == converted and rewritten["targets"][0]["metric"] == "onnxruntime-cpu / torch-eager"
-    )
+    rewritten = json.loads((tmp_path / "r.json").read_text())
+    assert load(Results, rewritten) == res and rewritten["targets"][0]["metric"] == "onnxruntime-cpu / torch-eager"
+
+
+def test_the_committed_results_load() -> None:
+    res = load(Results, json.loads((Path(__file__).parents[2] / "benchmarks" / "results.json").read_text()))
+    assert res.inference and res.inference.rows and res.fit and res.unlearning and "## Inference" in markdown(res)
 
 
 @pytest.mark.parametrize(

@@ -6,22 +6,19 @@ The real service (with a random ``$UNLEARN_SERVE_TOKEN`` unless --no-token) gets
 concurrent clients for ``--seconds``: half send good requests (``{"n": 4, "seed": k}``, kept-alive),
 a quarter bad ones in a tight loop (malformed JSON, unknown fields, latents of ±3.4e38, a wrong or
 no token, a 2 MB body, a wrong Content-Type, a line that is not HTTP), an eighth hang up mid-body
-and an eighth send half a head and stall until the server closes. Reported: status counts (the
-clients' and the server's /metrics), server log lines per refusal, good requests' latency.
-Targets: no response >= 500, <= 1 log line per refusal, p99 <= 3 x p50, ready afterwards.
-Without --artifact it exports faces-dcgan behind a shift guard (in a child process: no torch here).
+and an eighth send half a head and stall until the server closes (``--header-timeout-s``, the
+server's). Reported: status counts (the clients' and the server's /metrics), server log lines per
+refusal, good requests' latency. Targets: no response >= 500, <= 1 log line per refusal,
+p99 <= 3 x p50, ready afterwards. The server, the good clients and the command line are
+serve_load.py's; ``--threads 0``: the server's own ONNX Runtime threads.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import math
-import os
 import secrets
 import statistics
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -29,7 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.serve_load import HOST, ROOT, Server, build_artifact, exchange, read_response, request
+from benchmarks.serve_load import HOST, Server, cli, exchange, generate, p50_p99_ms, request, table
+
+
+@dataclass(frozen=True)
+class AbuseOptions:
+    seconds: float = 30.0
+    clients: int = 64
+    header_timeout_s: float = 10.0
+    threads: int = 0
+    no_token: bool = False
 
 
 @dataclass
@@ -37,10 +43,10 @@ class Abuse:
     port: int
     token: Optional[str]
     z_dim: int
-    deadline: float
+    deadline: float  # time.perf_counter()
     header_timeout_s: float
     statuses: Counter[str] = field(default_factory=Counter)  # "kind status" -> count, as the clients saw them
-    latencies: list[float] = field(default_factory=list)  # good requests, seconds
+    done: list[tuple[float, float]] = field(default_factory=list)  # good requests' (start, end)
     hangups: int = 0  # bodies abandoned mid-way (the server should count a 499 each)
     stalls: list[float] = field(default_factory=list)  # seconds until the server closed a stalled head
     errors: Counter[str] = field(default_factory=Counter)
@@ -50,18 +56,9 @@ class Abuse:
         return {"Content-Type": kind, **token}
 
     async def good(self, seed: int) -> None:
-        """``{"n": 4, "seed": k}`` back to back on one kept-alive connection."""
-        reader, writer = await asyncio.open_connection(HOST, self.port)
-        try:
-            while time.monotonic() < self.deadline:
-                seed, started = seed + 1000, time.perf_counter()
-                writer.write(request("/v1/generate", b'{"n": 4, "seed": %d}' % seed, self.headers()))
-                status, reply = await read_response(reader)
-                self.statuses[f"good {status}"] += 1
-                if status == 200 and len(json.loads(reply)["images"]) == 4:
-                    self.latencies.append(time.perf_counter() - started)
-        finally:
-            writer.close()
+        statuses, errors = await generate(self.port, 4, seed, 1000, self.deadline, self.headers(), self.done)
+        self.statuses.update({f"good {k}": n for k, n in statuses.items()})
+        self.errors.update(f"good {e[:80]}" for e in errors if not e[:3].isdigit())
 
     def bad_requests(self) -> list[tuple[str, bytes]]:
         huge = json.dumps({"latents": [[3.4e38] * self.z_dim]}).encode()
@@ -81,7 +78,7 @@ class Abuse:
     async def bad(self, k: int) -> None:
         """Every kind of bad request in turn, each on a fresh connection, as fast as the server answers."""
         bad = self.bad_requests()
-        while time.monotonic() < self.deadline:
+        while time.perf_counter() < self.deadline:
             kind, raw = bad[k % len(bad)]
             k += 1
             try:
@@ -91,7 +88,7 @@ class Abuse:
 
     async def hang_up(self, k: int) -> None:
         """Half a body, then the connection closes (with and without a valid token, in turn)."""
-        while time.monotonic() < self.deadline:
+        while time.perf_counter() < self.deadline:
             k += 1
             head = request("/v1/generate", b"", self.headers(good_token=k % 2 == 0)).replace(b"th: 0", b"th: 64")
             try:
@@ -106,13 +103,13 @@ class Abuse:
 
     async def stall(self) -> None:
         """Half a request head, then silence until the server closes the connection."""
-        while time.monotonic() < self.deadline:
+        while time.perf_counter() < self.deadline:
             reader, writer = await asyncio.open_connection(HOST, self.port)
-            started = time.monotonic()
+            started = time.perf_counter()
             writer.write(b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
             try:
                 reply = await asyncio.wait_for(reader.read(), self.header_timeout_s + 10)
-                self.stalls.append(time.monotonic() - started)
+                self.stalls.append(time.perf_counter() - started)
                 self.statuses[f"stall {reply[9:12].decode() or 'closed'}"] += 1
             except asyncio.TimeoutError:
                 self.statuses["stall held open"] += 1
@@ -140,73 +137,46 @@ def server_statuses(server: Server) -> Counter[str]:
     return out
 
 
-def measure(artifact: Path, args: argparse.Namespace) -> dict[str, Any]:
-    token = None if args.no_token else secrets.token_hex(16)
-    options = [
-        "--header-timeout-s",
-        str(args.header_timeout_s),
-        *(["--threads", str(args.threads)] if args.threads else []),
-    ]
-    with Server(artifact, args.out / "serve_abuse.log", *options, token=token) as server:
+def measure(artifact: Path, o: AbuseOptions, log: Path) -> dict[str, Any]:
+    token = None if o.no_token else secrets.token_hex(16)
+    options = ["--header-timeout-s", str(o.header_timeout_s), *(["--threads", str(o.threads)] if o.threads else [])]
+    with Server(artifact, log, *options, token=token) as server:
         model = json.loads(server.get("/v1/model")[1])
-        lines_before, server_before = len(server.log.read_text().splitlines()), server_statuses(server)
-        abuse = Abuse(server.port, token, int(model["z_dim"]), time.monotonic() + args.seconds, args.header_timeout_s)
-        started = time.monotonic()
-        asyncio.run(asyncio.wait_for(abuse.run(args.clients), args.seconds + args.header_timeout_s + 30))
-        elapsed = round(time.monotonic() - started, 1)
-        log_lines = server.log.read_text().splitlines()[lines_before:]
+        lines_before, server_before = len(log.read_text().splitlines()), server_statuses(server)
+        abuse = Abuse(server.port, token, int(model["z_dim"]), time.perf_counter() + o.seconds, o.header_timeout_s)
+        started = time.perf_counter()
+        asyncio.run(asyncio.wait_for(abuse.run(o.clients), o.seconds + o.header_timeout_s + 30))
+        elapsed = round(time.perf_counter() - started, 1)
+        log_lines = log.read_text().splitlines()[lines_before:]
         statuses = server_statuses(server) - server_before  # the run's only (not the start's readiness 503s)
         healthy = server.get("/readyz")[0] == 200
-    return summarize(abuse, statuses, log_lines, healthy) | {"model": model.get("name"), "seconds": elapsed}
-
-
-def summarize(abuse: Abuse, server: Counter[str], log_lines: list[str], healthy: bool) -> dict[str, Any]:
     fives = [n for k, n in abuse.statuses.items() if k[-3:].isdigit() and int(k[-3:]) >= 500]
-    fives_server = [n for k, n in server.items() if int(k[-3:]) >= 500]
+    fives_server = [n for k, n in statuses.items() if int(k[-3:]) >= 500]
     refused = sum(n for k, n in abuse.statuses.items() if not k.endswith(" 200")) + abuse.hangups  # stalls: 408s
-    ordered = sorted(abuse.latencies) or [math.nan]
-    p50, p99 = (1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.99))
+    p50, p99 = p50_p99_ms([e - s for s, e in abuse.done])
     stalls = f"{statistics.median(abuse.stalls):.2f} / {max(abuse.stalls):.2f}" if abuse.stalls else "none closed"
     return {
+        "model": model.get("name"),
+        "seconds": elapsed,
         "responses >= 500 (clients / server), target 0": f"{sum(fives)} / {sum(fives_server)}",
         "refused requests (non-200 responses + hang-ups)": refused,
         "server log lines per refused request, target ≤ 1": round(len(log_lines) / max(1, refused), 4),
-        "good requests": len(abuse.latencies),
+        "good requests": len(abuse.done),
         "good p50 / p99 latency ms, target p99 ≤ 3 × p50": f"{p50:.1f} / {p99:.1f}",
         "stalled heads closed after s (median / max)": stalls,
         "ready after the run": healthy,
         "client statuses": dict(sorted(abuse.statuses.items())),
-        "server statuses": dict(sorted(server.items())),
+        "server statuses": dict(sorted(statuses.items())),
         "client errors": dict(abuse.errors),
         "log sample": log_lines[:10],
     }
 
 
 def markdown(r: dict[str, Any]) -> str:
-    rows = [f"| {k} | {v} |" for k, v in r.items() if not isinstance(v, (dict, list))]
-    counts = [f"| {who} {k} | {v} |" for who in ("client", "server") for k, v in r[f"{who} statuses"].items()]
-    return "\n".join(
-        [f"serve abuse: {r['model']}, {os.cpu_count()} CPUs", "", "| metric | value |", "|---|---|", *rows, *counts]
-    )
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifact", type=Path, help="An export directory (default: faces-dcgan behind a shift guard).")
-    ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--clients", type=int, default=64)
-    ap.add_argument("--header-timeout-s", type=float, default=10.0, help="The server's --header-timeout-s.")
-    ap.add_argument("--threads", type=int, help="ONNX Runtime threads in the server (default: its own).")
-    ap.add_argument("--no-token", action="store_true", help="Serve without $UNLEARN_SERVE_TOKEN (no token requests).")
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "serve_abuse")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = measure(args.artifact or build_artifact(Path(tmp) / "art"), args)
-    (args.out / "serve_abuse.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "serve_abuse.md").write_text(markdown(result) + "\n")
-    print(markdown(result) + f"\n\nwrote {args.out / 'serve_abuse.json'}, serve_abuse.md and serve_abuse.log")
+    rows = [(k, v) for k, v in r.items() if not isinstance(v, (dict, list))]
+    rows += [(f"{who} {k}", v) for who in ("client", "server") for k, v in r[f"{who} statuses"].items()]
+    return table(f"serve abuse: {r['model']}", rows)
 
 
 if __name__ == "__main__":
-    main()
+    cli("serve_abuse", __doc__, AbuseOptions, measure, markdown)

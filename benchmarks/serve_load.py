@@ -6,7 +6,8 @@
 to the real service; before and after, with the server idle, this process times the runtime at
 batch 64 with ONNX Runtime's default threads and with the server's, and HTTP is compared with the
 faster. Without --artifact it exports faces-dcgan behind a shift guard in a child process: this
-one imports no torch. The HTTP helpers here serve serve_abuse.py too. Traffic stays on 127.0.0.1.
+one imports no torch. The server, the client loop and the command line here serve serve_abuse.py too.
+Traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -70,23 +73,13 @@ class Server:
         with socket.socket() as s:
             s.bind((HOST, 0))
             self.port, self.token, self.log = int(s.getsockname()[1]), token, log
-        env = {k: v for k, v in os.environ.items() if k != "UNLEARN_SERVE_TOKEN"} | (
-            {"UNLEARN_SERVE_TOKEN": token} if token else {}
-        )
-        cmd = [
-            sys.executable,
-            "-m",
-            "feature_unlearn.cli",
-            "serve",
-            str(artifact),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-        ]
+        env = {k: v for k, v in os.environ.items() if k != "UNLEARN_SERVE_TOKEN"}
+        env |= {"UNLEARN_SERVE_TOKEN": token} if token else {}
+        cmd = [sys.executable, "-m", "feature_unlearn.cli", "serve", str(artifact), "--port", str(self.port)]
+        cmd += ["--host", HOST, *options]
         started = time.perf_counter()
         with log.open("w") as sink:
-            self.proc = subprocess.Popen([*cmd, *options], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
         while self.proc.poll() is None and time.perf_counter() - started < 120:
             try:
                 if self.get("/readyz")[0] == 200:
@@ -126,18 +119,21 @@ class LoadOptions:
     baseline_seconds: float = 4.0
 
 
-async def client(port: int, o: LoadOptions, seed: int, until: float, done: list[tuple[float, float]]) -> list[str]:
-    """Requests back to back on one connection until ``until``: (start, end) of good ones into ``done``; the errors."""
+async def generate(
+    port: int, n: int, seed: int, step: int, until: float, headers: dict[str, str], done: list[tuple[float, float]]
+) -> tuple[Counter[int], list[str]]:
+    """``{"n": n, "seed": k}`` back to back on one kept-alive connection until ``until``: (start, end) of the good
+    replies into ``done``; the statuses and the errors."""
+    statuses, errors, headers = Counter[int](), list[str](), {"Content-Type": "application/json", **headers}
     reader, writer = await asyncio.open_connection(HOST, port)
-    errors = []
     try:
         while time.perf_counter() < until:
-            seed, started = seed + o.clients, time.perf_counter()
-            body = b'{"n": %d, "seed": %d}' % (o.images, seed)
-            writer.write(request("/v1/generate", body, {"Content-Type": "application/json"}))
+            seed, started = seed + step, time.perf_counter()
+            writer.write(request("/v1/generate", b'{"n": %d, "seed": %d}' % (n, seed), headers))
             status, body = await read_response(reader)
+            statuses[status] += 1
             # every 64th body is checked: parsing them all would take CPU from the server on a small machine
-            if status != 200 or (seed % 64 == 0 and len(json.loads(body)["images"]) != o.images):
+            if status != 200 or (seed % 64 == 0 and len(json.loads(body)["images"]) != n):
                 errors.append(f"{status}: {body[:200]!r}")
             else:
                 done.append((started, time.perf_counter()))
@@ -145,7 +141,12 @@ async def client(port: int, o: LoadOptions, seed: int, until: float, done: list[
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         writer.close()
-    return errors
+    return statuses, errors
+
+
+def p50_p99_ms(seconds: list[float]) -> tuple[float, float]:
+    ordered = sorted(seconds) or [float("nan")]
+    return 1e3 * ordered[len(ordered) // 2], 1e3 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -162,20 +163,21 @@ def http_load(server: Server, o: LoadOptions) -> HttpLoad:
     until = start + o.warmup + o.seconds
     cpu = cpu_seconds(server.proc.pid), time.process_time()
 
-    async def clients() -> list[list[str]]:
-        return await asyncio.gather(*(client(server.port, o, i, until, done) for i in range(o.clients)))
+    async def clients() -> list[tuple[Counter[int], list[str]]]:
+        return await asyncio.gather(
+            *(generate(server.port, o.images, i, o.clients, until, {}, done) for i in range(o.clients))
+        )
 
-    errors = [e for errs in asyncio.run(clients()) for e in errs]
+    errors = [e for _, errs in asyncio.run(clients()) for e in errs]
     if not done:
         raise RuntimeError(f"no request succeeded: {errors[:1]}")
     per_image = [1e3 * (cpu_seconds(server.proc.pid) - cpu[0]), 1e3 * (time.process_time() - cpu[1])]
     per_image = [ms / max(1, len(done) * o.images) for ms in per_image]
-    lat = sorted(e - s for s, e in done if e >= start + o.warmup)  # after the warm-up only
+    lat = [e - s for s, e in done if e >= start + o.warmup]  # after the warm-up only
     span = max(e for _, e in done) - start - o.warmup
-    p50, p99 = 1e3 * lat[len(lat) // 2], 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]
     for error in errors[:5]:
         print(f"serve load: {error}", file=sys.stderr)
-    return HttpLoad(len(lat), len(errors), span, len(lat) * o.images / span, p50, p99, *per_image)
+    return HttpLoad(len(lat), len(errors), span, len(lat) * o.images / span, *p50_p99_ms(lat), *per_image)
 
 
 def in_process(artifact: Path, threads: dict[str, Optional[int]], seconds: float) -> dict[str, tuple[float, float]]:
@@ -207,6 +209,10 @@ def measure(artifact: Path, o: LoadOptions, log: Path) -> ServeLoad:
     )
 
 
+def table(head: str, rows: list[tuple[str, Any]]) -> str:
+    return head + "\n\n" + "\n".join(["| metric | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]) + "\n"
+
+
 def markdown(r: ServeLoad) -> str:
     h, by_threads = r.http, " / ".join(f"{v:.0f} at {k}" for k, v in r.in_process_by_threads.items())
     cpu = f"{r.in_process_cpu_ms_per_image:.3f} / {h.server_cpu_ms_per_image:.3f} / {h.client_cpu_ms_per_image:.3f}"
@@ -220,25 +226,29 @@ def markdown(r: ServeLoad) -> str:
         ("mean model batch (images)", f"{r.mean_batch:.1f}"),
         ("CPU ms per image: in-process / server / load client", cpu),
     ]
-    head = f"serve load: {r.model} (guard {r.guard}), {r.seconds} s, {r.cpus} CPUs, load avg {r.load_avg}\n\n"
-    return head + "\n".join(["| metric | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]) + "\n"
+    return table(f"serve load: {r.model} (guard {r.guard}), {r.seconds} s, {r.cpus} CPUs, load avg {r.load_avg}", rows)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(
+    name: str, doc: str, options: type, measure: Callable[[Path, Any, Path], Any], md: Callable[[Any], str]
+) -> None:
+    """A serve test's command line: ``options``' fields as flags, ``--artifact``; JSON, markdown and log in --out."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--artifact", type=Path, help="An export directory (default: faces-dcgan behind a shift guard).")
-    for f in dataclasses.fields(LoadOptions):
-        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "serve_load")
+    for f in dataclasses.fields(options):
+        kind: dict[str, Any] = {"action": "store_true"} if f.default is False else {"type": type(f.default)}
+        ap.add_argument("--" + f.name.replace("_", "-"), default=f.default, **kind)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / name)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        options = LoadOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LoadOptions)})
-        result = measure(args.artifact or build_artifact(Path(tmp) / "art"), options, args.out / "serve_load.log")
-    (args.out / "serve_load.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
-    (args.out / "serve_load.md").write_text(markdown(result))
-    print(markdown(result) + f"\nwrote {args.out / 'serve_load.json'} and serve_load.md")
+        o = options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(options)})
+        result = measure(args.artifact or build_artifact(Path(tmp) / "art"), o, args.out / f"{name}.log")
+    data = result if isinstance(result, dict) else dataclasses.asdict(result)
+    (args.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(md(result))
+    print(md(result) + f"\nwrote {name}.json, {name}.md and {name}.log in {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    cli("serve_load", __doc__, LoadOptions, measure, markdown)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from benchmarks.config import Run
 from benchmarks.measure import gemm_peak, idle_probe, one_line
@@ -39,25 +40,7 @@ def machine(cfg: Run, command: str) -> Machine:
     return Machine(command, date, cpu, os.cpu_count() or 1, cfg.threads, *versions, gpu, load, peak)
 
 
-def inference(cfg: Run, res: Results) -> Results:
-    from benchmarks.inference import run_inference
-
-    return replace(res, inference=run_inference(cfg))
-
-
-def fit(cfg: Run, res: Results) -> Results:
-    from benchmarks.training import fit_speed
-
-    return replace(res, fit=fit_speed(cfg))
-
-
-def unlearning(cfg: Run, res: Results) -> Results:
-    from benchmarks.training import run_unlearning
-
-    return replace(res, unlearning=run_unlearning(cfg))
-
-
-def serve(cfg: Run, res: Results) -> Results:
+def serve(cfg: Run) -> dict[str, Any]:
     """The HTTP load test (benchmarks/serve_load.py) on faces-dcgan behind a shift guard."""
     from benchmarks.inference import export_zoo
     from benchmarks.serve_load import LoadOptions, measure
@@ -65,16 +48,17 @@ def serve(cfg: Run, res: Results) -> Results:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         export_zoo("faces-dcgan", Path(tmp) / "export")
         try:
-            return replace(res, serve=measure(Path(tmp) / "export", LoadOptions(cfg.serve_seconds), Path(tmp) / "log"))
+            return {"serve": measure(Path(tmp) / "export", LoadOptions(cfg.serve_seconds), Path(tmp) / "log")}
         except (SystemExit, OSError, RuntimeError, KeyError, ValueError) as exc:
-            return replace(res, serve_error=one_line(exc))
+            return {"serve_error": one_line(exc)}
 
 
-SECTIONS: dict[str, Callable[[Run, Results], Results]] = {
-    "inference": inference,
-    "fit": fit,
-    "unlearning": unlearning,
-    "serve": serve,
+# section -> (module, function): imported when the section runs; a dict return holds several Results fields
+SECTIONS = {
+    "inference": ("benchmarks.inference", "run_inference"),
+    "fit": ("benchmarks.training", "fit_speed"),
+    "unlearning": ("benchmarks.training", "run_unlearning"),
+    "serve": ("benchmarks.harness", "serve"),
 }
 
 
@@ -95,10 +79,12 @@ def run_bench(cfg: Run, command: str = "unlearn-cli bench") -> Results:
 
     torch.set_num_threads(cfg.threads)
     started, res = time.perf_counter(), Results(machine(cfg, command), cfg.as_dict())
-    for name, section in SECTIONS.items():
+    for name, (module, function) in SECTIONS.items():
         if cfg.runs(name):
             probes = res.machine.foreign_cores_at_section_start | {name: idle_probe()}
-            res = section(cfg, replace(res, machine=replace(res.machine, foreign_cores_at_section_start=probes)))
+            res = replace(res, machine=replace(res.machine, foreign_cores_at_section_start=probes))
+            out = getattr(importlib.import_module(module), function)(cfg)
+            res = replace(res, **(out if isinstance(out, dict) else {name: out}))
             write(cfg, finish(res, started, final=False))
     res = finish(res, started, final=True)
     write(cfg, res)

@@ -79,19 +79,8 @@ class Timing:
         return 1e3 * float(np.percentile(self.samples, percentile))
 
 
-def _warm(fn: Fn, calls: int) -> tuple[float, ...]:
-    times = []
-    for _ in range(max(1, calls)):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return tuple(times)
-
-
-def _block(fn: Fn, n: int, into: list[float]) -> float:
-    """``n`` timed calls after an untimed one; returns this process's CPU seconds over the timed calls."""
-    if n:  # after a switch the previous contender's threads may still spin (ONNX Runtime's do) and take a core
-        fn()
+def _calls(fn: Fn, n: int, into: list[float]) -> float:
+    """``n`` timed calls; returns this process's CPU seconds over them."""
     cpu = time.process_time()
     for _ in range(n):
         t = time.perf_counter()
@@ -107,21 +96,25 @@ def interleave(
 
     A contender whose warm-up raises (a compiler missing, say) is not timed: its error comes back instead.
     """
-    warm, failed = {}, {}
+    warm: dict[str, list[float]] = {}
+    failed: dict[str, str] = {}
     for name, fn in fns.items():
         try:
-            warm[name] = _warm(fn, warmup)
+            _calls(fn, max(1, warmup), warm.setdefault(name, []))
         except Exception as exc:  # noqa: BLE001 - a backend that cannot run is a finding, not a crash
             failed[name] = one_line(exc)
+            del warm[name]
     total = {k: max(calls[0], min(calls[1], math.ceil(budget_s / max(w[-1], 1e-6)))) for k, w in warm.items()}
     samples: dict[str, list[list[float]]] = {k: [[] for _ in range(rounds)] for k in warm}
     cpu, order, rng, start = dict.fromkeys(warm, 0.0), list(warm), random.Random(seed), clock()
     for r in range(rounds):
         rng.shuffle(order)
         for k in order:
-            cpu[k] += _block(fns[k], total[k] // rounds + (r < total[k] % rounds), samples[k][r])
+            if n := total[k] // rounds + (r < total[k] % rounds):  # after a switch the previous contender's threads
+                fns[k]()  # may still spin (ONNX Runtime's do) and take a core: one untimed call first
+            cpu[k] += _calls(fns[k], n, samples[k][r])
     foreign = foreign_cores(start)
-    timings = {k: Timing(tuple(map(tuple, samples[k])), warm[k], cpu[k], foreign) for k in warm}
+    timings = {k: Timing(tuple(map(tuple, samples[k])), tuple(warm[k]), cpu[k], foreign) for k in warm}
     return timings, failed
 
 

@@ -97,17 +97,8 @@ def fit_speed(cfg: Run) -> FitSpeed:
 def _fit_run(launcher: list[str], out: Path, cfg: Run, *extra: str) -> float:
     """``unlearn-cli fit`` under ``launcher``: the steps/s its run.json reports (training time, probes included)."""
     s = cfg.s
-    args = [
-        "--model",
-        s.fit_model,
-        "--out",
-        str(out),
-        "--steps",
-        str(s.ddp_steps),
-        "--steps-per-round",
-        str(s.ddp_steps),
-    ]
-    args += ["--n-collect", "1000", "--batch", str(s.fit_batch), "--device", "cpu", "--force", *extra]
+    args = ["--model", s.fit_model, "--out", str(out), "--steps", str(s.ddp_steps), "--batch", str(s.fit_batch)]
+    args += ["--steps-per-round", str(s.ddp_steps), "--n-collect", "1000", "--device", "cpu", "--force", *extra]
     proc = subprocess.run(
         [*launcher, "feature_unlearn.cli", "fit", *args], capture_output=True, text=True, timeout=3600
     )

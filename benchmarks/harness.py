@@ -20,9 +20,8 @@ from typing import Any
 
 from benchmarks.config import Run
 from benchmarks.measure import gemm_peak, idle_probe, one_line
-from benchmarks.records import Machine, Results, load
+from benchmarks.records import Machine, Results, all_targets, load
 from benchmarks.report import write_report
-from benchmarks.targets import all_targets
 from feature_unlearn.unlearn.io import read_json, write_json
 
 

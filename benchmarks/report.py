@@ -8,8 +8,7 @@ from typing import Optional
 
 from benchmarks import serve_load
 from benchmarks.measure import MEMORY_METHOD
-from benchmarks.records import FitSpeed, Inference, InferenceRow, Results, Unlearning
-from benchmarks.targets import Verdict, all_targets
+from benchmarks.records import FitSpeed, Inference, InferenceRow, Results, Unlearning, Verdict, all_targets
 from feature_unlearn.unlearn.io import atomic_write, write_text
 
 INFERENCE = (

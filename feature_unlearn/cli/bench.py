@@ -87,7 +87,7 @@ def run(cfg: BenchConfig, report_only: bool) -> None:
     checkout()
     from benchmarks.config import Run
     from benchmarks.harness import rerender, run_bench
-    from benchmarks.targets import Verdict, all_targets
+    from benchmarks.records import Verdict, all_targets
 
     if report_only:
         rerender(Run.of(cfg))

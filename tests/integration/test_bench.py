@@ -32,10 +32,11 @@ from benchmarks.records import (
     ServeLoad,
     Unlearning,
     UnlearnRow,
+    Verdict,
+    all_targets,
     load,
 )
 from benchmarks.report import markdown
-from benchmarks.targets import Verdict, all_targets
 from feature_unlearn.cli import app
 from feature_unlearn.unlearn.pretrain.recipes import base_generators
 

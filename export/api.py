@@ -68,16 +68,16 @@ def _build(cfg: ExportConfig, tmp: Path) -> Manifest:
         raise ExportError("the stamped model.onnx no longer matches the validated graph")
     candidate.rename(tmp / "model.onnx")
     manifest = dataclasses.replace(manifest, files={n: sha256_file(tmp / n) for n in FILES if (tmp / n).is_file()})
-    _self_check(tmp / "model.onnx", manifest)
+    _self_check(tmp / "model.onnx", manifest, spec.input_name)
     write_json(tmp / "manifest.json", manifest.to_json())
     return manifest
 
 
-def _self_check(path: Path, manifest: Manifest) -> None:
+def _self_check(path: Path, manifest: Manifest, input_name: str) -> None:
     """The artifact must pass the runtime's own load-time self-test before it is published."""
     sess = validate.session(path)
     try:
-        verify(lambda z: tuple(sess.run(None, {"z": z})), manifest, str(path))  # type: ignore[arg-type,return-value]
+        verify(lambda z: tuple(sess.run(None, {input_name: z})), manifest, str(path))  # type: ignore[arg-type,return-value]
     except SelfTestError as exc:
         raise ExportError(f"the exported graph fails its own self-test: {exc}") from None
 

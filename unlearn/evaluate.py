@@ -129,9 +129,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     }
     if cfg.attack:
         models = {"original": f, "unlearned": g, **({"oracle": oracle} if oracle_name else {})}
-        result["attack"], result["_attack_images"] = _attack(
-            cfg, models, guard, auditor, {**result, "dataset": dataset}
-        )
+        result["attack"], result["_attack_images"] = _attack(cfg, models, guard, auditor, result, dataset)
         result["attack_models"] = [m for m in ("original", "unlearned+guard", "oracle") if m != "oracle" or oracle_name]
     return result
 
@@ -149,18 +147,20 @@ def _attack(
     models: dict[str, nn.Module],
     guard: LatentGuard,
     auditor: AttributeClassifier,
-    rows: dict[str, Any],
+    result: dict[str, Any],
+    dataset: str,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """The attack suite per removed feature, and a grid of the first feature's adversarial images."""
+    """The attack suite per removed feature (``result``: the evaluation so far), and a grid of adversarial images."""
     guarded = GuardedGenerator(models["unlearned"], guard)
     gens = {"original": models["original"], "unlearned+guard": lambda z: guarded(z)[0]}
     if "oracle" in models:
         gens["oracle"] = models["oracle"]
-    labeller = _labeller(cfg, str(rows["dataset"]))
+    labeller = _labeller(cfg, dataset)
     out: dict[str, Any] = {}
     grid = torch.empty(0)
-    for feat in rows["features"]:
-        hits = {name: (round(rows["models"][name]["target_rate"][feat] * rows["n"]), rows["n"]) for name in gens}
+    n = result["n"]
+    for feat in result["features"]:
+        hits = {name: (round(result["models"][name]["target_rate"][feat] * n), n) for name in gens}
         out[feat], found = suite(gens, labeller, auditor, feat, z_dim_of(models["original"]), cfg.attack_cfg, hits)
         if grid.numel() == 0:
             grid = adversarial_images(gens, found)

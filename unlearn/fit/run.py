@@ -182,12 +182,12 @@ def _train(
         mininterval=1.0,
     )
     start = time.perf_counter() - state.seconds
+    miner = _miner(cfg, labeller, state.features, rt, d) if cfg.robust else None
     while not state.done:
         guard = _sync_guard(state, d, rt)
         pool = LatentPool(guard, cfg.pool, cfg.seed, state.round)
         trainer = Trainer(f, g, g_fwd, guard, UnlearnLoss(cfg.alpha), opt, rt.grad_scaler(), rt, d)
-        if cfg.robust:
-            trainer.miner, trainer.robust_weight = _miner(cfg, labeller, state.features, rt), cfg.robust_weight
+        trainer.miner, trainer.robust_weight = miner, cfg.robust_weight
         end = min(cfg.steps, (state.round + 1) * cfg.steps_per_round)
         while state.step < end:
             parts = trainer.step(pool, state.step, cfg.batch, cfg.target_frac)
@@ -223,9 +223,9 @@ def _train(
     return _finish(cfg, state, f, g, meta, labeller) if d.main else {}
 
 
-def _miner(cfg: FitConfig, labeller: AttributeClassifier, features: list[str], rt: Runtime) -> RobustMiner:
+def _miner(cfg: FitConfig, labeller: AttributeClassifier, features: list[str], rt: Runtime, d: Dist) -> RobustMiner:
     """--robust: the labeller (never the auditor) attacks the current g + guard every step."""
-    if cfg.robust_batch % max(1, int(os.environ.get("WORLD_SIZE", "1"))):
+    if cfg.robust_batch % d.world:
         raise ConfigError(f"--robust-batch {cfg.robust_batch} must be divisible by the torchrun processes")
     attacker = labeller.to(rt.device).eval().requires_grad_(False)
     attack = AttackConfig(eps=cfg.robust_eps, steps=cfg.robust_steps)

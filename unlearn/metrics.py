@@ -65,3 +65,14 @@ def fid(auditor: AttributeClassifier, real: torch.Tensor, fake: torch.Tensor, ba
     for chunk in fake.split(batch):
         metric.update(chunk, real=False)
     return float(metric.compute())
+
+
+def agreement(a: AttributeClassifier, b: AttributeClassifier, images: torch.Tensor) -> dict[str, float]:
+    """Per binary attribute, the share of images on which two classifiers give the same label.
+
+    On generated images this says whether a rate can be trusted: the labeller drives the fit and
+    the auditor grades it, so an attribute they disagree on is graded on something the fit never saw.
+    """
+    pa, pb = a.predict(images), b.predict(images)
+    shared = [k for k in pa if k in pb and a.cfg.heads[k] == 2 and b.cfg.heads.get(k) == 2]
+    return {k: float((pa[k] == pb[k]).float().mean()) for k in shared}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -12,13 +12,17 @@ class ImageSet:
     """Images in [-1, 1] with per-image attribute labels.
 
     images: [N, C, H, W] float32.  attrs[name]: [N] int64; ``classes[name]`` is 2 for a
-    binary attribute (0/1), K for a K-way categorical one.
+    binary attribute (0/1), K for a K-way categorical one. ``scores[name]`` ([N] float32, optional)
+    is the signed margin behind a thresholded binary attribute (attrs == (score >= 0)), in units of
+    its ambiguity: classifiers learn it as a soft target, which tells them how close to the
+    threshold an image lies (MNIST "thick" is the top 10% of a continuous stroke width).
     """
 
     name: str
     images: torch.Tensor
     attrs: dict[str, torch.Tensor]
     classes: dict[str, int]
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         assert self.images.ndim == 4, f"images must be [N,C,H,W], got {tuple(self.images.shape)}"
@@ -26,6 +30,8 @@ class ImageSet:
         for k, v in self.attrs.items():
             assert v.shape == (n,), f"attribute {k}: expected shape ({n},), got {tuple(v.shape)}"
             assert k in self.classes, f"attribute {k} has no class count"
+        for k, v in self.scores.items():
+            assert self.classes.get(k) == 2 and v.shape == (n,), f"score {k}: needs a binary attribute and shape ({n},)"
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -40,7 +46,13 @@ class ImageSet:
         return [k for k, c in self.classes.items() if c == 2]
 
     def subset(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(self.name, self.images[index], {k: v[index] for k, v in self.attrs.items()}, dict(self.classes))
+        return ImageSet(
+            self.name,
+            self.images[index],
+            {k: v[index] for k, v in self.attrs.items()},
+            dict(self.classes),
+            {k: v[index] for k, v in self.scores.items()},
+        )
 
     def split(self, holdout: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
         """A fixed random (train, held-out) split."""

@@ -13,7 +13,7 @@ from feature_unlearn.unlearn.artifacts import CODE_KINDS
 from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
 from feature_unlearn.unlearn.models.classifier import AttributeClassifier, ClassifierConfig
 from feature_unlearn.unlearn.models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
-from feature_unlearn.unlearn.models.vae import VAE, VAEConfig, VAEDecoder, VAEEncoder
+from feature_unlearn.unlearn.models.vae import PRIORS, VAE, FlowPrior, VAEConfig, VAEDecoder, VAEEncoder
 
 __all__ = [
     "AttributeClassifier",
@@ -21,6 +21,8 @@ __all__ = [
     "DCGANConfig",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "FlowPrior",
+    "PRIORS",
     "VAE",
     "VAEConfig",
     "VAEDecoder",
@@ -55,7 +57,7 @@ def build_generator(arch: dict[str, Any], where: str = "arch", trust_code: bool 
     """
     kind = arch.get("kind")
     if kind == "vae":
-        return VAEDecoder(_from_dict(VAEConfig, arch, where))
+        return VAEDecoder(_vae_config(arch, where))
     if kind == "dcgan":
         return DCGANGenerator(_from_dict(DCGANConfig, arch, where))
     if kind in CODE_KINDS:
@@ -70,6 +72,16 @@ def build_generator(arch: dict[str, Any], where: str = "arch", trust_code: bool 
             raise CheckpointError(f"{where}: arch.kwargs must be an object")
         return load_factory(spec, kwargs)
     raise CheckpointError(f"{where}: unknown generator kind {kind!r} (expected vae or dcgan)")
+
+
+def _vae_config(arch: dict[str, Any], where: str) -> VAEConfig:
+    """A VAE's config; sidecars older than the learned prior have no ``prior`` field and mean "none"."""
+    cfg: VAEConfig = _from_dict(VAEConfig, arch, where)
+    if cfg.prior not in PRIORS:
+        raise CheckpointError(f"{where}: arch.prior {cfg.prior!r} is not a known prior kind ({', '.join(PRIORS)})")
+    if cfg.prior == "flow" and (cfg.prior_layers < 1 or cfg.prior_hidden < 1):
+        raise CheckpointError(f"{where}: a flow prior needs arch.prior_layers and arch.prior_hidden >= 1")
+    return cfg
 
 
 def build_classifier(arch: dict[str, Any], where: str = "arch") -> AttributeClassifier:

@@ -1,7 +1,15 @@
-"""A convolutional VAE for 32x32 images; its decoder is the generator."""
+"""A convolutional VAE for 32x32 images; its decoder (with an optional learned prior) is the generator.
+
+With a sharp likelihood the aggregate posterior q(z) = E_x q(z|x) no longer fills N(0, I): prior
+samples land in holes the decoder never saw (sigma 0.2 gave 35% eyeglasses against 12.6% in the
+data). A small RealNVP flow u -> z fitted to q(z) closes the gap (the two-stage idea of Dai & Wipf,
+"Diagnosing and enhancing VAE models", with a flow as the second stage); it is folded into the
+generator, so the contract stays ``forward(u ~ N(0, I)) -> image``.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,15 +23,94 @@ class VAEConfig:
     width: int = 32  # channels of the first conv; doubles per stage
     resolution: int = 32
     kind: str = "vae"
+    prior: str = "none"  # latent prior in front of the decoder: "none" (N(0, I)) or "flow" (RealNVP)
+    prior_layers: int = 0  # flow: affine coupling layers
+    prior_hidden: int = 0  # flow: hidden width of each coupling's MLP
+
+
+PRIORS = ("none", "flow")
+
+
+def _half_mask(dim: int, layer: int) -> torch.Tensor:
+    """A fixed, per-layer random half of the dimensions (1 = passed through, conditions the rest)."""
+    mask = torch.zeros(dim)
+    mask[torch.randperm(dim, generator=torch.Generator().manual_seed(layer))[: dim // 2]] = 1.0
+    return mask
+
+
+class AffineCoupling(nn.Module):
+    """RealNVP coupling: the unmasked half is scaled and shifted by an MLP of the masked half."""
+
+    mask: torch.Tensor
+
+    def __init__(self, dim: int, hidden: int, layer: int) -> None:
+        super().__init__()
+        self.register_buffer("mask", _half_mask(dim, layer), persistent=False)  # rebuilt from the config
+        last = nn.Linear(hidden, 2 * dim)
+        nn.init.zeros_(last.weight)  # starts as the identity
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), last)
+
+    def _scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s, t = self.net(x * self.mask).chunk(2, dim=1)
+        keep = 1.0 - self.mask
+        return torch.tanh(s) * keep, t * keep  # tanh bounds the log-scale: no blow-ups far out
+
+    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u -> z and log|det dz/du| [N]."""
+        s, t = self._scale_shift(u)
+        return u * s.exp() + t, s.sum(1)
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z -> u and log|det du/dz| [N]."""
+        s, t = self._scale_shift(z)
+        return (z - t) * (-s).exp(), -s.sum(1)
+
+
+class FlowPrior(nn.Module):
+    """u ~ N(0, I) -> z ~ the aggregate posterior: affine couplings, then a per-dimension affine map.
+
+    The closing affine map (``loc``, ``log_scale``) starts at the posterior's mean and spread, so
+    the couplings only model its shape. Deterministic; no data-dependent branches (ONNX-exportable).
+    """
+
+    def __init__(self, dim: int, layers: int, hidden: int) -> None:
+        super().__init__()
+        assert layers >= 1 and hidden >= 1, "a flow prior needs prior_layers >= 1 and prior_hidden >= 1"
+        self.couplings: list[AffineCoupling] = nn.ModuleList(  # type: ignore[assignment]
+            AffineCoupling(dim, hidden, i) for i in range(layers)
+        )
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        for c in self.couplings:
+            u, _ = c(u)
+        return u * self.log_scale.exp() + self.loc
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Exact log-density [N] of z under the flow (for maximum-likelihood fitting)."""
+        u = (z - self.loc) * (-self.log_scale).exp()
+        logdet = -self.log_scale.sum().expand(z.shape[0])
+        for c in reversed(self.couplings):
+            u, ld = c.inverse(u)
+            logdet = logdet + ld
+        return -0.5 * (u**2).sum(1) - 0.5 * u.shape[1] * math.log(2 * math.pi) + logdet
 
 
 class VAEDecoder(nn.Module):
-    """Generator contract: z [N, z_dim] float32 -> image [N, C, 32, 32] in [-1, 1]."""
+    """Generator contract: z [N, z_dim] float32 -> image [N, C, 32, 32] in [-1, 1].
+
+    With ``prior="flow"`` z is first mapped through the learned prior (``self.prior``); the
+    decoder proper is ``decode``.
+    """
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         assert cfg.resolution == 32, "only 32x32 is supported"
+        assert cfg.prior in PRIORS, f"prior {cfg.prior!r}: expected one of {PRIORS}"
         self.cfg, self.z_dim = cfg, cfg.z_dim
+        self.prior = FlowPrior(cfg.z_dim, cfg.prior_layers, cfg.prior_hidden) if cfg.prior == "flow" else None
         w = cfg.width
         self.fc = nn.Linear(cfg.z_dim, 4 * w * 4 * 4)
         # BatchNorm: without it the decoder sits on the mean image for hundreds of steps
@@ -43,6 +130,12 @@ class VAEDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [N, {self.z_dim}], got {tuple(z.shape)}"
+        if self.prior is not None:  # fixed by the architecture, not by the data: exports as one graph
+            z = self.prior(z)
+        return self.decode(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder alone: a posterior latent [N, z_dim] -> image."""
         h = self.fc(z).view(z.shape[0], 4 * self.cfg.width, 4, 4)
         return self.net(h)
 
@@ -79,4 +172,4 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        return self.decoder(z), mu, logvar
+        return self.decoder.decode(z), mu, logvar

@@ -5,17 +5,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from feature_unlearn.unlearn.data.augment import augment
 from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.models import AttributeClassifier, ClassifierConfig
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, jitter, progress
 
 
-def classifier_loss(model: AttributeClassifier, x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
+def classifier_loss(
+    model: AttributeClassifier,
+    x: torch.Tensor,
+    y: dict[str, torch.Tensor],
+    scores: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Summed per-attribute losses; a binary attribute with a score learns sigmoid(score) (a soft target)."""
     out = model(x)
     loss = torch.zeros(())
     for k, logit in out.items():
         if model.cfg.heads[k] == 2:
-            loss = loss + F.binary_cross_entropy_with_logits(logit, y[k].float())
+            target = torch.sigmoid(scores[k]) if scores and k in scores else y[k].float()
+            loss = loss + F.binary_cross_entropy_with_logits(logit, target)
         else:
             loss = loss + F.cross_entropy(logit, y[k])
     return loss
@@ -34,8 +42,10 @@ def train_classifier(data: ImageSet, kind: str, cfg: TrainConfig) -> AttributeCl
     model.train()
     for _ in range(cfg.epochs):
         for idx in batches(len(data), cfg.batch, gen):
-            x = jitter(data.images[idx], gen)
-            loss = classifier_loss(model, x, {k: v[idx] for k, v in data.attrs.items()})
+            x = data.images[idx]
+            x = jitter(x, gen) if cfg.augment is None else augment(x, cfg.augment, gen)
+            y = {k: v[idx] for k, v in data.attrs.items()}
+            loss = classifier_loss(model, x, y, {k: v[idx] for k, v in data.scores.items()})
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

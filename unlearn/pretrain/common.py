@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from feature_unlearn.unlearn.data.augment import AugmentConfig
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -21,6 +23,11 @@ class TrainConfig:
     ema: float = 0.999  # GAN: generator weight averaging
     width: int = 32  # network width (ngf/ndf for the GAN, base width otherwise)
     z_dim: int = 32
+    augment: AugmentConfig | None = None  # classifiers: degradations; None = the old per-batch jitter only
+    prior: str = "none"  # VAE: latent prior folded into the generator ("none" | "flow")
+    prior_layers: int = 8  # VAE flow prior: affine coupling layers
+    prior_hidden: int = 256  # VAE flow prior: hidden width of each coupling's MLP
+    prior_epochs: int = 60  # VAE flow prior: passes over the aggregate posterior
 
 
 def batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:

@@ -25,14 +25,21 @@ class PretrainRequest:
     limit: Optional[int] = opt(None, "Use only the first N images.", min=16)
     auditor: Optional[str] = opt(None, "Classifier for metrics (default: the zoo's <dataset>-auditor).")
     eval_samples: int = opt(10_000, "Generated samples graded for the metrics.", min=100)
+    prior: Optional[str] = opt(None, "VAE latent prior: none or flow (overrides the recipe's).")
+    measure_only: bool = opt(
+        False, "Re-grade the generator already in --out (model.safetensors) with the current classifiers; no training."
+    )
 
     def resolve(self) -> PretrainConfig:
         """The recipe (a zoo entry's, or the dataset's) with the overrides applied."""
-        from feature_unlearn.unlearn.pretrain.recipes import resolve_recipe
+        from feature_unlearn.unlearn.pretrain.recipes import check_prior, resolve_recipe
         from feature_unlearn.unlearn.pretrain.run import PretrainConfig
 
         base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
-        overrides = {k: v for k, v in {"epochs": self.epochs, "seed": self.seed}.items() if v is not None}
+        asked = {"epochs": self.epochs, "seed": self.seed, "prior": self.prior}
+        overrides = {k: v for k, v in asked.items() if v is not None}
+        if self.prior is not None:  # refused before any data is loaded
+            check_prior(self.prior, base.model)
         return PretrainConfig(
             dataset=base.dataset,
             model=base.model,
@@ -42,4 +49,5 @@ class PretrainRequest:
             limit=self.limit,
             auditor=self.auditor,
             eval_samples=self.eval_samples,
+            measure_only=self.measure_only,
         )

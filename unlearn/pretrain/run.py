@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from feature_unlearn import __version__
@@ -15,13 +16,13 @@ from feature_unlearn.unlearn.artifacts import ModelRecord
 from feature_unlearn.unlearn.data import ImageSet, train_test
 from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.images import save_grid
-from feature_unlearn.unlearn.io import save_checkpoint, write_json
-from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
-from feature_unlearn.unlearn.models import arch_dict, z_dim_of
+from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint, write_json
+from feature_unlearn.unlearn.metrics import agreement, attribute_rates, fid, generate, latents
+from feature_unlearn.unlearn.models import AttributeClassifier, arch_dict, build_generator, z_dim_of
 from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifier
 from feature_unlearn.unlearn.pretrain.common import TrainConfig
 from feature_unlearn.unlearn.pretrain.gan import train_dcgan
-from feature_unlearn.unlearn.pretrain.recipes import classifier_for
+from feature_unlearn.unlearn.pretrain.recipes import check_prior, classifier_for
 from feature_unlearn.unlearn.pretrain.vae import train_vae
 
 MODELS = ("vae", "dcgan", "labeller", "auditor")
@@ -38,11 +39,13 @@ class PretrainConfig:
     auditor: str | None = None  # classifier used for metrics; default: the zoo's <dataset>-auditor
     eval_samples: int = 10_000
     grid_every: int = 5  # epochs between sample grids
+    measure_only: bool = False  # re-grade the generator already in ``out``; no training
 
 
 def _check(cfg: PretrainConfig, data: ImageSet) -> None:
     if cfg.model not in MODELS:
         raise ConfigError(f"--model {cfg.model!r}: choose from {', '.join(MODELS)}")
+    check_prior(cfg.train.prior, cfg.model)
     if cfg.exclude is not None and data.classes.get(cfg.exclude) != 2:
         raise ConfigError(
             f"--exclude {cfg.exclude!r}: not a binary attribute of {cfg.dataset} ({', '.join(data.binary_attrs)})"
@@ -54,6 +57,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     _check(cfg, train)
     if cfg.exclude:
         train, test = train.without(cfg.exclude), test.without(cfg.exclude)
+    if cfg.measure_only:
+        return remeasure(cfg, train, test)
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / "options.json", {**_jsonable(cfg), "version": __version__})
     start = time.perf_counter()
@@ -96,7 +101,33 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> nn.Module:
     return trainer(train, cfg.train, on_epoch)  # type: ignore[operator]
 
 
+def remeasure(cfg: PretrainConfig, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+    """Re-grade the generator in ``cfg.out`` with today's classifiers and rewrite its record's metrics.
+
+    The weights are unchanged; the sealed record (and so the file's sha256) is rewritten. The
+    training time of the original run is kept.
+    """
+    stem = cfg.out / "model"
+    ckpt = load_checkpoint(stem)
+    record = ckpt.record
+    if not isinstance(record, ModelRecord) or record.kind != "generator":
+        raise ConfigError(f"--measure-only: {stem}.json is not a generator checkpoint")
+    if (record.dataset, record.exclude) != (cfg.dataset, cfg.exclude):
+        raise ConfigError(
+            f"--measure-only: {stem}.json was trained on {record.dataset} without {record.exclude}, "
+            f"not {cfg.dataset} without {cfg.exclude}"
+        )
+    g = build_generator(record.arch, f"{stem}.json")
+    g.load_state_dict(ckpt.tensors)
+    metrics = _generator_metrics(cfg, g.eval(), train, test)
+    metrics["train_seconds"] = record.metrics.get("train_seconds")
+    save_checkpoint(stem, ckpt.tensors, dataclasses.replace(record, metrics=metrics))
+    write_json(cfg.out / "metrics.json", metrics)
+    return metrics
+
+
 def _generator_metrics(cfg: PretrainConfig, g: nn.Module, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+    """Auditor rates, FID and the labeller-auditor agreement of 10,000 (``eval_samples``) generated images."""
     from feature_unlearn.unlearn.zoo import load_classifier
 
     name = cfg.auditor or classifier_for(cfg.dataset, "auditor")
@@ -105,7 +136,7 @@ def _generator_metrics(cfg: PretrainConfig, g: nn.Module, train: ImageSet, test:
     except Exception as exc:  # no auditor yet (e.g. building the zoo from scratch): skip metrics
         return {"auditor": None, "note": f"no metrics: auditor {name!r} unavailable ({exc})"}
     fake = generate(g, latents(cfg.eval_samples, z_dim_of(g), seed=777))
-    return {
+    metrics: dict[str, Any] = {
         "auditor": name,
         "samples": cfg.eval_samples,
         "generated_rates": attribute_rates(auditor, fake),
@@ -113,6 +144,27 @@ def _generator_metrics(cfg: PretrainConfig, g: nn.Module, train: ImageSet, test:
         "data_label_rates": train.rates(),
         "fid_heldout": round(fid(auditor, test.images, fake), 4),
         "fid_train_vs_heldout": round(fid(auditor, test.images, train.images), 4),
+    }
+    return {**metrics, **_labeller_view(cfg.dataset, auditor, fake)}
+
+
+def _labeller_view(dataset: str, auditor: AttributeClassifier, fake: torch.Tensor) -> dict[str, Any]:
+    """The labeller's rates on the same samples and its agreement with the auditor, per binary attribute.
+
+    Stored beside the auditor's rates so that a disagreement (the fit sees one thing, the grade
+    another) is on record rather than hidden.
+    """
+    from feature_unlearn.unlearn.zoo import load_classifier
+
+    name = classifier_for(dataset, "labeller")
+    try:
+        labeller = load_classifier(name)
+    except Exception as exc:  # a user's folder dataset has no zoo labeller
+        return {"labeller": None, "labeller_note": f"no agreement: labeller {name!r} unavailable ({exc})"}
+    return {
+        "labeller": name,
+        "labeller_rates": attribute_rates(labeller, fake),
+        "labeller_auditor_agreement": agreement(labeller, auditor, fake),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 
@@ -39,10 +40,19 @@ def _tensors(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[st
 def guard_entry(module: ExportModule) -> dict[str, Any]:
     """The guard exactly as the graph holds it (fp32 unit rows, fp32 thresholds)."""
     if not module.has_direction:
-        return {"mode": "off", "direction": None, "threshold": None}
+        return {"mode": "off", "direction": None, "threshold": None, "shift": None}
     u, t = module.guard_arrays()
-    direction = tuple(tuple(float(v) for v in row) for row in u)
-    return {"mode": module.guard.mode, "direction": direction, "threshold": tuple(float(v) for v in t)}
+    v = module.guard.v.detach().numpy()
+    return {
+        "mode": module.guard.mode,
+        "direction": _tuples(u),
+        "threshold": tuple(float(x) for x in t),
+        "shift": None if np.array_equal(u, v) else _tuples(v),  # along û unless the fit kept attributes
+    }
+
+
+def _tuples(rows: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(x) for x in row) for row in rows)
 
 
 def build_manifest(
@@ -54,6 +64,7 @@ def build_manifest(
     record = source.meta.record
     features = list(dict.fromkeys(source.guard.features)) if source.guard else []
     g = guard_entry(module)
+    keep = source.guard.keep if source.guard and g["shift"] is not None else ()
     info = {
         "feature": ",".join(features) or record.exclude,
         "base_model": record.base_model or source.name,
@@ -84,7 +95,7 @@ def build_manifest(
         image=image,
         inputs=inputs,
         outputs=outputs,
-        guard=GuardSpec(g["mode"], g["direction"], g["threshold"]),
+        guard=GuardSpec(g["mode"], g["direction"], g["threshold"], g["shift"], keep),
         features=tuple(features),
         precision="fp16" if fp16 else "fp32",
         self_test=self_test,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from feature_unlearn.unlearn.artifacts import GuardRecord
-from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
 from feature_unlearn.unlearn.images import to_uint8
 
 
@@ -70,7 +70,7 @@ def make_guard(vector: Optional[GuardRecord], z_dim: int, mode: str) -> LatentGu
     if vector is None:
         assert mode == "off", "a guard without a target vector can only be off"
         return LatentGuard(torch.eye(z_dim)[:1], torch.tensor([float("inf")]), "off")
-    return LatentGuard(torch.tensor(vector.direction), torch.tensor(vector.threshold), mode)
+    return guard_from_record(vector, mode)
 
 
 def build_module(generator: nn.Module, vector: Optional[GuardRecord], mode: str, fp16: bool = False) -> ExportModule:

@@ -63,6 +63,9 @@ class GuardSpec:
     mode: str
     direction: Optional[tuple[tuple[float, ...], ...]]  # unit rows û_k [K][z_dim], as the graph holds them
     threshold: Optional[tuple[float, ...]]  # t_k [K]
+    # shift rows v_k (û_k·v_k = 1) orthogonal to the kept attributes' directions; None: along û_k
+    shift: Optional[tuple[tuple[float, ...], ...]] = None
+    keep: tuple[str, ...] = ()  # attributes the shift leaves alone (fit --keep)
 
     @classmethod
     def parse(cls, d: Any, z_dim: int, where: str) -> GuardSpec:
@@ -76,7 +79,13 @@ class GuardSpec:
         t = _floats(d.get("threshold"), f"{where}: guard.threshold")
         if any(len(r) != z_dim for r in u) or len(t) != len(u):
             raise ManifestError(f"{where}: guard has {len(u)} rows of z_dim {z_dim} and {len(t)} thresholds")
-        return cls(d["mode"], u, t)
+        v = None if d.get("shift") is None else _rows(d["shift"], f"{where}: guard.shift")
+        if v is not None and (len(v) != len(u) or any(len(r) != z_dim for r in v)):
+            raise ManifestError(f"{where}: guard.shift must have {len(u)} rows of z_dim {z_dim}")
+        keep = d.get("keep", [])
+        if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+            raise ManifestError(f"{where}: guard.keep must be a list of attribute names")
+        return cls(d["mode"], u, t, v, tuple(keep))
 
 
 @dataclass(frozen=True)
@@ -157,6 +166,8 @@ class Manifest:
                 "mode": self.guard.mode,
                 "direction": _lists(self.guard.direction),
                 "threshold": _lists(self.guard.threshold),
+                **({"shift": _lists(self.guard.shift)} if self.guard.shift is not None else {}),
+                **({"keep": list(self.guard.keep)} if self.guard.keep else {}),
             },
             "self_test": _lists(dataclasses.asdict(self.self_test)),
             "info": self.info,

@@ -37,6 +37,8 @@ class VerifiedGuard:
     direction: Optional[tuple[tuple[float, ...], ...]]  # û_k: the graph's scores are p(z) along these rows
     threshold: Optional[tuple[float, ...]]  # t_k, each confirmed within ± precision_k
     precision: Optional[tuple[float, ...]]
+    shift: Optional[tuple[tuple[float, ...], ...]] = None  # v_k; the shifted self-test images confirm it
+    keep: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,8 @@ class VerifiedGuard:
             "direction": self.direction,
             "threshold": self.threshold,
             "threshold_precision": self.precision,
+            "shift": self.shift,
+            "keep": list(self.keep),
             "verified": True,
         }
 
@@ -108,4 +112,4 @@ def verify(run: Run, m: Manifest, where: str) -> VerifiedGuard:
             f"{where}: the graph behaves as guard mode {modes[0]!r}, but the manifest says {m.guard.mode!r}"
         )
     precision = _check_brackets(m, z, where)
-    return VerifiedGuard(m.guard.mode, m.guard.direction, m.guard.threshold, precision)
+    return VerifiedGuard(m.guard.mode, m.guard.direction, m.guard.threshold, precision, m.guard.shift, m.guard.keep)

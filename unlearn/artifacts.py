@@ -114,12 +114,18 @@ def _jsonable(x: Any) -> Any:
 
 @dataclass(frozen=True)
 class GuardRecord(Record):
-    """The target vectors of a fit: K unit rows û_k [K][z_dim], thresholds t_k, the feature of each row."""
+    """The target vectors of a fit: K unit rows û_k [K][z_dim], thresholds t_k, the feature of each row.
+
+    ``shift``: the rows v_k the guard moves latents along (û_k·v_k = 1), orthogonal to the
+    directions of the ``keep`` attributes; absent, the shift runs along û_k (the paper's).
+    """
 
     KIND = "guard"
     direction: tuple[tuple[float, ...], ...]
     threshold: tuple[float, ...]
     features: tuple[str, ...]
+    shift: Optional[tuple[tuple[float, ...], ...]] = None
+    keep: tuple[str, ...] = ()
 
     @property
     def z_dim(self) -> int:
@@ -139,6 +145,20 @@ class GuardRecord(Record):
             raise CheckpointError(
                 f"{where}: guard.features must name the feature of each of the {len(self.direction)} rows"
             )
+        if self.shift is not None:
+            self._validate_shift(where)
+
+    def _validate_shift(self, where: str) -> None:
+        assert self.shift is not None
+        if len(self.shift) != len(self.direction):
+            raise CheckpointError(
+                f"{where}: guard.shift has {len(self.shift)} rows, guard.direction {len(self.direction)}"
+            )
+        for i, (v, u) in enumerate(zip(self.shift, self.direction, strict=True)):
+            norm_u = math.sqrt(sum(a * a for a in u))
+            dot = sum(a * b for a, b in zip(v, u, strict=False)) / norm_u
+            if len(v) != self.z_dim or not abs(dot - 1.0) < 1e-3:
+                raise CheckpointError(f"{where}: guard.shift[{i}] must have {self.z_dim} values and û·v = 1")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from feature_unlearn.unlearn.configs import EvalConfig
 from feature_unlearn.unlearn.data import ImageSet, train_test
 from feature_unlearn.unlearn.errors import UserError
 from feature_unlearn.unlearn.fit.loss import msssim_loss
-from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard
+from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
 from feature_unlearn.unlearn.images import grid, save_png
 from feature_unlearn.unlearn.io import read_run
 from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
@@ -39,7 +39,7 @@ def _load_run(run: Path, trust_code: bool = False) -> tuple[nn.Module, ModelReco
     f, base_meta = load_generator_with_meta(record.base_model, trust_code)
     if base_meta.sha256 != record.base_sha256:
         raise UserError(f"{run}: the base model {record.base_model!r} changed since the fit (sha256 differs)")
-    guard = LatentGuard(torch.tensor(record.guard.direction), torch.tensor(record.guard.threshold), "shift")
+    guard = guard_from_record(record.guard)
     return g, record, f, guard
 
 
@@ -120,6 +120,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "run": str(cfg.run),
         "base_model": meta.base_model,
         "features": feats,
+        "kept": list(meta.guard.keep) if meta.guard else [],
         "auditor": auditor.cfg.kind,
         "n": cfg.n,
         "oracle": oracle_name,
@@ -195,14 +196,30 @@ def markdown(result: dict[str, Any]) -> str:
         f"Preservation on non-target latents ({p['non_target_share']:.1%} of samples): "
         f"mean |g − f| = {p['l1']:.4f}, MS-SSIM = {p['ms_ssim']:.4f}.",
         "",
-        "| attribute | flips (all) | flips (non-target) |",
-        "|---|---|---|",
+        "| attribute | kept (--keep) | rate shift, unlearned+guard (pp) | flips (all) | flips (non-target) |",
+        "|---|---|---|---|---|",
     ]
     for k, v in result["attribute_flips"]["all"].items():
-        lines.append(f"| {k} | {v:.4f} | {result['attribute_flips']['non_target'][k]:.4f} |")
+        kept = "yes" if _base_attr(k) in result.get("kept", []) else "no"
+        non_target = result["attribute_flips"]["non_target"][k]
+        lines.append(f"| {k} | {kept} | {_rate_shift(result, k):+.2f} | {v:.4f} | {non_target:.4f} |")
     for feat, suite_result in result.get("attack", {}).items():
         lines += ["", *attack_markdown(suite_result, feat)]
     return "\n".join(lines) + "\n"
+
+
+def _base_attr(name: str) -> str:
+    """'digit=3' -> 'digit' (rates of K-way attributes are reported per class)."""
+    return name.split("=", 1)[0]
+
+
+def _rate_shift(result: dict[str, Any], attr: str) -> float:
+    """How far unlearned + guard moved an attribute's rate from the original's, in percentage points."""
+    models = result["models"]
+    if attr not in models["original"]["rates"]:  # a K-way attribute: the largest class shift
+        classes = [a for a in models["original"]["rates"] if _base_attr(a) == attr]
+        return max((_rate_shift(result, a) for a in classes), key=abs, default=0.0)
+    return 100 * (models["unlearned+guard"]["rates"][attr] - models["original"]["rates"][attr])
 
 
 def _rates_markdown(result: dict[str, Any]) -> list[str]:
@@ -215,8 +232,8 @@ def _rates_markdown(result: dict[str, Any]) -> list[str]:
     ]
     for a in attrs:
         rates = [result["models"][m]["rates"][a] for m in models]
-        shift = 100 * (result["models"]["unlearned+guard"]["rates"][a] - result["models"]["original"]["rates"][a])
-        lines.append(f"| {a} | " + " | ".join(f"{r:.4f}" for r in rates) + f" | {shift:+.2f} |")
+        mark = " (kept)" if _base_attr(a) in result.get("kept", []) else ""
+        lines.append(f"| {a}{mark} | " + " | ".join(f"{r:.4f}" for r in rates) + f" | {_rate_shift(result, a):+.2f} |")
     return lines
 
 

@@ -9,6 +9,11 @@ Notation (Moon, Cho & Kim, 2024): z_e = mean(z_pos) − mean(z_neg); û = z_e / 
 p(z) = z·û (a scalar projection, z is not normalised); a latent holds the feature when
 p(z) > t; ẑ = z − (p(z) − t)·û lands exactly on the threshold (p(ẑ) = t). We use the
 unit vector û (not z_e) so that ẑ lands on t whatever ‖z_e‖ is.
+
+Kept attributes (``fit --keep``): the shift may run along another vector v_k with û_k·v_k = 1,
+ẑ = z − (p(z) − t)·v_k, which still lands exactly on t (the detector is unchanged) but moves z
+only within the subspace orthogonal to the kept attributes' directions (``unlearn.keep``), the
+oblique form of InterFaceGAN's conditional manipulation.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from feature_unlearn.unlearn.artifacts import GuardRecord
 from feature_unlearn.unlearn.modes import MODES, GuardMode  # noqa: F401 (re-exported)
 
 _SHIFT_PASSES = 3  # several directions: repeat the sequential projections (exact for one)
@@ -24,25 +30,35 @@ _SHIFT_PASSES = 3  # several directions: repeat the sequential projections (exac
 class LatentGuard(nn.Module):
     """z [N, z_dim] -> (z_out [N, z_dim], flagged [N] bool, score [N] float32).
 
-    ``direction``: [K, z_dim] (or [z_dim]) target vectors, normalised here; ``threshold``: [K].
+    ``direction``: [K, z_dim] (or [z_dim]) target vectors, normalised here; ``threshold``: [K];
+    ``shift``: [K, z_dim] shift vectors (default û_k), rescaled here so that û_k·v_k = 1.
     ``score`` is p(z) for one direction; with several, p of the most exceeded direction.
     """
 
     u: torch.Tensor  # [K, z_dim] unit rows û_k (buffer)
     t: torch.Tensor  # [K] thresholds t_k (buffer)
+    v: torch.Tensor  # [K, z_dim] shift rows v_k, û_k·v_k = 1 (buffer)
 
-    def __init__(self, direction: torch.Tensor, threshold: torch.Tensor | float, mode: str = "shift") -> None:
+    def __init__(
+        self,
+        direction: torch.Tensor,
+        threshold: torch.Tensor | float,
+        mode: str = "shift",
+        shift: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"guard mode {mode!r}: choose from {', '.join(MODES)}")
-        u = torch.as_tensor(direction, dtype=torch.float32).reshape(-1, torch.as_tensor(direction).shape[-1])
+        u = _rows(direction)
         norm = u.norm(dim=1, keepdim=True)
         if not torch.isfinite(u).all() or (norm == 0).any():
             raise ValueError("guard direction must be finite and non-zero")
+        u = u / norm
         t = torch.as_tensor(threshold, dtype=torch.float32).reshape(-1)
         assert t.shape == (u.shape[0],), f"threshold must have {u.shape[0]} values, got {tuple(t.shape)}"
-        self.register_buffer("u", u / norm)  # [K, z_dim]
+        self.register_buffer("u", u)  # [K, z_dim]
         self.register_buffer("t", t)  # [K]
+        self.register_buffer("v", u.clone() if shift is None else _shift_rows(shift, u))  # [K, z_dim]
         self.mode = mode
         self.k = int(u.shape[0])  # a Python int, so tracing sees no tensor-valued branch
 
@@ -55,7 +71,7 @@ class LatentGuard(nn.Module):
         return z @ self.u.T
 
     def translate(self, z: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-        """ẑ: every latent moved along each û_k where p_k(z) > t_k − margin, onto t_k − margin.
+        """ẑ: every latent moved along each v_k where p_k(z) > t_k − margin, onto t_k − margin.
 
         ``margin`` 0 is the guard's shift; the robust fit asks for a margin below the threshold,
         where the original generator no longer draws the feature.
@@ -63,7 +79,7 @@ class LatentGuard(nn.Module):
         for _ in range(_SHIFT_PASSES if self.k > 1 else 1):
             for k in range(self.k):
                 excess = (z @ self.u[k] - (self.t[k] - margin)).clamp(min=0.0)  # [N]
-                z = z - excess[:, None] * self.u[k]
+                z = z - excess[:, None] * self.v[k]
         return z
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,7 +96,29 @@ class LatentGuard(nn.Module):
         return self.translate(z), flagged, score
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode}, directions={self.u.shape[0]}, z_dim={self.z_dim}"
+        oblique = not torch.equal(self.u, self.v)
+        return f"mode={self.mode}, directions={self.u.shape[0]}, z_dim={self.z_dim}, oblique={oblique}"
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x, dtype=torch.float32)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _shift_rows(shift: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """v_k / (û_k·v_k): the shift rows scaled so that each lands exactly on its threshold."""
+    v = _rows(shift)
+    assert v.shape == u.shape, f"shift must be {tuple(u.shape)}, got {tuple(v.shape)}"
+    dot = (v * u).sum(dim=1, keepdim=True)  # [K, 1]
+    if not torch.isfinite(v).all() or (dot <= 1e-3).any():
+        raise ValueError("guard shift rows must be finite and point along their directions (û·v > 0)")
+    return v / dot
+
+
+def guard_from_record(record: GuardRecord, mode: str = "shift") -> LatentGuard:
+    """The guard a fit saved (``GuardRecord``): the one constructor of fit, evaluate and export."""
+    shift = None if record.shift is None else torch.tensor(record.shift)
+    return LatentGuard(torch.tensor(record.direction), torch.tensor(record.threshold), mode, shift)
 
 
 class GuardedGenerator(nn.Module):

@@ -83,8 +83,9 @@ def test_interleave_times_every_contender_in_rounds_and_reports_a_broken_one() -
     def broken() -> None:
         raise RuntimeError("no compiler here\nsecond line")
 
-    fns = {"fast": lambda: time.sleep(0.001), "slow": lambda: time.sleep(0.003), "free": lambda: None, "broken": broken}
-    timings, failed = measure.interleave(fns, warmup=1, budget_s=0.02, calls=(4, 50), rounds=2)
+    # 8x apart, so that a loaded machine's longer sleeps cannot swap the call counts
+    fns = {"fast": lambda: time.sleep(0.001), "slow": lambda: time.sleep(0.008), "free": lambda: None, "broken": broken}
+    timings, failed = measure.interleave(fns, warmup=1, budget_s=0.05, calls=(4, 50), rounds=2)
     assert set(timings) == {"fast", "slow", "free"} and failed == {"broken": "RuntimeError: no compiler here"}
     assert len(timings.pop("free").samples) == 50  # the budget buys more calls than allowed: capped
     for t in timings.values():

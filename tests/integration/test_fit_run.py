@@ -97,6 +97,9 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path, monke
         (["--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA"),
         (["--model", "no-such-model"], "unknown zoo name"),
         (["--batch", "15", "--threshold", "median"], "--threshold 'median'"),
+        (["--keep", "thick"], "--keep 'thick': it is a feature being removed"),
+        (["--keep", "hat"], "--keep 'hat': the labeller does not know it"),
+        (["--feature", "eight", "--keep", "digit"], "--keep 'digit': its direction is almost parallel to 'eight'"),
     ],
 )
 def test_fit_bad_input_exits_2_with_one_line(tmp_path: Path, extra: list[str], message: str) -> None:

@@ -57,10 +57,10 @@ def test_translate_is_traceable_without_python_branches() -> None:
 def test_buffers_travel_with_state_dict_and_device() -> None:
     g = _guard()
     sd = g.state_dict()
-    assert set(sd) == {"u", "t"}
+    assert set(sd) == {"u", "t", "v"}
     h = LatentGuard(torch.ones(6), 0.0)
     h.load_state_dict(sd)
-    assert torch.equal(h.u, g.u) and torch.equal(h.t, g.t)
+    assert torch.equal(h.u, g.u) and torch.equal(h.t, g.t) and torch.equal(h.v, g.v)
 
 
 def test_bad_guard_arguments() -> None:
@@ -88,3 +88,24 @@ def test_one_list_of_guard_modes_across_guard_export_and_the_manifest_schema() -
 
     assert MODES == GUARD_MODES == MANIFEST_MODES == ("shift", "flag", "off")
     assert [m.value for m in GuardMode] == list(MODES)
+
+
+def test_oblique_shift_lands_on_t_and_leaves_the_orthogonal_direction_alone() -> None:
+    u = torch.tensor([1.0, 0.0, 0.0])
+    kept = torch.tensor([1.0, 1.0, 0.0]) / 2**0.5  # entangled with û: cos 0.71
+    v = u - (kept @ u) * kept  # û projected orthogonal to the kept direction
+    g = LatentGuard(u, torch.tensor([0.5]), "shift", shift=v)
+    assert torch.allclose(g.u[0] @ g.v[0], torch.tensor(1.0))  # rescaled so that ẑ lands on t
+    z = torch.tensor([[3.0, -1.0, 2.0], [0.2, 4.0, 1.0]])
+    z_hat, flagged, _ = g(z)
+    assert flagged.tolist() == [True, False]
+    assert torch.allclose(z_hat[0] @ u, torch.tensor(0.5))
+    assert torch.allclose(z_hat @ kept, z @ kept)  # the kept attribute's score does not move
+    assert torch.equal(z_hat[1], z[1])
+    plain = LatentGuard(u, torch.tensor([0.5]), "shift")
+    assert not torch.allclose(plain(z)[0] @ kept, z @ kept)
+
+
+def test_shift_rows_must_point_along_their_direction() -> None:
+    with pytest.raises(ValueError, match="shift"):
+        LatentGuard(torch.eye(3)[0], 0.0, "shift", shift=torch.eye(3)[1])

@@ -19,6 +19,12 @@ class FitConfig:
     features: tuple[str, ...] = opt(
         (), "Feature to remove; repeat for several (default: the dataset's).", flag="--feature"
     )
+    keep: tuple[str, ...] = opt(
+        (),
+        "Attribute whose rate must not move: the guard shifts orthogonal to its direction; repeat, "
+        "or auto (every other attribute the labeller knows), or none.",
+        flag="--keep",
+    )
     steps: int = opt(1000, "Step budget over all rounds.", min=1)
     # measured: the probe rate plateaus within 250 steps of a round
     steps_per_round: int = opt(250, "Steps before re-collecting on the current g.", min=1)
@@ -61,5 +67,5 @@ class FitConfig:
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["out"], d["labels"] = str(self.out), str(self.labels) if self.labels else None
-        d["features"] = list(self.features)
+        d["features"], d["keep"] = list(self.features), list(self.keep)
         return d

@@ -21,7 +21,12 @@ from tqdm.auto import tqdm
 
 from feature_unlearn import __version__
 from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, GuardRecord, ModelRecord, RunRecord
-from feature_unlearn.unlearn.collect import Collection, collect_with_labeller, collection_from_labels
+from feature_unlearn.unlearn.collect import (
+    Collection,
+    collect_with_labeller,
+    collection_from_labels,
+    label_with_classifier,
+)
 from feature_unlearn.unlearn.configs import AttackConfig
 from feature_unlearn.unlearn.device import Runtime, maybe_compile, resolve_runtime
 from feature_unlearn.unlearn.errors import ConfigError, UserError
@@ -32,8 +37,9 @@ from feature_unlearn.unlearn.fit.loss import UnlearnLoss
 from feature_unlearn.unlearn.fit.robust import RobustMiner
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
-from feature_unlearn.unlearn.guard import LatentGuard
+from feature_unlearn.unlearn.guard import LatentGuard, guard_from_record
 from feature_unlearn.unlearn.io import save_checkpoint, write_json
+from feature_unlearn.unlearn.keep import MIN_RESIDUAL, KeptSpace, oblique_shift, resolve_keep
 from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from feature_unlearn.unlearn.pretrain.recipes import DEFAULT_FEATURE, classifier_for
@@ -69,18 +75,49 @@ def _first_collection(
     return collection_from_labels(cfg.labels, feats[0], z_dim_of(f))
 
 
-def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, first: bool) -> None:
+def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, kept: KeptSpace | None) -> None:
+    """Guard rows from a collection; round 0 (``kept`` given) refuses a target parallel to kept directions."""
+    first = kept is not None
+    basis = torch.tensor(state.kept_basis, dtype=torch.float32).reshape(-1, c.z.shape[1])
     for feat, y in c.labels.items():
         if not first and int(y.sum()) < MIN_POSITIVES:
             continue
         det = fit_detector(
             c.z, y, cfg.direction, cfg.threshold, cfg.target_recall, None if first else cfg.round_flag_budget
         )
+        v, residual = oblique_shift(det.direction, basis)
+        if kept is not None:
+            v = kept.shift(det.direction, feat)
+        elif residual < MIN_RESIDUAL:
+            continue  # a later round's direction inside the kept subspace: removing it would move them
         state.directions.append(det.direction.tolist())
         state.thresholds.append(det.threshold)
+        state.shifts.append(v.tolist())
         state.row_features.append(feat)
-        state.detectors.append({"round": state.round, "feature": feat, **det.as_dict(), "direction": None})
+        state.detectors.append(
+            {"round": state.round, "feature": feat, **det.as_dict(), "direction": None, "kept_residual": residual}
+        )
     state.collections.append({"round": state.round, **c.stats()})
+
+
+def _round0(cfg: FitConfig, f: nn.Module, labeller: AttributeClassifier, state: FitState, name: str) -> None:
+    """Collect on f, estimate the kept attributes' directions, then the guard rows."""
+    state.keep = list(resolve_keep(cfg.keep, state.features, labeller))
+    c = _first_collection(cfg, f, labeller, state.features, name)
+    kept = KeptSpace.estimate(c.z, _kept_labels(f, labeller, c, state.keep), labeller.cfg.heads, tuple(state.keep))
+    state.kept_basis = kept.basis.tolist()
+    _add_detectors(state, c, cfg, kept)
+    if kept.attributes:
+        state.collections[-1]["keep_cosines"] = {
+            feat: kept.cosines(torch.tensor(u)) for feat, u in zip(state.row_features, state.directions, strict=True)
+        }
+
+
+def _kept_labels(
+    f: nn.Module, labeller: AttributeClassifier, c: Collection, keep: list[str]
+) -> dict[str, torch.Tensor]:
+    """The labeller's labels of the kept attributes on the collected latents (person labels hold only the feature)."""
+    return label_with_classifier(f, c.z, labeller, tuple(keep)) if keep else {}
 
 
 def _prepare_out(cfg: FitConfig) -> bool:
@@ -111,9 +148,8 @@ def _discard_failed(cfg: FitConfig, created: bool) -> None:
 
 
 def _sync_guard(state: FitState, d: Dist, rt: Runtime) -> LatentGuard:
-    u, t = state.guard_tensors()
-    u, t = broadcast_tensor(u, d), broadcast_tensor(t, d)
-    return LatentGuard(u, t, mode="shift").to(rt.device)
+    u, t, v = (broadcast_tensor(x, d) for x in state.guard_tensors())
+    return LatentGuard(u, t, mode="shift", shift=v).to(rt.device)
 
 
 def fit(cfg: FitConfig) -> dict[str, Any]:
@@ -147,7 +183,7 @@ def _setup_and_train(cfg: FitConfig, rt: Runtime, d: Dist) -> dict[str, Any]:
     if cfg.resume:
         state = load_state(cfg.out / "checkpoint", g, opt, state, cfg)
     else:  # every rank collects the same (seeded) samples; rank 0's guard is broadcast anyway
-        _add_detectors(state, _first_collection(cfg, f, labeller, feats, labeller_name), cfg, first=True)
+        _round0(cfg, f, labeller, state, labeller_name)
     return _train(cfg, rt, d, f, g, opt, labeller, state, meta, labeller_name)
 
 
@@ -248,7 +284,7 @@ def _end_round(
         return
     state.round += 1
     c = collect_with_labeller(g, labeller, tuple(state.features), cfg.n_collect, cfg.seed + 1000 * state.round, name)
-    _add_detectors(state, c, cfg, first=False)
+    _add_detectors(state, c, cfg, None)
 
 
 def _finish(
@@ -269,6 +305,8 @@ def _finish(
         direction=tuple(tuple(r) for r in state.directions),
         threshold=tuple(state.thresholds),
         features=tuple(state.row_features),
+        shift=tuple(tuple(r) for r in state.shifts) if state.keep else None,
+        keep=tuple(state.keep),
     )
     record = ModelRecord(
         kind="generator",
@@ -298,6 +336,5 @@ def _finish(
     )
     write_json(cfg.out / "run.json", run.as_json())
     write_json(cfg.out / "history.json", state.history)
-    u, t = state.guard_tensors()
-    write_report(cfg.out, f.cpu(), g.cpu(), LatentGuard(u, t, "shift"), state, run.as_json())
+    write_report(cfg.out, f.cpu(), g.cpu(), guard_from_record(guard), state, run.as_json())
     return metrics

@@ -25,6 +25,9 @@ class FitState:
     round: int = 0
     directions: list[list[float]] = field(default_factory=list)  # guard rows û_k
     thresholds: list[float] = field(default_factory=list)  # t_k
+    shifts: list[list[float]] = field(default_factory=list)  # shift rows v_k (= û_k unless --keep)
+    keep: list[str] = field(default_factory=list)  # attributes kept (--keep, resolved)
+    kept_basis: list[list[float]] = field(default_factory=list)  # orthonormal kept directions [m][z_dim]
     row_features: list[str] = field(default_factory=list)  # the feature of each row
     history: list[dict[str, float]] = field(default_factory=list)  # loss parts every few steps
     probes: list[dict[str, Any]] = field(default_factory=list)  # labeller rates after each round
@@ -33,8 +36,13 @@ class FitState:
     seconds: float = 0.0
     done: bool = False
 
-    def guard_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tensor(self.directions, dtype=torch.float32), torch.tensor(self.thresholds, dtype=torch.float32)
+    def guard_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(û [K, z_dim], t [K], v [K, z_dim])."""
+        return (
+            torch.tensor(self.directions, dtype=torch.float32),
+            torch.tensor(self.thresholds, dtype=torch.float32),
+            torch.tensor(self.shifts or self.directions, dtype=torch.float32),  # pre-keep checkpoints: along û
+        )
 
 
 def save_state(path: Path, state: FitState, g: nn.Module, opt: torch.optim.Optimizer, cfg: FitConfig) -> None:

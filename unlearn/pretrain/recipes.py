@@ -30,10 +30,17 @@ class Recipe:
         return "classifier" if self.model in CLASSIFIER_ROLES else "generator"
 
 
-_MNIST_VAE = TrainConfig(epochs=60, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.4, width=32, z_dim=16)
+# VAEs: a sharp likelihood (small sigma) for detail, then a RealNVP flow fitted to the aggregate
+# posterior as the prior (folded into the generator). Measured on faces (6 epochs, 12k images, old
+# auditor): FID 152.6 with N(0, I) and 5.1 with the flow at sigma 0.1; 5.3 at sigma 0.05.
+_MNIST_VAE = TrainConfig(
+    epochs=60, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.15, width=32, z_dim=16, prior="flow", prior_epochs=150
+)
 _MNIST_GAN = TrainConfig(epochs=60, batch=64, lr=2e-4, seed=0, width=32, z_dim=32)
-# sigma 0.2 left holes in the prior (KL 83 nats; 35% of samples read as eyeglasses against 12.6% in the data).
-_FACES_VAE = TrainConfig(epochs=15, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.4, width=32, z_dim=32)
+# sigma 0.2 with the N(0, I) prior left holes (KL 83 nats; 35% of samples read as eyeglasses against 12.6%).
+_FACES_VAE = TrainConfig(
+    epochs=30, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.1, width=32, z_dim=32, prior="flow", prior_epochs=40
+)
 _FACES_GAN = TrainConfig(epochs=15, batch=64, lr=2e-4, seed=0, width=48, z_dim=64)
 
 # Labeller and auditor see different degradations (and seeds, and architectures), so that where

@@ -148,3 +148,25 @@ def test_train_vae_fits_the_prior_on_its_posterior() -> None:
     assert g.cfg.prior == "flow" and g.prior is not None and seen == [0]  # the last grid waits for the prior
     assert not torch.equal(g.prior.loc, torch.zeros(4))  # started at the posterior mean
     assert check_generator(g) == (1, 32, 32)
+
+
+@pytest.mark.slow
+def test_flow_generator_exports_to_onnx_and_matches_pytorch(tmp_path: Path) -> None:
+    """The prior travels inside the generator's graph (no data-dependent branch), at any batch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from feature_unlearn.export import ExportConfig, export_model
+    from feature_unlearn.unlearn.images import to_uint8
+
+    g = VAEDecoder(FLOW).eval()
+    _randomised(g.prior)  # type: ignore[arg-type]
+    _save(tmp_path / "g", g, FLOW)
+    export_model(ExportConfig(source=str(tmp_path / "g.safetensors"), out=tmp_path / "onnx"))
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        z = np.random.default_rng(batch).standard_normal((batch, 6), dtype=np.float32)
+        image = session.run(None, {"z": z})[0]
+        with torch.no_grad():
+            ref = to_uint8(g(torch.from_numpy(z))).numpy()
+        assert image.shape == ref.shape and np.abs(image.astype(int) - ref.astype(int)).max() <= 1

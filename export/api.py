@@ -11,7 +11,7 @@ import dataclasses
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import onnx
 
@@ -22,11 +22,15 @@ from feature_unlearn.export.manifest import build_manifest
 from feature_unlearn.export.module import build_module
 from feature_unlearn.export.publish import refuse_existing, replace_dir, staging
 from feature_unlearn.export.selftest import build_self_test
-from feature_unlearn.export.source import guard_mode, load_source, safe_name
-from feature_unlearn.export.spec import ExportConfig
+from feature_unlearn.export.source import Source, guard_mode, load_source, safe_name
+from feature_unlearn.export.spec import ExportConfig, ExportSpec
 from feature_unlearn.serve.manifest import FILES, Manifest
 from feature_unlearn.serve.selftest import SelfTestError, verify
+from feature_unlearn.unlearn.errors import ConfigError
+from feature_unlearn.unlearn.guard import guard_from_record
+from feature_unlearn.unlearn.imagecheck import ImageCheck, image_check_for_run, labeller_of_run
 from feature_unlearn.unlearn.io import sha256_file, write_json
+from feature_unlearn.unlearn.zoo import load_generator_with_meta
 
 
 def _preflight(cfg: ExportConfig) -> None:
@@ -39,23 +43,45 @@ def _preflight(cfg: ExportConfig) -> None:
         tensorrt.require_tensorrt()
 
 
+def _image_check(cfg: ExportConfig, source: Source) -> tuple[Optional[ImageCheck], dict[str, Any]]:
+    """--image-check: the run's distilled check (``unlearn.imagecheck``), or none."""
+    if not cfg.image_check:
+        return None, {}
+    record = source.meta.record
+    if source.guard is None or record.base_model is None or source.path.name != "generator":
+        raise ConfigError(
+            f"--image-check: {cfg.source} is not a fit run directory (the check is distilled for a run's removed "
+            "feature from its labeller)"
+        )
+    f, _ = load_generator_with_meta(record.base_model, cfg.trust_code)
+    run = source.path.parent
+    labeller = labeller_of_run(run, record.dataset)
+    guard = guard_from_record(source.guard)
+    return image_check_for_run(run, f, source.generator, guard, record.features, labeller, source.meta.sha256)
+
+
 def _build(cfg: ExportConfig, tmp: Path) -> Manifest:
     """Everything inside the staging directory; returns the manifest as written to manifest.json."""
     spec, started = cfg.spec, time.perf_counter()
     source = load_source(cfg.source, cfg.trust_code)
     mode = guard_mode(cfg.guard, source)
-    module = build_module(source.generator, source.guard, mode, fp16=cfg.fp16)
+    check, check_figures = _image_check(cfg, source)
+    spec = spec.with_image_check() if check is not None else spec
+    module = build_module(source.generator, source.guard, mode, fp16=cfg.fp16, check=check)
     model = onnx_export.to_onnx(module, spec)
     graph_bytes = model.graph.SerializeToString()
     fp16_ops = fp16_check.check_fp16(model, spec) if cfg.fp16 else None
     candidate = tmp / "model.onnx.tmp"
     onnx_export.save(model, candidate)
-    reference = build_module(source.generator, source.guard, mode, fp16=False) if cfg.fp16 else module
+    reference = build_module(source.generator, source.guard, mode, check=check) if cfg.fp16 else module
     report = validate.validate(candidate, reference, spec, fp16=cfg.fp16)
     precision = "fp16" if cfg.fp16 else "fp32"
     self_test = build_self_test(source.generator, source.guard, module.z_dim, precision, spec)
     manifest = build_manifest(source, module, model, spec, cfg.fp16, self_test)
     info = {**manifest.info, "validation": {**report, "fp16_ops": fp16_ops}}
+    if check is not None:
+        info["image_check"] = {"features": list(check.cfg.features), "outputs": list(spec.output_names[3:])}
+        info["image_check"] |= check_figures
     if cfg.tensorrt:
         info["tensorrt"] = tensorrt.build_engine(
             candidate, tmp / "model.plan", spec, module.z_dim, tmp / "timing.cache"
@@ -68,16 +94,17 @@ def _build(cfg: ExportConfig, tmp: Path) -> Manifest:
         raise ExportError("the stamped model.onnx no longer matches the validated graph")
     candidate.rename(tmp / "model.onnx")
     manifest = dataclasses.replace(manifest, files={n: sha256_file(tmp / n) for n in FILES if (tmp / n).is_file()})
-    _self_check(tmp / "model.onnx", manifest, spec.input_name)
+    _self_check(tmp / "model.onnx", manifest, spec)
     write_json(tmp / "manifest.json", manifest.to_json())
     return manifest
 
 
-def _self_check(path: Path, manifest: Manifest, input_name: str) -> None:
+def _self_check(path: Path, manifest: Manifest, spec: ExportSpec) -> None:
     """The artifact must pass the runtime's own load-time self-test before it is published."""
     sess = validate.session(path)
+    guard_outputs = list(spec.output_names[:3])
     try:
-        verify(lambda z: tuple(sess.run(None, {input_name: z})), manifest, str(path))  # type: ignore[arg-type,return-value]
+        verify(lambda z: tuple(sess.run(guard_outputs, {spec.input_name: z})), manifest, str(path))  # type: ignore[arg-type,return-value]
     except SelfTestError as exc:
         raise ExportError(f"the exported graph fails its own self-test: {exc}") from None
 

@@ -47,7 +47,7 @@ def ancestors(model: onnx.ModelProto, outputs: tuple[str, ...]) -> tuple[set[str
 def guard_dtypes(model: onnx.ModelProto, spec: ExportSpec) -> Counter[int]:
     """Element types of every tensor the flag and score are computed from."""
     types = _types(model)
-    tensors, _ = ancestors(model, spec.output_names[1:])
+    tensors, _ = ancestors(model, spec.output_names[1:3])  # flagged, score (the image check reads the image)
     return Counter(types[t] for t in tensors if t in types)
 
 

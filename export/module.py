@@ -16,6 +16,7 @@ from torch import nn
 
 from feature_unlearn.unlearn.artifacts import GuardRecord
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
+from feature_unlearn.unlearn.imagecheck import ImageCheck
 from feature_unlearn.unlearn.images import to_uint8
 
 
@@ -39,13 +40,18 @@ class HalfGenerator(nn.Module):
 
 
 class ExportModule(nn.Module):
-    """z float32 [N, z_dim] -> (image uint8 [N, H, W, C], flagged bool [N], score float32 [N])."""
+    """z float32 [N, z_dim] -> (image uint8 [N, H, W, C], flagged bool [N], score float32 [N]).
 
-    def __init__(self, guarded: GuardedGenerator, has_direction: bool) -> None:
+    With an image check, two more outputs: image_flagged bool [N] and image_score float32 [N], the
+    check run in fp32 on the float image (the same pixels the uint8 output rounds).
+    """
+
+    def __init__(self, guarded: GuardedGenerator, has_direction: bool, check: Optional[ImageCheck] = None) -> None:
         super().__init__()
         self.guarded = guarded
         self.has_direction = has_direction  # static: no target vector means score is all zeros
         self.z_dim = guarded.z_dim
+        self.check = check
 
     @property
     def guard(self) -> LatentGuard:
@@ -58,11 +64,14 @@ class ExportModule(nn.Module):
         u, t = cast(torch.Tensor, self.guard.u), cast(torch.Tensor, self.guard.t)
         return u.detach().numpy().copy(), t.detach().numpy().copy()
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         image, flagged, score = self.guarded(z)
         if not self.has_direction:
             score = torch.zeros_like(score)
-        return to_uint8(image), flagged, score
+        if self.check is None:
+            return to_uint8(image), flagged, score
+        image_flagged, image_score = self.check(image.float())
+        return to_uint8(image), flagged, score, image_flagged, image_score
 
 
 def make_guard(vector: Optional[GuardRecord], z_dim: int, mode: str) -> LatentGuard:
@@ -73,8 +82,14 @@ def make_guard(vector: Optional[GuardRecord], z_dim: int, mode: str) -> LatentGu
     return guard_from_record(vector, mode)
 
 
-def build_module(generator: nn.Module, vector: Optional[GuardRecord], mode: str, fp16: bool = False) -> ExportModule:
-    """The eval-mode module to export (``fp16``: half generator, fp32 guard)."""
+def build_module(
+    generator: nn.Module,
+    vector: Optional[GuardRecord],
+    mode: str,
+    fp16: bool = False,
+    check: Optional[ImageCheck] = None,
+) -> ExportModule:
+    """The eval-mode module to export (``fp16``: half generator, fp32 guard and image check)."""
     guard = make_guard(vector, z_dim_of(generator), mode)
     gen = HalfGenerator(generator) if fp16 else generator
-    return ExportModule(GuardedGenerator(gen.eval(), guard).eval(), vector is not None).eval()
+    return ExportModule(GuardedGenerator(gen.eval(), guard).eval(), vector is not None, check).eval()

@@ -16,7 +16,7 @@ import torch
 
 from feature_unlearn.export.errors import ExportError
 from feature_unlearn.export.module import ExportModule
-from feature_unlearn.export.spec import ExportSpec
+from feature_unlearn.export.spec import CHECK_OUTPUTS, ExportSpec
 
 
 @contextlib.contextmanager
@@ -71,6 +71,8 @@ def check(model: onnx.ModelProto, spec: ExportSpec, z_dim: int) -> None:
         spec.output_names[0]: onnx.TensorProto.UINT8,
         spec.output_names[1]: onnx.TensorProto.BOOL,
         spec.output_names[2]: onnx.TensorProto.FLOAT,
+        CHECK_OUTPUTS[0]: onnx.TensorProto.BOOL,
+        CHECK_OUTPUTS[1]: onnx.TensorProto.FLOAT,
     }
     ios = [*model.graph.input, *model.graph.output]
     if [v.name for v in ios] != list(spec.names):

@@ -7,12 +7,16 @@ else (the exporter, the validator, the Triton config, the manifest) reads it fro
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from feature_unlearn.unlearn.fields import opt
 from feature_unlearn.unlearn.modes import MODES
+
+GUARD_OUTPUTS = ("image", "flagged", "score")
+CHECK_OUTPUTS = ("image_flagged", "image_score")  # --image-check: the distilled detector on the image
 
 # Opset 18: the newest opset every runtime we target handles (ONNX Runtime >= 1.14, TensorRT 10+,
 # Triton's onnxruntime backend); the dynamo exporter emits it natively (no version conversion).
@@ -25,7 +29,7 @@ class ExportSpec:
     """What the exported graph is, and the tolerances its validation enforces."""
 
     input_name: str = "z"
-    output_names: tuple[str, str, str] = ("image", "flagged", "score")
+    output_names: tuple[str, ...] = GUARD_OUTPUTS  # + CHECK_OUTPUTS with the image check
     batch_axis: str = "batch"  # dim_param of axis 0 on every input and output
     opset: int = OPSET
     trace_batch: int = 2  # >= 2: a dimension traced at 1 can be frozen
@@ -58,12 +62,23 @@ class ExportSpec:
     # x100 max 26, x1000 max 126 grey levels, mean <= 0.03 in all). For fp16 those cases enforce the
     # mean (fp16_image_mean) and the guard's outputs (fp32 tolerances), not a per-pixel maximum.
     fp16_large_norm_image_atol: int = 255
+    # The image check's logit is computed from the float image inside the graph: fp32 ORT vs PyTorch
+    # differ by float rounding of ~50k multiply-adds; fp16 images move it by up to a few tenths.
+    check_score_atol: float = 1e-3
+    fp16_check_score_atol: float = 0.5
     seed: int = 0
     # TensorRT optimisation profile (min, opt, max batch) and Triton batching
     trt_profile: tuple[int, int, int] = (1, 64, 256)
     triton_max_batch: int = 256
     triton_preferred_batches: tuple[int, ...] = (64, 256)
     triton_queue_delay_us: int = 500
+
+    @property
+    def has_image_check(self) -> bool:
+        return self.output_names[3:] == CHECK_OUTPUTS
+
+    def with_image_check(self) -> ExportSpec:
+        return dataclasses.replace(self, output_names=(*self.output_names[:3], *CHECK_OUTPUTS))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -84,6 +99,11 @@ class ExportConfig:
     out: Path = opt(..., "Output directory: model.onnx + manifest.json (refused if it exists).")
     guard: Optional[str] = opt(None, "shift, flag or off (default: shift for a fit run, off for a zoo id).")
     fp16: bool = opt(False, "Half-precision generator (for GPUs); the guard stays fp32.")
+    image_check: bool = opt(
+        False,
+        "Also run a small detector of the removed feature on the image, in the graph (outputs image_flagged, "
+        "image_score); distilled from the run's labeller once and kept in the run directory.",
+    )
     tensorrt: bool = opt(False, "Also build DIR/model.plan (needs CUDA and tensorrt).")
     triton: Optional[Path] = opt(None, "Also write a Triton model repository entry under this directory.")
     triton_name: Optional[str] = opt(None, "Model name in the Triton repository (default: the source's name).")

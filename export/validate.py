@@ -58,14 +58,23 @@ class Tolerance:
     score_atol: float
     score_ulps: float  # in units of fp32_unit(): eps32·‖z‖·max_k‖û_k‖
     flag_atol: float
+    check_atol: float  # image check's logit
 
     @classmethod
     def of(cls, spec: ExportSpec, fp16: bool, large_norm: bool = False) -> Tolerance:
         # fp16 halves the generator only; the guard (score, flags) stays fp32 with fp32 tolerances
         if not fp16:
-            return cls(spec.image_atol, float(spec.image_atol), spec.score_atol, spec.score_ulps, spec.flag_atol)
+            image = (spec.image_atol, float(spec.image_atol))
+            return cls(*image, spec.score_atol, spec.score_ulps, spec.flag_atol, spec.check_score_atol)
         image_max = spec.fp16_large_norm_image_atol if large_norm else spec.fp16_image_atol
-        return cls(image_max, spec.fp16_image_mean, spec.score_atol, spec.score_ulps, spec.flag_atol)
+        return cls(
+            image_max,
+            spec.fp16_image_mean,
+            spec.score_atol,
+            spec.score_ulps,
+            spec.flag_atol,
+            spec.fp16_check_score_atol,
+        )
 
     def score_allowed(self, unit: np.ndarray) -> np.ndarray:
         """Per-sample allowed |score difference|, given ``fp32_unit`` of each latent."""
@@ -105,11 +114,18 @@ def _near(z: np.ndarray, module: ExportModule, tol: Tolerance) -> np.ndarray:
 
 
 def compare(
-    name: str, got: list[np.ndarray], ref: list[np.ndarray], near: np.ndarray, tol: Tolerance, unit: np.ndarray
+    name: str,
+    got: list[np.ndarray],
+    ref: list[np.ndarray],
+    near: np.ndarray,
+    tol: Tolerance,
+    unit: np.ndarray,
+    tau: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Stats for one case and the list of what exceeded the tolerance (empty when it passed).
 
-    ``unit``: ``fp32_unit`` of each latent, the float32 error scale its score is judged by.
+    ``unit``: ``fp32_unit`` of each latent, the float32 error scale its score is judged by; ``tau``:
+    the image check's threshold when the graph has one (outputs 4 and 5).
     """
     fails = [
         f"{name}: output {i} is {g.dtype}{list(g.shape)}, PyTorch gives {r.dtype}{list(r.shape)}"
@@ -148,7 +164,25 @@ def compare(
             f"{name}: flagged differs on {int(flips.sum())} of {len(near)} latents away from the threshold "
             f"(first at sample {int(np.argmax(flips))})"
         )
+    if tau is not None:
+        fails += _compare_check(name, got[3:], ref[3:], tol, tau, stats)
     return stats, fails
+
+
+def _compare_check(
+    name: str, got: list[np.ndarray], ref: list[np.ndarray], tol: Tolerance, tau: float, stats: dict[str, Any]
+) -> list[str]:
+    """The image check's logit, and its flag wherever PyTorch's logit is further than the tolerance from τ."""
+    err = np.abs(got[1].astype(np.float64) - ref[1].astype(np.float64))
+    flips = (got[0] != ref[0]) & (np.abs(ref[1].astype(np.float64) - tau) > tol.check_atol)
+    stats |= {"image_score_max_err": float(err.max()), "image_flag_mismatches": int(flips.sum())}
+    fails = []
+    if err.max() > tol.check_atol:
+        i = int(err.argmax())
+        fails.append(f"{name}: image_score differs by {err[i]:.3g} at sample {i} (allowed {tol.check_atol:g})")
+    if flips.any():
+        fails.append(f"{name}: image_flagged differs on {int(flips.sum())} samples (first {int(np.argmax(flips))})")
+    return fails
 
 
 @torch.no_grad()
@@ -170,11 +204,13 @@ def validate(path: Path, reference_module: ExportModule, spec: ExportSpec, fp16:
         "cases": {},
     }
     failures: list[str] = []
+    check = reference_module.check
+    tau = None if check is None else float(check.tau)
     for name, z in cases(reference_module, spec).items():
         got = sess.run(None, {spec.input_name: z})
         tol = Tolerance.of(spec, fp16, large_norm=name.startswith("large-norm"))
         near, unit = _near(z, reference_module, tol), fp32_unit(z, reference_module)
-        stats, fails = compare(name, got, reference(reference_module, z), near, tol, unit)
+        stats, fails = compare(name, got, reference(reference_module, z), near, tol, unit, tau)
         report["cases"][name] = stats
         failures += fails
     if failures:

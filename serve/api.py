@@ -29,6 +29,7 @@ from feature_unlearn.serve.batching import Outputs
 from feature_unlearn.serve.config import ServeConfig
 from feature_unlearn.serve.errors import ApiError, ServeError
 from feature_unlearn.serve.png import encode_pngs
+from feature_unlearn.serve.policy import RowSource
 from feature_unlearn.serve.runtime import LATENT_BOUND, ModelLoadError, SafeGenerator
 
 SEED_MAX = 2**63 - 1
@@ -52,6 +53,11 @@ class GenerateResponse(BaseModel):
     flagged: list[bool] = Field(description="The latent held the removed feature (its score exceeded the threshold).")
     score: list[float] = Field(description="The guard's score p(z) per image.")
     guard_mode: str = Field(description="The artifact's guard: shift, flag or off.")
+    image_check: Optional[dict[str, Any]] = Field(
+        None,
+        description="Artifacts with an image check: the policy, and per image its flag, score and what the "
+        "policy did (pass, resampled, blanked).",
+    )
 
 
 def sample_latents(n: int, seed: Optional[int], z_dim: int) -> np.ndarray:
@@ -72,6 +78,10 @@ class Latents:
 
     def rows(self, z_dim: int) -> np.ndarray:
         return self.z if self.z is not None else sample_latents(self.n, self.seed, z_dim)
+
+    def sources(self) -> list[Optional[RowSource]]:
+        """Per row: a seeded draw the image-check policy may redraw, or None for a caller's latent."""
+        return [None] * self.n if self.z is not None else [RowSource(self.seed, i) for i in range(self.n)]
 
 
 def _invalid(code: str, message: str) -> ApiError:
@@ -113,6 +123,7 @@ class GeneratorAPI:
                 threads=self.config.ort_threads,
                 max_batch=max(self.config.max_batch, self.config.max_images),
                 pin=self.config.pin,
+                on_flagged=self.config.on_flagged,
             )
         except (ModelLoadError, ValueError) as exc:
             raise ServeError(str(exc)) from None
@@ -191,44 +202,76 @@ class GeneratorAPI:
             )
         return z
 
-    def batch(self, requests: list[Latents]) -> np.ndarray:
-        """The merged requests' latents, in order (seeded draws happen here, off the event loop)."""
+    def batch(self, requests: list[Latents]) -> tuple[np.ndarray, list[Optional[RowSource]]]:
+        """The merged requests' latents in order, and where each row came from (seeded draws happen here)."""
         rows = [r.rows(self.model.z_dim) for r in requests]
-        return rows[0] if len(rows) == 1 else np.concatenate(rows)
+        sources = [s for r in requests for s in r.sources()]
+        return (rows[0] if len(rows) == 1 else np.concatenate(rows)), sources
 
-    def predict(self, z: np.ndarray) -> Outputs:
-        """(images uint8 [N, H, W, C], flagged bool [N], scores float32 [N])."""
-        out = self.model.generate(z=z)
-        return out.images, out.flagged, out.scores
+    def predict(self, z: np.ndarray, sources: list[Optional[RowSource]]) -> Outputs:
+        """(images uint8 [N, H, W, C], flagged bool [N], scores float32 [N]); with an image check also
+        (image_flagged bool [N], image_scores float32 [N], actions str [N]) after the load-time policy."""
+        out = self.model.generate_rows(z, sources)
+        if out.actions is None:
+            return out.images, out.flagged, out.scores
+        assert out.image_flagged is not None and out.image_scores is not None
+        return out.images, out.flagged, out.scores, out.image_flagged, out.image_scores, out.actions
 
     def encode_batch(self, outputs: Outputs) -> Outputs:
         """The images as PNG files (an object array, so the batcher can slice it per request)."""
-        images, flagged, scores = outputs
-        files = np.empty(len(images), dtype=object)
-        files[:] = encode_pngs(images)
-        return files, flagged, scores
+        files = np.empty(len(outputs[0]), dtype=object)
+        files[:] = encode_pngs(outputs[0])
+        return (files, *outputs[1:])
 
     def run_batch(self, requests: list[Latents]) -> Outputs:
-        return self.encode_batch(self.predict(self.batch(requests)))
+        return self.encode_batch(self.predict(*self.batch(requests)))
 
     def encode_response(self, outputs: Outputs, png: bool) -> Response:
-        files, flagged, scores = outputs
+        files, flagged, scores = outputs[:3]
+        check = self._image_check(outputs)
         mode = self.guard_mode
         if png:
             headers = {
                 "X-Flagged": str(bool(flagged[0])).lower(),
                 "X-Score": repr(float(scores[0])),
                 "X-Guard-Mode": mode,
+                **({"X-Image-Check": check["action"][0]} if check else {}),
             }
             return Response(files[0], media_type="image/png", headers=headers)
-        return JSONResponse(
-            {
-                "images": [base64.b64encode(f).decode("ascii") for f in files],
-                "flagged": flagged.tolist(),
-                "score": scores.astype(float).tolist(),
-                "guard_mode": mode,
-            }
-        )
+        body = {
+            "images": [base64.b64encode(f).decode("ascii") for f in files],
+            "flagged": flagged.tolist(),
+            "score": scores.astype(float).tolist(),
+            "guard_mode": mode,
+        }
+        return JSONResponse({**body, **({"image_check": check} if check else {})})
+
+    def _check_info(self) -> Optional[dict[str, Any]]:
+        if not self.model.has_image_check:
+            return None
+        info = self.model.manifest["info"].get("image_check", {})
+        keys = ("features", "threshold", "recall", "false_positive_rate", "flag_rate_served")
+        return {"policy": self.model.on_flagged, **{k: info.get(k) for k in keys}}
+
+    def _image_check(self, outputs: Outputs) -> Optional[dict[str, Any]]:
+        """What the image check saw and the policy did; a rejected request is a 422 here."""
+        if len(outputs) == 3:
+            return None
+        image_flagged, image_scores, actions = outputs[3:]
+        rejected = int((actions == "rejected").sum())
+        if rejected:
+            raise ApiError(
+                422,
+                "image_rejected",
+                f"the image check flagged {rejected} of {len(actions)} images; this service rejects them "
+                "(serve --on-flagged reject)",
+            )
+        return {
+            "policy": self.model.on_flagged,
+            "flagged": image_flagged.astype(bool).tolist(),
+            "score": image_scores.astype(float).tolist(),
+            "action": [str(a) for a in actions],
+        }
 
     @property
     def guard_mode(self) -> str:
@@ -255,6 +298,7 @@ class GeneratorAPI:
             "features": features,
             "base_model": m["info"].get("base_model"),
             "sha256": gen.sha256,
+            "image_check": self._check_info(),
             "precision": m.get("precision"),
             "format_version": m.get("format_version"),
             "provider": gen.provider,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from feature_unlearn.serve.errors import ServeError
+from feature_unlearn.serve.policy import POLICIES
 
 TOKEN_ENV = "UNLEARN_SERVE_TOKEN"
 CONFIG_ENV = "UNLEARN_SERVE_CONFIG"  # how ``--workers N`` hands the settings to each worker process
@@ -49,6 +50,11 @@ class ServeConfig:
         "allow",
         "allow: requests may send their own latents; deny: seeds only (an attacker cannot search the latent space).",
     )
+    on_flagged: Optional[str] = _opt(
+        None,
+        "What to do with an image the in-graph image check flags (artifacts exported with --image-check): "
+        "resample (default; seed requests get a fresh latent, sent latents are blanked), blank or reject (HTTP 422).",
+    )
     max_connections: int = _opt(1000, "Open connections (or requests in flight) above which requests get a JSON 503.")
 
     def __post_init__(self) -> None:
@@ -65,6 +71,8 @@ class ServeConfig:
             raise ServeError(f"--timeout-s {self.timeout_s}: must be above 0 and at most 3600")
         if not 0 < self.header_timeout_s <= 3600:
             raise ServeError(f"--header-timeout-s {self.header_timeout_s}: must be above 0 and at most 3600")
+        if self.on_flagged is not None and self.on_flagged not in POLICIES:
+            raise ServeError(f"--on-flagged {self.on_flagged!r}: choose from {', '.join(POLICIES)}")
         if self.max_queue < self.max_images:
             raise ServeError(
                 f"--max-queue {self.max_queue} is below --max-images {self.max_images}: no request would fit"

@@ -27,6 +27,7 @@ import onnxruntime as ort
 
 from feature_unlearn.serve.artifact import ArtifactError, open_artifact, same_manifest
 from feature_unlearn.serve.manifest import Manifest
+from feature_unlearn.serve.policy import RowSource, check_policy, enforce
 from feature_unlearn.serve.selftest import SelfTestError, VerifiedGuard, verify
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -37,6 +38,7 @@ DEFAULT_MAX_BATCH = 1024
 # activation finite in float32 (a ±3.4e38 latent overflowed p(z) to inf), and covers export
 # validation's large-norm cases (×1000 of N(0, I)).
 LATENT_BOUND = 1e4
+CHECK_OUTPUTS = ("image_flagged", "image_score")  # the graph's image check (export --image-check)
 
 
 class RuntimeInputError(ValueError):
@@ -47,13 +49,22 @@ class ModelLoadError(RuntimeError):
     """The model file or its manifest is missing, corrupt, or not an exported guarded generator."""
 
 
+class ImageRejectedError(RuntimeInputError):
+    """The image check flagged an image and the policy is ``reject`` (HTTP 422)."""
+
+
 @dataclass(frozen=True)
 class GenerateResult:
     images: np.ndarray  # uint8 [N, H, W, C]
     flagged: np.ndarray  # bool [N]: the latent held the removed feature (p(z) > t)
     scores: np.ndarray  # float32 [N]: p(z)
-    z: np.ndarray  # float32 [N, z_dim]: the latents as given or sampled
+    z: np.ndarray  # float32 [N, z_dim]: the latents used (a resampled row's new latent)
     provider: str  # the execution provider that ran
+    # with an image check (export --image-check): its flag and logit per returned row, and what the
+    # policy did (pass, resampled, blanked, rejected); None without one
+    image_flagged: Optional[np.ndarray] = None
+    image_scores: Optional[np.ndarray] = None
+    actions: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -115,10 +126,18 @@ class SafeGenerator:
         requested: list[str],
         max_batch: int,
         source: Path,
+        on_flagged: Optional[str] = None,
     ) -> None:
         self._session, self.spec, self.max_batch, self.path = session, manifest, max_batch, source
         self.manifest: dict[str, Any] = manifest.to_json()
         self._input, self._outputs = _check_graph(session, manifest, source)
+        self.has_image_check = tuple(self._outputs[3:]) == CHECK_OUTPUTS
+        if on_flagged is not None and not self.has_image_check:
+            raise ModelLoadError(f"--on-flagged {on_flagged}: {source} has no image check (export with --image-check)")
+        try:
+            self.on_flagged = check_policy(on_flagged or "resample") if self.has_image_check else None
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
         self.z_dim: int = manifest.z_dim
         self.sha256: Optional[str] = (manifest.files or {}).get("model.onnx")
         self.timings: dict[str, float] = {}
@@ -147,11 +166,14 @@ class SafeGenerator:
         max_batch: int = DEFAULT_MAX_BATCH,
         threads: Optional[int] = None,
         pin: Optional[str] = None,
+        on_flagged: Optional[str] = None,
     ) -> SafeGenerator:
         """Open an export directory (model.onnx + manifest.json) or a model.onnx file.
 
         The graph's sha256 must be the one manifest.json records (and ``pin``, when given); then the
         known-answer self-test must confirm the guard mode, thresholds and weights the manifest claims.
+        ``on_flagged``: what to do with an image the in-graph image check flags (``serve.policy``;
+        default resample), for artifacts exported with one.
         """
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
@@ -167,14 +189,18 @@ class SafeGenerator:
             )
         except ArtifactError as exc:
             raise ModelLoadError(str(exc)) from None
-        gen = cls(session, manifest, requested, max_batch, art.onnx_path)
+        gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged)
         gen.sha256 = art.sha256
         gen.timings["hash_s"] = art.hash_seconds
         return gen
 
     def _run(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        image, flagged, score = self._session.run(self._outputs, {self._input: z})
+        """The latent guard's outputs (image, flagged, score): what the self-test replays."""
+        image, flagged, score = self._session.run(self._outputs[:3], {self._input: z})
         return image, flagged, score
+
+    def _run_all(self, z: np.ndarray) -> list[np.ndarray]:
+        return list(self._session.run(self._outputs, {self._input: z}))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -202,8 +228,23 @@ class SafeGenerator:
     ) -> GenerateResult:
         """Images for ``z`` [N, z_dim] float32, or for ``n`` latents drawn from N(0, I) (``seed`` for repeatability)."""
         latents = self._check_z(z, n, seed) if z is not None else self._sample(1 if n is None else n, seed)
-        image, flagged, score = self._run(latents)
-        return GenerateResult(image, flagged, score, latents, self.provider)
+        sources = [None] * len(latents) if z is not None else [RowSource(seed, i) for i in range(len(latents))]
+        result = self.generate_rows(latents, sources)
+        if result.actions is not None and (result.actions == "rejected").any():
+            k = int((result.actions == "rejected").sum())
+            raise ImageRejectedError(f"the image check flagged {k} of {len(result)} images (policy: reject)")
+        return result
+
+    def generate_rows(self, z: np.ndarray, sources: Sequence[Optional[RowSource]]) -> GenerateResult:
+        """Checked latents [N, z_dim] and where each came from (``serve.policy``); rejected rows are reported."""
+        outputs = self._run_all(z)
+        if not self.has_image_check:
+            image, flagged, score = outputs
+            return GenerateResult(image, flagged, score, z, self.provider)
+        assert self.on_flagged is not None
+        z, outputs, actions = enforce(self.on_flagged, self._run_all, z, outputs, sources)
+        image, flagged, score, image_flagged, image_score = outputs
+        return GenerateResult(image, flagged, score, z, self.provider, image_flagged, image_score, actions)
 
     def _check_batch(self, n: int, what: str) -> None:
         if not 1 <= n <= self.max_batch:

@@ -33,7 +33,11 @@ from feature_unlearn.unlearn.errors import CheckpointError
 FORMAT_VERSION = 2
 GENERATOR_KINDS = ("vae", "dcgan")  # built from data; "factory" names code and needs trust_code
 CLASSIFIER_KINDS = ("cnn", "resnet")
+IMAGE_CHECK_KINDS = ("image-check",)
 CODE_KINDS = ("factory", "plugin")  # "plugin": the pre-v2 spelling, refused the same way
+
+# record kind -> the architecture kinds built from data (``unlearn.imagecheck``: the distilled image check)
+MODEL_KINDS = {"generator": GENERATOR_KINDS, "classifier": CLASSIFIER_KINDS, "image-check": IMAGE_CHECK_KINDS}
 
 R = TypeVar("R", bound="Record")
 
@@ -181,10 +185,10 @@ class ModelRecord(Record):
     guard: Optional[GuardRecord] = None
 
     def validate(self, where: str) -> None:
-        if self.kind not in ("generator", "classifier"):
-            raise CheckpointError(f"{where}: kind {self.kind!r} is not a generator or classifier")
+        if self.kind not in MODEL_KINDS:
+            raise CheckpointError(f"{where}: kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
         arch_kind = self.arch.get("kind")
-        allowed = GENERATOR_KINDS if self.kind == "generator" else CLASSIFIER_KINDS
+        allowed = MODEL_KINDS[self.kind]
         if arch_kind in CODE_KINDS and self.kind == "generator":
             if not isinstance(self.arch.get("factory"), str):
                 raise CheckpointError(f"{where}: arch.factory must be a 'package.module:function' string")
@@ -250,6 +254,7 @@ class RunRecord(Record):
 CHECKPOINT_RECORDS: dict[str, type[Record]] = {
     "generator": ModelRecord,
     "classifier": ModelRecord,
+    "image-check": ModelRecord,
     "fit-checkpoint": FitCheckpointRecord,
     "latents": LatentsRecord,
 }

@@ -38,8 +38,9 @@ _MNIST_VAE = TrainConfig(
 )
 _MNIST_GAN = TrainConfig(epochs=60, batch=64, lr=2e-4, seed=0, width=32, z_dim=32)
 # sigma 0.2 with the N(0, I) prior left holes (KL 83 nats; 35% of samples read as eyeglasses against 12.6%).
+# sigma 0.1 and 30 epochs: FID 6.3 but every attribute 4-8 points under the data (smiles blurred away).
 _FACES_VAE = TrainConfig(
-    epochs=30, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.1, width=32, z_dim=32, prior="flow", prior_epochs=40
+    epochs=15, batch=128, lr=1e-3, seed=0, beta=1.0, sigma=0.05, width=32, z_dim=32, prior="flow", prior_epochs=60
 )
 _FACES_GAN = TrainConfig(epochs=15, batch=64, lr=2e-4, seed=0, width=48, z_dim=64)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.images import save_grid
 from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint, write_json
 from feature_unlearn.unlearn.metrics import agreement, attribute_rates, fid, generate, latents
-from feature_unlearn.unlearn.models import AttributeClassifier, arch_dict, build_generator, z_dim_of
+from feature_unlearn.unlearn.models import VAE, AttributeClassifier, arch_dict, build_generator, z_dim_of
 from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifier
 from feature_unlearn.unlearn.pretrain.common import TrainConfig
 from feature_unlearn.unlearn.pretrain.gan import train_dcgan
@@ -97,8 +98,17 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> nn.Module:
                 generate(g, z_fixed), cfg.out / ("samples.png" if last else f"samples-epoch{epoch + 1:03d}.png"), nrow=8
             )
 
-    trainer = train_vae if cfg.model == "vae" else train_dcgan
-    return trainer(train, cfg.train, on_epoch)  # type: ignore[operator]
+    if cfg.model == "vae":
+        return train_vae(train, cfg.train, on_epoch, lambda vae: _keep_encoder(cfg.out, vae))
+    return train_dcgan(train, cfg.train, on_epoch)
+
+
+def _keep_encoder(out: Path, vae: VAE) -> None:
+    """The encoder beside the run (not in the zoo): a prior can be refitted without retraining the VAE."""
+    from safetensors.torch import save_file
+
+    meta = {"arch": json.dumps(arch_dict(vae.decoder.cfg))}
+    save_file({k: v.contiguous() for k, v in vae.encoder.state_dict().items()}, str(out / "encoder.safetensors"), meta)
 
 
 def remeasure(cfg: PretrainConfig, train: ImageSet, test: ImageSet) -> dict[str, Any]:

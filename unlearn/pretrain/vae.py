@@ -42,11 +42,15 @@ def vae_arch(cfg: TrainConfig, channels: int) -> VAEConfig:
 
 
 def train_vae(
-    data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, VAEDecoder], None] | None = None
+    data: ImageSet,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, VAEDecoder], None] | None = None,
+    on_vae: Callable[[VAE], None] | None = None,
 ) -> VAEDecoder:
     """Train the VAE; with ``cfg.prior == "flow"`` then fit the flow prior on its aggregate posterior.
 
     ``on_epoch`` sees the generator after each epoch; after the last one only once the prior is fitted.
+    ``on_vae`` sees the whole trained VAE (encoder included) before the prior is fitted.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -72,6 +76,8 @@ def train_vae(
         if on_epoch is not None and (epoch + 1 < cfg.epochs or vae.decoder.prior is None):
             on_epoch(epoch, vae.decoder.eval())
     bar.close()
+    if on_vae is not None:
+        on_vae(vae.eval())
     if vae.decoder.prior is not None:
         mu, logvar = posterior(vae.encoder, data)
         fit_flow(vae.decoder.prior, mu, logvar, cfg, gen)

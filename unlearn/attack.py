@@ -39,18 +39,28 @@ def _project(z: torch.Tensor, z0: torch.Tensor, eps: float, norm: str) -> torch.
 def pgd(
     gen: Generate, attacker: AttributeClassifier, feature: str, z0: torch.Tensor, cfg: AttackConfig, norm: str
 ) -> torch.Tensor:
-    """Adversarial latents [N, z_dim] from the starts ``z0``, within the ``norm`` budget of ``cfg.eps``."""
+    """Adversarial latents [N, z_dim] from the starts ``z0``, within the ``norm`` budget of ``cfg.eps``.
+
+    Each start returns its best iterate by the attacker's objective, not the last: signed steps
+    oscillate around a hard boundary (the image check's threshold, under the adaptive objective)
+    and the last iterate may sit on the wrong side of it (as in Croce & Hein's APGD).
+    """
     if norm not in NORMS:
         raise ValueError(f"norm {norm!r}: choose from {', '.join(NORMS)}")
     step = 2.5 * cfg.eps / cfg.steps  # per coordinate, as in Madry et al.
-    z = z0.clone()
-    for _ in range(cfg.steps):
+    z, best, best_logp = z0.clone(), z0.clone(), torch.full((len(z0),), -torch.inf)
+    for i in range(cfg.steps + 1):
         z.requires_grad_(True)
-        logp = torch.nn.functional.logsigmoid(attacker(gen(z))[feature]).sum()
-        (grad,) = torch.autograd.grad(logp, z)
+        logp = torch.nn.functional.logsigmoid(attacker(gen(z))[feature])  # [N]
+        with torch.no_grad():
+            better = logp.detach() > best_logp
+            best[better], best_logp[better] = z.detach()[better], logp.detach()[better]
+        if i == cfg.steps:
+            break
+        (grad,) = torch.autograd.grad(logp.sum(), z)
         with torch.no_grad():
             z = _project(z + step * grad.sign(), z0, cfg.eps, norm)
-    return z.detach()
+    return best
 
 
 def starts(z_dim: int, cfg: AttackConfig) -> torch.Tensor:

@@ -24,6 +24,11 @@ class EvalConfig:
     seed: int = opt(0, "Seed of the latents.")
     attack: bool = opt(False, "Also run the latent-space PGD attack.")
     attack_cfg: AttackConfig = field(default_factory=AttackConfig)
+    image_check: bool = opt(
+        False,
+        "Also grade unlearned + guard + the image check export --image-check ships (distilled once into the run "
+        "directory); the attack on it is adaptive: it also pushes the check's score down.",
+    )
     auditor: str | None = opt(None, "Judging classifier (default: the zoo's <dataset>-auditor).")
     out: Path | None = opt(None, "Where evaluation.{json,md,png} go (default: the run directory).")
     trust_code: bool = opt(False, "Allow a run whose generator is built by a module:factory to import that code.")

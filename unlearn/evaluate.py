@@ -9,7 +9,7 @@ with ``attack``, latent-space PGD success rates.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -20,12 +20,17 @@ from feature_unlearn.unlearn.data import ImageSet, train_test
 from feature_unlearn.unlearn.errors import UserError
 from feature_unlearn.unlearn.fit.loss import msssim_loss
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
+from feature_unlearn.unlearn.imagecheck import (
+    ImageCheck,
+    image_check_for_run,
+    labeller_of_run,
+)
 from feature_unlearn.unlearn.images import grid, save_png
-from feature_unlearn.unlearn.io import read_run
+from feature_unlearn.unlearn.io import sha256_file
 from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from feature_unlearn.unlearn.pretrain.recipes import classifier_for, oracle_for
-from feature_unlearn.unlearn.robustness import adversarial_images, attack_markdown, suite
+from feature_unlearn.unlearn.robustness import Defended, Model, adversarial_images, attack_markdown, suite
 from feature_unlearn.unlearn.zoo import load_classifier, load_generator_with_meta
 
 
@@ -128,19 +133,41 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "preservation": preservation,
         "attribute_flips": {"all": flips_all, "non_target": flips_keep},
     }
+    check = None
+    if cfg.image_check:
+        check, figures = _image_check(cfg, f, g, guard, feats, dataset)
+        result["image_check"] = {**figures, **_check_rates(check, auditor, images["unlearned+guard"], feats)}
     if cfg.attack:
         models = {"original": f, "unlearned": g, **({"oracle": oracle} if oracle_name else {})}
-        result["attack"], result["_attack_images"] = _attack(cfg, models, guard, auditor, result, dataset)
-        result["attack_models"] = [m for m in ("original", "unlearned+guard", "oracle") if m != "oracle" or oracle_name]
+        result["attack"], result["_attack_images"] = _attack(cfg, models, guard, auditor, result, dataset, check)
+        result["attack_models"] = list(result["attack"][feats[0]]["replay"])
     return result
 
 
 def _labeller(cfg: EvalConfig, dataset: str) -> AttributeClassifier:
     """The classifier the fit was driven by (run.json's option, else the zoo's labeller): the attacker."""
-    name = None
-    if (cfg.run / "run.json").is_file():
-        name = read_run(cfg.run).options.get("labeller")
-    return load_classifier(name or classifier_for(dataset, "labeller"))
+    return load_classifier(labeller_of_run(cfg.run, dataset))
+
+
+def _image_check(
+    cfg: EvalConfig, f: nn.Module, g: nn.Module, guard: LatentGuard, feats: list[str], dataset: str
+) -> tuple[ImageCheck, dict[str, Any]]:
+    """--image-check: the check export ships (distilled once into the run directory), and its figures."""
+    sha = sha256_file(cfg.run / "generator.safetensors")
+    return image_check_for_run(cfg.run, f, g, guard, tuple(feats), labeller_of_run(cfg.run, dataset), sha)
+
+
+def _check_rates(check: ImageCheck, auditor: AttributeClassifier, x: torch.Tensor, feats: list[str]) -> dict[str, Any]:
+    """What the check does to unlearned + guard's random images: flags, and the residual among those it passes."""
+    with torch.no_grad():
+        flagged = torch.cat([check(chunk)[0] for chunk in x.split(512)])
+    pred = auditor.predict(x[~flagged])
+    return {
+        "flag_rate": float(flagged.float().mean()),
+        "passed": int((~flagged).sum()),
+        "positives_passed": {f: int(pred[f].sum()) for f in feats},
+        "residual_after_check": {f: float(pred[f].float().mean()) for f in feats},
+    }
 
 
 def _attack(
@@ -150,10 +177,13 @@ def _attack(
     auditor: AttributeClassifier,
     result: dict[str, Any],
     dataset: str,
+    check: Optional[ImageCheck] = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """The attack suite per removed feature (``result``: the evaluation so far), and a grid of adversarial images."""
     guarded = GuardedGenerator(models["unlearned"], guard)
-    gens = {"original": models["original"], "unlearned+guard": lambda z: guarded(z)[0]}
+    gens: dict[str, Model] = {"original": models["original"], "unlearned+guard": lambda z: guarded(z)[0]}
+    if check is not None:
+        gens["unlearned+guard+check"] = Defended(gens["unlearned+guard"], check)
     if "oracle" in models:
         gens["oracle"] = models["oracle"]
     labeller = _labeller(cfg, dataset)
@@ -161,7 +191,11 @@ def _attack(
     grid = torch.empty(0)
     n = result["n"]
     for feat in result["features"]:
-        hits = {name: (round(result["models"][name]["target_rate"][feat] * n), n) for name in gens}
+        hits = {name: (round(result["models"][name]["target_rate"][feat] * n), n) for name in result["models"]}
+        if check is not None:
+            c = result["image_check"]
+            hits["unlearned+guard+check"] = (c["positives_passed"][feat], c["passed"])
+        hits = {name: hits[name] for name in gens}
         out[feat], found = suite(gens, labeller, auditor, feat, z_dim_of(models["original"]), cfg.attack_cfg, hits)
         if grid.numel() == 0:
             grid = adversarial_images(gens, found)
@@ -189,7 +223,7 @@ def markdown(result: dict[str, Any]) -> str:
         if "inception_score" in row:
             cells.append(f"{row['inception_score']:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", *_rates_markdown(result)]
+    lines += ["", *_rates_markdown(result), *_check_markdown(result)]
     p = result["preservation"]
     lines += [
         "",
@@ -206,6 +240,21 @@ def markdown(result: dict[str, Any]) -> str:
     for feat, suite_result in result.get("attack", {}).items():
         lines += ["", *attack_markdown(suite_result, feat)]
     return "\n".join(lines) + "\n"
+
+
+def _check_markdown(result: dict[str, Any]) -> list[str]:
+    """The image check's figures (evaluate --image-check), when there is one."""
+    c = result.get("image_check")
+    if not c:
+        return []
+    residual = ", ".join(f"{f} {v:.4f}" for f, v in c["residual_after_check"].items())
+    return [
+        "",
+        f"Image check (distilled from {c['labeller']}; threshold at recall {c['recall']:.3f} of its positives, "
+        f"false-positive rate {c['false_positive_rate']:.3f} on held-out images of the original): it flags "
+        f"{c['flag_rate']:.2%} of unlearned + guard's random images; among those it passes the auditor sees "
+        f"{residual}.",
+    ]
 
 
 def _base_attr(name: str) -> str:

@@ -12,22 +12,72 @@ never learned the feature, which is the reference of "removed"):
 - ``seed_only``: an attacker who can only draw seeds: the expected number of random seeds
   before one judged-positive image, 1/p, with a 95% Wilson interval (the rule of three when no
   sample of n was positive).
+
+A model behind the image check (``Defended``) ships ``blank`` for a flagged image (a caller's
+latent cannot be resampled). Its attack is adaptive: the attacker knows the check and ascends
+logit_attacker(x) − ``CHECK_WEIGHT``·softplus(s_check(x) − τ + ``CHECK_MARGIN``), so it looks for
+images that show the feature *and* stay under the check's threshold; success is judged on what
+the service returns (a blanked image counts as a failure only because the attack could not
+avoid it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from feature_unlearn.unlearn.attack import NORMS, Generate, attack, judged, starts
 from feature_unlearn.unlearn.configs import AttackConfig
+from feature_unlearn.unlearn.imagecheck import ImageCheck
 from feature_unlearn.unlearn.models import AttributeClassifier
 
 PAIRS = (("labeller", "auditor"), ("auditor", "labeller"), ("auditor", "auditor"))
 PRIMARY = ("labeller", "auditor")  # the verdict: attacked by one network, judged by the other
 Z = 1.959964  # 95% two-sided normal quantile
+CHECK_WEIGHT = 10.0  # the adaptive attacker's price per logit above the check's threshold
+CHECK_MARGIN = 1.0  # ... counted from this far below it, so the final image clears τ with room
+
+
+@dataclass(frozen=True)
+class Defended:
+    """A generator behind the image check: ``raw`` is g + guard; calling it returns what the service
+    ships under the blank policy (flagged images replaced by a neutral grey)."""
+
+    raw: Generate
+    check: ImageCheck
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.raw(z)
+        flagged = self.check(x)[0]
+        return torch.where(flagged[:, None, None, None], torch.zeros_like(x), x)  # 0 = grey 127.5 in [-1, 1]
+
+
+class AdaptiveAttacker(nn.Module):
+    """The attacker's classifier with the image check priced in: {feature: logit − w·softplus(s − τ + m)}."""
+
+    def __init__(self, attacker: AttributeClassifier, check: ImageCheck) -> None:
+        super().__init__()
+        self.attacker, self.check = attacker, check
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        over = self.check.logits(x).amax(dim=1) - self.check.tau + CHECK_MARGIN
+        penalty = CHECK_WEIGHT * F.softplus(over)
+        return {k: v - (penalty if v.ndim == 1 else penalty[:, None]) for k, v in self.attacker(x).items()}
+
+
+Model = Union[Generate, Defended]
+
+
+def _attacked(model: Model, attacker: AttributeClassifier) -> tuple[Generate, AttributeClassifier]:
+    """What PGD differentiates: a defended model's raw images under the adaptive objective."""
+    if isinstance(model, Defended):
+        return model.raw, AdaptiveAttacker(attacker, model.check)  # type: ignore[return-value]
+    return model, attacker
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -58,7 +108,7 @@ def seed_only(positives: int, n: int) -> dict[str, Any]:
 
 
 def _pgd_table(
-    models: dict[str, Generate], judges: dict[str, AttributeClassifier], feature: str, z_dim: int, cfg: AttackConfig
+    models: dict[str, Model], judges: dict[str, AttributeClassifier], feature: str, z_dim: int, cfg: AttackConfig
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """success[norm][attacker→judge][model]; and the primary L∞ adversarial latents per model."""
     table: dict[str, Any] = {}
@@ -68,7 +118,7 @@ def _pgd_table(
         for attacker, judge in PAIRS:
             row = {}
             for name, gen in models.items():
-                z = attack(gen, judges[attacker], feature, z_dim, cfg, norm)
+                z = attack(*_attacked(gen, judges[attacker]), feature, z_dim, cfg, norm)
                 row[name] = float(judged(gen, judges[judge], feature, z).float().mean())
                 if (attacker, judge) == PRIMARY and norm == "linf":
                     found[name] = z
@@ -77,7 +127,7 @@ def _pgd_table(
 
 
 def suite(
-    models: dict[str, Generate],
+    models: dict[str, Model],
     labeller: AttributeClassifier,
     auditor: AttributeClassifier,
     feature: str,
@@ -111,7 +161,7 @@ def suite(
     return result, found
 
 
-def adversarial_images(models: dict[str, Generate], found: dict[str, torch.Tensor], n: int = 8) -> torch.Tensor:
+def adversarial_images(models: dict[str, Model], found: dict[str, torch.Tensor], n: int = 8) -> torch.Tensor:
     """Rows of each model's first ``n`` primary adversarial images: [len(models) * n, C, H, W]."""
     with torch.no_grad():
         return torch.cat([models[name](found[name][:n]) for name in models])
@@ -159,4 +209,15 @@ def attack_markdown(result: dict[str, Any], feature: str) -> list[str]:
     return lines
 
 
-__all__ = ["PAIRS", "PRIMARY", "adversarial_images", "attack_markdown", "seed_only", "starts", "suite", "wilson"]
+__all__ = [
+    "PAIRS",
+    "PRIMARY",
+    "AdaptiveAttacker",
+    "Defended",
+    "adversarial_images",
+    "attack_markdown",
+    "seed_only",
+    "starts",
+    "suite",
+    "wilson",
+]

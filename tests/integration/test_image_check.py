@@ -93,3 +93,18 @@ def test_image_check_refusals(artifact: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--image-check: mnist-dcgan is not a fit run directory" in result.output
     with pytest.raises(ModelLoadError, match="--on-flagged blank: .* has no image check"):
         SafeGenerator.load(artifact, on_flagged="blank")
+
+
+@pytest.mark.slow
+def test_evaluate_grades_the_shipped_check_with_an_adaptive_attack(checked: tuple[Path, Path], tmp_path: Path) -> None:
+    run, _ = checked
+    args = ["evaluate", str(run), "--n", "400", "--attack", "--attack-starts", "16", "--attack-steps", "3"]
+    result = CliRunner().invoke(app, [*args, "--image-check", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "evaluation.json").read_text())
+    check = data["image_check"]
+    assert 0 < check["flag_rate"] < 0.5 and check["passed"] == round(400 * (1 - check["flag_rate"]))
+    suite = data["attack"]["thick"]
+    assert set(suite["replay"]) == {"original", "unlearned+guard", "unlearned+guard+check", "oracle"}
+    assert suite["seed_only"]["unlearned+guard+check"]["n"] == check["passed"]
+    assert "Image check (distilled from mnist-labeller" in (tmp_path / "evaluation.md").read_text()

@@ -75,3 +75,46 @@ def test_the_suite_judges_with_the_other_network_and_reports_every_model() -> No
     assert result["pgd"]["linf"]["auditor->auditor"]["oracle"] == 0.0
     assert set(result["replay"]) == {"original", "oracle"} and found["original"].shape == (16, 6)
     assert result["seed_only"]["original"]["expected_seeds"] == pytest.approx(20)
+
+
+class _LeftHalfCheck(torch.nn.Module):
+    """A stand-in image check that only looks at the left half: flags it when bright (logit 10·mean, τ = 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("tau", torch.zeros(1))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return 10 * x[..., :16].mean(dim=(1, 2, 3))[:, None]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        score = self.logits(x).amax(dim=1)
+        return score > self.tau, score
+
+
+class _Mean(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"f": 10 * (x.mean(dim=(1, 2, 3)) - 0.2)}
+
+
+def _halves(z: torch.Tensor) -> torch.Tensor:
+    """Left half brightness tanh(z0), right half tanh(z1): [N, 1, 32, 32]."""
+    left = torch.tanh(z[:, 0])[:, None, None, None].expand(-1, 1, 32, 16)
+    right = torch.tanh(z[:, 1])[:, None, None, None].expand(-1, 1, 32, 16)
+    return torch.cat([left, right], dim=3)
+
+
+def test_the_attack_on_a_defended_model_is_adaptive_and_judged_on_what_ships() -> None:
+    from feature_unlearn.unlearn.attack import attack, judged
+    from feature_unlearn.unlearn.robustness import Defended, _attacked
+
+    defended = Defended(_halves, _LeftHalfCheck())  # type: ignore[arg-type]
+    z = torch.tensor([[2.0, 2.0], [-2.0, 2.0]])
+    assert torch.equal(defended(z)[0], torch.zeros(1, 32, 32)) and torch.equal(defended(z)[1], _halves(z)[1])
+    cfg = AttackConfig(eps=2.0, steps=10, starts=64, batch=64)
+    naive = attack(defended.raw, _Mean(), "f", 2, cfg, "linf")  # type: ignore[arg-type]
+    adaptive = attack(*_attacked(defended, _Mean()), "f", 2, cfg, "linf")  # type: ignore[arg-type]
+    naive_success = float(judged(defended, _Mean(), "f", naive).float().mean())  # type: ignore[arg-type]
+    adaptive_success = float(judged(defended, _Mean(), "f", adaptive).float().mean())  # type: ignore[arg-type]
+    # the naive attack brightens both halves and is blanked; the adaptive one keeps the left half dark
+    assert naive_success < 0.2 and adaptive_success > naive_success + 0.4, (naive_success, adaptive_success)

@@ -172,10 +172,17 @@ class UnlearnRow:
     pgd_success: dict[str, float]
     fit: FitRun
     run: str
+    fid_without: dict[str, float] = field(default_factory=dict)  # FID against held-out data without the feature
+    rate_shift: dict[str, float] = field(default_factory=dict)  # other attributes: unlearned+guard − original, pp
+    kept: tuple[str, ...] = ()  # the fit's --keep attributes
 
     @property
     def worst_flip(self) -> tuple[Optional[str], Optional[float]]:
         return max(self.flips_non_target.items(), key=lambda kv: kv[1], default=(None, None))
+
+    @property
+    def worst_shift(self) -> tuple[Optional[str], Optional[float]]:
+        return max(self.rate_shift.items(), key=lambda kv: abs(kv[1]), default=(None, None))
 
 
 @dataclass(frozen=True)
@@ -363,6 +370,7 @@ def unlearning_targets(r: UnlearnRow) -> Iterator[Target]:
     yield judge("target rate (unlearned+guard) − oracle's", m, None, Goal("<=", 1, " pp"), gap, detail)
     detail = f"{fid['unlearned']:.3f} vs {fid['original']:.3f}"
     yield judge("FID unlearned / original", m, None, Goal("<=", 1.1), fid["unlearned"] / fid["original"], detail)
+    yield from _keep_targets(r)
     attribute, flip = r.worst_flip
     yield judge("worst attribute flip on non-target samples", m, None, Goal("<=", 0.05), flip, str(attribute))
     ratio = pgd["unlearned+guard"] / pgd["original"] if pgd.get("original") else None
@@ -370,6 +378,21 @@ def unlearning_targets(r: UnlearnRow) -> Iterator[Target]:
     yield judge("PGD success (unlearned+guard) / original", m, None, Goal("<=", 0.333), ratio, detail)
     detail = f"{r.fit.steps} steps, {r.fit.rounds} round(s)"
     yield judge("fit wall time (s)", m, None, Goal("<=", 180), r.fit.seconds, detail)
+
+
+def _keep_targets(r: UnlearnRow) -> Iterator[Target]:
+    """Issue 11: fidelity against data without the feature, and the other attributes' rates kept."""
+    w, m = r.fid_without, r.model
+    if "oracle" in w:
+        detail = f"{w['unlearned+guard']:.3f} vs {w['oracle']:.3f}"
+        ratio = w["unlearned+guard"] / w["oracle"]
+        yield judge("FID without the feature, unlearned+guard / oracle", m, None, Goal("<=", 1.25), ratio, detail)
+    attribute, shift = r.worst_shift
+    if attribute is not None and shift is not None:
+        yield judge("largest other-attribute rate shift (pp)", m, None, Goal("<=", 2), abs(shift), str(attribute))
+    for a in r.kept:
+        if a in r.rate_shift:
+            yield judge(f"kept {a} rate shift (pp)", m, None, Goal("<=", 1.5), abs(r.rate_shift[a]), "--keep")
 
 
 def serve_targets(s: ServeLoad) -> Iterator[Target]:

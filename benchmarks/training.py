@@ -136,7 +136,11 @@ def unlearn_one(name: str, cfg: Run) -> UnlearnRow:
     suite = ev["attack"][feat]  # the primary verdict: L∞ PGD led by the labeller, judged by the auditor
     pgd = suite["pgd"]["linf"][suite["verdict"]]
     fid, flips = {k: v["fid"] for k, v in models.items()}, ev["attribute_flips"]["non_target"]
-    return UnlearnRow(name, feat, ev["oracle"], rates, fid, flips, pgd, run, str(fcfg.out))
+    fid_without = {k: v["fid_without_feature"] for k, v in models.items()}
+    return UnlearnRow(
+        name, feat, ev["oracle"], rates, fid, flips, pgd, run, str(fcfg.out), fid_without, ev["rate_shift"],
+        tuple(ev["kept"]),
+    )  # fmt: skip
 
 
 def run_unlearning(cfg: Run) -> Unlearning:

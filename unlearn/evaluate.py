@@ -133,6 +133,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "preservation": preservation,
         "attribute_flips": {"all": flips_all, "non_target": flips_keep},
     }
+    # every other attribute's rate, unlearned + guard − original (pp; a K-way one: its largest class shift)
+    result["rate_shift"] = {a: round(_rate_shift(result, a), 3) for a in flips_all}
     check = None
     if cfg.image_check:
         check, figures = _image_check(cfg, f, g, guard, feats, dataset)

@@ -279,3 +279,22 @@ def test_serve_section_loads_the_real_service_over_http() -> None:
     assert isinstance(s, ServeLoad), out
     assert s.model == "faces-dcgan" and s.guard == "shift" and s.http.requests > 0 and s.http.errors == 0
     assert s.http.p99_ms >= s.http.p50_ms > 0 and 1 <= s.mean_batch <= 64 and 0 < s.ratio and s.startup_to_ready_s < 60
+
+
+def test_keep_targets_read_fid_without_the_feature_and_the_other_attributes_shifts() -> None:
+    base = unlearn_row()
+    row = dataclasses.replace(
+        base,
+        fid_without={"unlearned+guard": 4.0, "oracle": 3.5},
+        rate_shift={"grey_hair": -0.7, "bangs": -2.5},
+        kept=("grey_hair",),
+    )
+    got = {t.metric: t for t in all_targets(results(unlearning=Unlearning(500, {}, (row,))))}
+    fid = got["FID without the feature, unlearned+guard / oracle"]
+    assert fid.measured == pytest.approx(4.0 / 3.5, abs=1e-4) and fid.verdict == Verdict.MET
+    shift = got["largest other-attribute rate shift (pp)"]
+    assert shift.measured == 2.5 and shift.detail == "bangs" and shift.verdict == Verdict.MISSED
+    assert got["kept grey_hair rate shift (pp)"].verdict == Verdict.MET
+    assert "FID without the feature, unlearned+guard / oracle" not in {
+        t.metric for t in all_targets(results(unlearning=Unlearning(500, {}, (base,))))
+    }  # an older record without these figures is not judged on them

@@ -178,6 +178,8 @@ def test_fit_from_a_person_s_labels(tmp_path: Path) -> None:
             "thick",
             "--labels",
             str(sheets / "positives.txt"),
+            "--keep",
+            "digit",  # a person labelled thick only: the labeller labels the kept attribute
             "--steps",
             "10",
             "--steps-per-round",
@@ -191,6 +193,9 @@ def test_fit_from_a_person_s_labels(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     run = read_run(tmp_path / "run")
     assert run.collections[0]["source"].startswith("person:") and run.collections[0]["n"] == 200
+    guard = load_generator_with_meta(tmp_path / "run")[1].record.guard
+    assert guard is not None and guard.keep == ("digit",) and guard.shift is not None
+    assert set(run.collections[0]["keep_cosines"]["thick"]) == {"digit"}
     result = CliRunner().invoke(
         app,
         [

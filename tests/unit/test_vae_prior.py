@@ -170,3 +170,15 @@ def test_flow_generator_exports_to_onnx_and_matches_pytorch(tmp_path: Path) -> N
         with torch.no_grad():
             ref = to_uint8(g(torch.from_numpy(z))).numpy()
         assert image.shape == ref.shape and np.abs(image.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_edge_term_charges_blur_but_not_a_uniform_offset() -> None:
+    from feature_unlearn.unlearn.data.augment import blur
+    from feature_unlearn.unlearn.pretrain.vae import vae_loss
+
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    mu, logvar = torch.zeros(4, 2), torch.zeros(4, 2)
+    plain, edged = TrainConfig(sigma=0.1), TrainConfig(sigma=0.1, edge=1.0)
+    offset, blurred = x + 0.05, blur(x, torch.full((4,), 1.0))
+    assert torch.allclose(vae_loss(x, offset, mu, logvar, edged)[0], vae_loss(x, offset, mu, logvar, plain)[0])
+    assert vae_loss(x, blurred, mu, logvar, edged)[0] > 1.5 * vae_loss(x, blurred, mu, logvar, plain)[0]

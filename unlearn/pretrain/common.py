@@ -20,6 +20,7 @@ class TrainConfig:
     seed: int = 0
     beta: float = 1.0  # VAE: KL weight
     sigma: float = 0.2  # VAE: pixel noise scale of the Gaussian likelihood
+    edge: float = 0.0  # VAE: weight of the same likelihood on neighbour differences (keeps edges)
     ema: float = 0.999  # GAN: generator weight averaging
     width: int = 32  # network width (ngf/ndf for the GAN, base width otherwise)
     z_dim: int = 32

@@ -63,7 +63,7 @@ _FACES_GAN = TrainConfig(epochs=15, batch=64, lr=2e-4, seed=0, width=48, z_dim=6
 _MNIST_LABELLER_AUG = AugmentConfig(shift=2.0, blur=0.8, noise=0.06, cast=0.03, p=0.5)
 _MNIST_AUDITOR_AUG = AugmentConfig(shift=2.5, blur=1.0, noise=0.10, cast=0.05, contrast=0.15, p=0.5)
 _FACES_LABELLER_AUG = AugmentConfig(shift=2.0, blur=1.0, noise=0.06, cast=0.10, p=0.5)
-_FACES_AUDITOR_AUG = AugmentConfig(shift=3.0, blur=1.0, noise=0.10, cast=0.15, contrast=0.2, p=0.5)
+_FACES_AUDITOR_AUG = AugmentConfig(shift=3.0, blur=1.2, noise=0.10, cast=0.15, contrast=0.2, p=0.5)
 
 
 def _clf(epochs: int, seed: int, aug: AugmentConfig, width: int = 16) -> TrainConfig:
@@ -74,9 +74,9 @@ RECIPES: dict[str, Recipe] = {
     "mnist-labeller": Recipe("mnist", "labeller", None, _clf(50, 1, _MNIST_LABELLER_AUG)),
     "mnist-auditor": Recipe("mnist", "auditor", None, _clf(50, 2, _MNIST_AUDITOR_AUG)),
     "faces-labeller": Recipe("faces", "labeller", None, _clf(6, 1, _FACES_LABELLER_AUG)),
-    # Width 24: at width 16 the ResNet read smiling right on 96.2% of held-out faces (95.3% with the
-    # degradations, 7 epochs) while the CNN labeller reads 99.6%.
-    "faces-auditor": Recipe("faces", "auditor", None, _clf(8, 2, _FACES_AUDITOR_AUG, width=24)),
+    # Falls short on smiling: the ResNet reads it right on 95.3% of held-out faces (96.2% before the
+    # degradations) while the CNN labeller reads 99.6%; a wider ResNet is the next thing to measure.
+    "faces-auditor": Recipe("faces", "auditor", None, _clf(7, 2, _FACES_AUDITOR_AUG)),
     "mnist-vae": Recipe("mnist", "vae", None, _MNIST_VAE),
     "mnist-dcgan": Recipe("mnist", "dcgan", None, _MNIST_GAN),
     "faces-vae": Recipe("faces", "vae", None, _FACES_VAE),

@@ -57,7 +57,9 @@ def _image_check(cfg: ExportConfig, source: Source) -> tuple[Optional[ImageCheck
     run = source.path.parent
     labeller = labeller_of_run(run, record.dataset)
     guard = guard_from_record(source.guard)
-    return image_check_for_run(run, f, source.generator, guard, record.features, labeller, source.meta.sha256)
+    return image_check_for_run(
+        run, f, source.generator, guard, record.features, labeller, source.meta.sha256, trust_code=cfg.trust_code
+    )
 
 
 def _build(cfg: ExportConfig, tmp: Path) -> Manifest:

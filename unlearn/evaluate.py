@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from feature_unlearn.unlearn.artifacts import ModelRecord
+from feature_unlearn.unlearn.byo import load_detector
 from feature_unlearn.unlearn.configs import EvalConfig
 from feature_unlearn.unlearn.data import ImageSet, train_test
-from feature_unlearn.unlearn.errors import UserError
+from feature_unlearn.unlearn.errors import ConfigError, UserError
 from feature_unlearn.unlearn.fit.loss import msssim_loss
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
 from feature_unlearn.unlearn.imagecheck import (
@@ -29,9 +30,9 @@ from feature_unlearn.unlearn.images import grid, save_png
 from feature_unlearn.unlearn.io import sha256_file
 from feature_unlearn.unlearn.metrics import attribute_rates, fid, generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
-from feature_unlearn.unlearn.pretrain.recipes import classifier_for, oracle_for
+from feature_unlearn.unlearn.pretrain.recipes import DEFAULT_FEATURE, classifier_for, oracle_for
 from feature_unlearn.unlearn.robustness import Defended, Model, adversarial_images, attack_markdown, suite
-from feature_unlearn.unlearn.zoo import load_classifier, load_generator_with_meta
+from feature_unlearn.unlearn.zoo import load_generator_with_meta
 
 
 def _load_run(run: Path, trust_code: bool = False) -> tuple[nn.Module, ModelRecord, nn.Module, LatentGuard]:
@@ -65,22 +66,22 @@ def _without(test: ImageSet, feats: list[str]) -> ImageSet:
 
 
 def _model_rows(
-    images: dict[str, torch.Tensor], auditor: AttributeClassifier, test: ImageSet, feats: list[str]
+    images: dict[str, torch.Tensor], auditor: AttributeClassifier, test: Optional[ImageSet], feats: list[str]
 ) -> dict[str, Any]:
     """Per model: every attribute's rate, and FID against held-out data with and without the feature.
 
     FID against data that still shows the feature punishes a perfect removal (the oracle scores
     worst there), so both references are reported: a reader sees which distribution each matches.
     """
-    clean = _without(test, feats)
+    clean = _without(test, feats) if test is not None else None
     rows: dict[str, Any] = {}
     for name, x in images.items():
         rates = attribute_rates(auditor, x)
         rows[name] = {
             "target_rate": {k: rates[k] for k in feats},
             "rates": rates,
-            "fid": fid(auditor, test.images, x),
-            "fid_without_feature": fid(auditor, clean.images, x),
+            "fid": fid(auditor, test.images, x) if test is not None else None,
+            "fid_without_feature": fid(auditor, clean.images, x) if clean is not None else None,
         }
         if "digit" in auditor.cfg.heads:
             rows[name]["inception_score"] = inception_score(auditor, x)
@@ -95,8 +96,8 @@ def _flips(auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip:
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     g, meta, f, guard = _load_run(cfg.run, cfg.trust_code)
     dataset, feats = str(meta.dataset), list(meta.features)
-    auditor = load_classifier(cfg.auditor or classifier_for(dataset, "auditor"))
-    _, test = train_test(dataset)
+    auditor = _auditor(cfg, f, dataset, feats)
+    test = train_test(dataset)[1] if dataset in DEFAULT_FEATURE else None  # a user's generator: no data, no FID
     z = latents(cfg.n, z_dim_of(f), 10_000 + cfg.seed)
     flagged = guard(z)[1]
     images = {
@@ -146,9 +147,20 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     return result
 
 
-def _labeller(cfg: EvalConfig, dataset: str) -> AttributeClassifier:
+def _auditor(cfg: EvalConfig, f: nn.Module, dataset: str, feats: list[str]) -> AttributeClassifier:
+    """--auditor (zoo name or a user's factory), else the zoo auditor; never the run's labeller."""
+    name = cfg.auditor or (classifier_for(dataset, "auditor") if dataset in DEFAULT_FEATURE else None)
+    if name is None:
+        raise ConfigError(f"--auditor: {cfg.run} was fitted on a user's generator; give the judge to grade it with")
+    if name == labeller_of_run(cfg.run, dataset):
+        raise ConfigError(f"--auditor {name!r}: it is the run's labeller; judge with a detector that did not train it")
+    return load_detector(name, cfg.trust_code, generate(f, latents(8, z_dim_of(f), cfg.seed)), feats[0])
+
+
+def _labeller(cfg: EvalConfig, f: nn.Module, dataset: str, feature: str) -> AttributeClassifier:
     """The classifier the fit was driven by (run.json's option, else the zoo's labeller): the attacker."""
-    return load_classifier(labeller_of_run(cfg.run, dataset))
+    probe = generate(f, latents(8, z_dim_of(f), cfg.seed))
+    return load_detector(labeller_of_run(cfg.run, dataset), cfg.trust_code, probe, feature)
 
 
 def _image_check(
@@ -156,7 +168,8 @@ def _image_check(
 ) -> tuple[ImageCheck, dict[str, Any]]:
     """--image-check: the check export ships (distilled once into the run directory), and its figures."""
     sha = sha256_file(cfg.run / "generator.safetensors")
-    return image_check_for_run(cfg.run, f, g, guard, tuple(feats), labeller_of_run(cfg.run, dataset), sha)
+    labeller = labeller_of_run(cfg.run, dataset)
+    return image_check_for_run(cfg.run, f, g, guard, tuple(feats), labeller, sha, trust_code=cfg.trust_code)
 
 
 def _check_rates(check: ImageCheck, auditor: AttributeClassifier, x: torch.Tensor, feats: list[str]) -> dict[str, Any]:
@@ -188,7 +201,7 @@ def _attack(
         gens["unlearned+guard+check"] = Defended(gens["unlearned+guard"], check)
     if "oracle" in models:
         gens["oracle"] = models["oracle"]
-    labeller = _labeller(cfg, dataset)
+    labeller = _labeller(cfg, models["original"], dataset, result["features"][0])
     out: dict[str, Any] = {}
     grid = torch.empty(0)
     n = result["n"]
@@ -219,8 +232,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for name, row in result["models"].items():
         cells = [f"{row['target_rate'][f]:.4f}" for f in feats] + [
-            f"{row['fid']:.3f}",
-            f"{row['fid_without_feature']:.3f}",
+            "—" if row["fid"] is None else f"{row['fid']:.3f}",
+            "—" if row["fid_without_feature"] is None else f"{row['fid_without_feature']:.3f}",
         ]
         if "inception_score" in row:
             cells.append(f"{row['inception_score']:.3f}")

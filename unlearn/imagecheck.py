@@ -25,13 +25,13 @@ from torch import nn
 
 from feature_unlearn import __version__
 from feature_unlearn.unlearn.artifacts import ModelRecord
+from feature_unlearn.unlearn.byo import load_detector
 from feature_unlearn.unlearn.errors import CheckpointError, ConfigError, UserError
 from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.io import load_checkpoint, read_run, save_checkpoint
 from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from feature_unlearn.unlearn.pretrain.recipes import DEFAULT_FEATURE, classifier_for
-from feature_unlearn.unlearn.zoo import load_classifier
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def labeller_of_run(run: Path, dataset: str | None) -> str:
         name = read_run(run).options.get("labeller")
     except UserError:
         name = None
-    if not name and dataset in DEFAULT_FEATURE:
+    if not name and str(dataset) in DEFAULT_FEATURE:
         name = classifier_for(str(dataset), "labeller")
     if not name:
         raise ConfigError(f"--image-check: {run} names no labeller and its dataset {dataset!r} has no zoo labeller")
@@ -205,7 +205,7 @@ def labeller_of_run(run: Path, dataset: str | None) -> str:
 
 def image_check_for_run(
     run: Path, f: nn.Module, g: nn.Module, guard: LatentGuard, features: tuple[str, ...], labeller_name: str,
-    generator_sha256: str, cfg: DistilConfig = DistilConfig(),
+    generator_sha256: str, cfg: DistilConfig = DistilConfig(), trust_code: bool = False,
 ) -> tuple[ImageCheck, dict[str, Any]]:  # fmt: skip
     """The run's check: the one saved beside its generator, or distilled now and saved there.
 
@@ -218,7 +218,8 @@ def image_check_for_run(
         if figures.get("generator_sha256") == generator_sha256 and check.cfg.features == features:
             return check, figures
     try:
-        labeller = load_classifier(labeller_name)
+        probe = generate(f, latents(8, z_dim_of(f), cfg.seed))
+        labeller = load_detector(labeller_name, trust_code, probe, features[0])
     except UserError as exc:
         raise ConfigError(f"--image-check: the run's labeller {labeller_name!r} is unknown ({exc})") from None
     print(f"distilling the image check from {labeller_name} into {stem}.safetensors", file=sys.stderr)

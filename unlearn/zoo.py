@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from feature_unlearn.unlearn import byo
 from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, ModelRecord
 from feature_unlearn.unlearn.errors import CheckpointError
 from feature_unlearn.unlearn.io import load_checkpoint, read_json
@@ -61,9 +62,12 @@ def _load(name_or_path: str | Path, kind: str, trust_code: bool = False) -> tupl
     if not isinstance(record, ModelRecord) or record.kind != kind:
         raise CheckpointError(f"{stem}.json: holds a {getattr(record, 'kind', '?')!r}, not a {kind}")
     where = f"{stem}.json"
-    model = (
-        build_generator(record.arch, where, trust_code) if kind == "generator" else build_classifier(record.arch, where)
-    )
+    if kind == "generator" and record.factory is not None and not record.arch.get("kwargs"):
+        model = byo.build_factory(record.factory, trust_code, where)  # a user's generator (byo contract)
+    elif kind == "generator":
+        model = build_generator(record.arch, where, trust_code)
+    else:
+        model = build_classifier(record.arch, where)
     try:
         model.load_state_dict(ckpt.tensors)
     except RuntimeError as exc:
@@ -80,7 +84,15 @@ def load_generator(name_or_path: str | Path, trust_code: bool = False) -> nn.Mod
     return load_generator_with_meta(name_or_path, trust_code)[0]
 
 
-def load_generator_with_meta(name_or_path: str | Path, trust_code: bool = False) -> tuple[nn.Module, ModelMeta]:
+def load_generator_with_meta(
+    name_or_path: str | Path, trust_code: bool = False, weights: Path | None = None
+) -> tuple[nn.Module, ModelMeta]:
+    """A zoo name, checkpoint or run directory; or a user's ``package.module:factory`` (``weights``: safetensors)."""
+    if byo.is_spec(name_or_path):
+        g, record = byo.foreign_generator(str(name_or_path), trust_code, weights)
+        return g, ModelMeta(record, byo.state_sha256(g), Path(str(name_or_path)))
+    if weights is not None:
+        raise CheckpointError(f"--weights {weights}: only with --model package.module:factory")
     return _load(name_or_path, "generator", trust_code)
 
 

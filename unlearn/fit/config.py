@@ -15,7 +15,12 @@ DEFAULT_MODEL = "faces-dcgan"
 @dataclass(frozen=True)
 class FitConfig:
     out: Path = opt(Path("runs/fit"), "Run directory.")
-    model: str = opt(DEFAULT_MODEL, "Zoo name, checkpoint or run directory of the pre-trained generator f.")
+    model: str = opt(
+        DEFAULT_MODEL,
+        "Zoo name, checkpoint or run directory of the pre-trained generator f, or your own package.module:factory "
+        "(with --trust-code).",
+    )
+    weights: Optional[Path] = opt(None, "safetensors weights loaded into a --model package.module:factory.")
     features: tuple[str, ...] = opt(
         (), "Feature to remove; repeat for several (default: the dataset's).", flag="--feature"
     )
@@ -41,7 +46,9 @@ class FitConfig:
     round_flag_budget: float = opt(0.1, "Most of the prior a later round's direction may flag.", min=0.0, max=1.0)
     goal: float = opt(0.01, "Stop once the labeller's target rate on the probe set is at most this.", min=0.0, max=1.0)
     probe: int = opt(2000, "Latents of the fixed probe set.", min=10)
-    labeller: Optional[str] = opt(None, "Labelling classifier (default: the zoo's <dataset>-labeller).")
+    labeller: Optional[str] = opt(
+        None, "Labelling classifier: zoo name or package.module:factory (default: the zoo's <dataset>-labeller)."
+    )
     labels: Optional[Path] = opt(None, "A person's positives file from collect --sheet.")
     seed: int = opt(0, "Seed of collection, pools and probes.")
     compile: bool = opt(False, "torch.compile g (the plain module is what gets saved).")
@@ -67,5 +74,6 @@ class FitConfig:
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["out"], d["labels"] = str(self.out), str(self.labels) if self.labels else None
+        d["weights"] = str(self.weights) if self.weights else None
         d["features"], d["keep"] = list(self.features), list(self.keep)
         return d

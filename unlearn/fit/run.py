@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from feature_unlearn import __version__
+from feature_unlearn.unlearn import byo
 from feature_unlearn.unlearn.artifacts import FORMAT_VERSION, GuardRecord, ModelRecord, RunRecord
 from feature_unlearn.unlearn.collect import (
     Collection,
@@ -44,7 +45,7 @@ from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from feature_unlearn.unlearn.pretrain.recipes import DEFAULT_FEATURE, classifier_for
 from feature_unlearn.unlearn.target import fit_detector
-from feature_unlearn.unlearn.zoo import ModelMeta, load_classifier, load_generator_with_meta
+from feature_unlearn.unlearn.zoo import ModelMeta, load_generator_with_meta
 
 MIN_POSITIVES = 20  # a later round adds a direction only from at least this many positives
 
@@ -55,7 +56,10 @@ def probe_rates(g: nn.Module, labeller: AttributeClassifier, features: list[str]
 
 
 def _features(cfg: FitConfig, meta: ModelMeta, labeller: AttributeClassifier) -> list[str]:
-    feats = list(cfg.features) or [DEFAULT_FEATURE.get(str(meta.record.dataset), "")]
+    default = DEFAULT_FEATURE.get(str(meta.record.dataset))
+    if not cfg.features and default is None:
+        raise ConfigError(f"--feature: {cfg.model} has no default feature; name the feature to remove")
+    feats = list(cfg.features) or [str(default)]
     for f in feats:
         if labeller.cfg.heads.get(f) != 2:
             known = ", ".join(k for k, c in labeller.cfg.heads.items() if c == 2)
@@ -120,6 +124,26 @@ def _kept_labels(
     return label_with_classifier(f, c.z, labeller, tuple(keep)) if keep else {}
 
 
+def _seal_import(cfg: FitConfig, f: nn.Module, meta: ModelMeta) -> tuple[nn.Module, ModelMeta, str]:
+    """A --model factory with --weights is sealed into the run (base.*), so later commands can rebuild f."""
+    if not (byo.is_spec(cfg.model) and cfg.weights is not None):
+        return f, meta, cfg.model
+    stem = (cfg.out / "base").resolve()
+    save_checkpoint(stem, f.state_dict(), meta.record)
+    f, meta = load_generator_with_meta(stem, trust_code=True)  # the sealed file's sha256 is the one recorded
+    return f, meta, str(stem)
+
+
+def _labeller(cfg: FitConfig, f: nn.Module, meta: ModelMeta) -> tuple[str, AttributeClassifier]:
+    """--labeller (zoo name or a user's factory), else the zoo labeller of the generator's dataset."""
+    dataset = meta.record.dataset
+    name = cfg.labeller or (classifier_for(dataset, "labeller") if dataset in DEFAULT_FEATURE else None)
+    if name is None:
+        raise ConfigError(f"--labeller: {cfg.model} is not a zoo generator; give a zoo name or package.module:factory")
+    probe = generate(f, latents(8, z_dim_of(f), cfg.seed))
+    return name, byo.load_detector(name, cfg.trust_code, probe, cfg.features[0] if cfg.features else None)
+
+
 def _prepare_out(cfg: FitConfig) -> bool:
     """Check --out before any work; returns whether this run created it (so a failure removes it)."""
     if cfg.out.exists() and not cfg.out.is_dir():
@@ -172,14 +196,14 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
 
 def _setup_and_train(cfg: FitConfig, rt: Runtime, d: Dist) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
-    f, meta = load_generator_with_meta(cfg.model, cfg.trust_code)
-    labeller_name = cfg.labeller or classifier_for(str(meta.record.dataset), "labeller")
-    labeller = load_classifier(labeller_name)
+    f, meta = load_generator_with_meta(cfg.model, cfg.trust_code, cfg.weights)
+    f, meta, base_ref = _seal_import(cfg, f, meta)
+    labeller_name, labeller = _labeller(cfg, f, meta)
     feats = _features(cfg, meta, labeller)
     f = f.to(rt.device).requires_grad_(False)
     g = copy.deepcopy(f).requires_grad_(True).eval()  # eval: BatchNorm statistics stay those of f
     opt = torch.optim.Adam(g.parameters(), lr=cfg.lr)
-    state = FitState(model=cfg.model, features=feats, base_sha256=meta.sha256)
+    state = FitState(model=cfg.model, features=feats, base_sha256=meta.sha256, base_ref=base_ref)
     if cfg.resume:
         state = load_state(cfg.out / "checkpoint", g, opt, state, cfg)
     else:  # every rank collects the same (seeded) samples; rank 0's guard is broadcast anyway
@@ -312,7 +336,7 @@ def _finish(
         kind="generator",
         arch=meta.record.arch,
         dataset=meta.record.dataset,
-        base_model=cfg.model,
+        base_model=state.base_ref or cfg.model,
         base_sha256=meta.sha256,
         features=tuple(state.features),
         alpha=cfg.alpha,
@@ -329,7 +353,7 @@ def _finish(
         collections=state.collections,
         probes=state.probes,
         guard=guard,
-        base_model=cfg.model,
+        base_model=state.base_ref or cfg.model,
         base_sha256=meta.sha256,
         alpha=cfg.alpha,
         version=__version__,

@@ -35,6 +35,7 @@ class FitState:
     collections: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     done: bool = False
+    base_ref: str = ""  # how later commands load f: the zoo name, path or factory (a --weights import: its seal)
 
     def guard_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(û [K, z_dim], t [K], v [K, z_dim])."""

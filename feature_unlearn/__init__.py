@@ -30,4 +30,24 @@ def load_generator(name_or_path: Any, trust_code: bool = False) -> nn.Module:
     return _load(name_or_path, trust_code)
 
 
-__all__ = ["__version__", "load_generator"]
+def fit(**options: Any) -> dict[str, Any]:
+    """``unlearn-cli fit`` from Python: the same options as keyword arguments (``FitConfig``).
+
+    Your own generator and detector go in as ``model="package.module:factory"`` and
+    ``labeller="package.module:factory"`` with ``trust_code=True`` (and ``weights=Path(...)``), so
+    that the run directory records how to rebuild them for ``evaluate`` and ``export``.
+    """
+    from pathlib import Path
+
+    from feature_unlearn.unlearn.fit import FitConfig
+    from feature_unlearn.unlearn.fit.run import fit as _fit
+
+    for key in ("out", "labels", "weights"):
+        if isinstance(options.get(key), str):
+            options[key] = Path(options[key])
+    if isinstance(options.get("features"), str):
+        options["features"] = (options["features"],)
+    return _fit(FitConfig(**options))
+
+
+__all__ = ["__version__", "fit", "load_generator"]

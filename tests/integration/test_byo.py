@@ -106,3 +106,15 @@ def test_a_run_of_a_factory_asks_for_trust_again(tmp_path: Path) -> None:
     for cmd in (["evaluate", str(run), "--auditor", AUDITOR], ["export", str(run), "--out", str(tmp_path / "a")]):
         result = CliRunner().invoke(app, cmd)
         assert result.exit_code == 2 and "--trust-code" in result.output, result.output
+
+
+def test_the_python_api_takes_the_same_factories(tmp_path: Path) -> None:
+    import feature_unlearn
+
+    metrics = feature_unlearn.fit(
+        model=GEN, labeller=DETECTOR, features="eyeglasses", trust_code=True, out=str(tmp_path / "run"),
+        steps=2, steps_per_round=2, n_collect=500, probe=100,
+    )  # fmt: skip
+    assert metrics["steps"] == 2 and (tmp_path / "run" / "generator.safetensors").is_file()
+    with pytest.raises(Exception, match="--trust-code"):
+        feature_unlearn.load_generator(tmp_path / "run")

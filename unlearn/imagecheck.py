@@ -5,10 +5,13 @@ find a z below the threshold whose image shows the feature (README, attack suite
 looks at the image itself, inside the same exported graph, so no caller can skip it.
 
 It is distilled from the labeller (soft targets σ(logit)) on images of the original f, of f at
-latents the guard flags (where the feature is common) and of the unlearned g behind its guard
-(what the service really draws), so that it is cheap (a three-layer CNN, about 1/20 of a 32×32
-DCGAN's multiply-adds) and knows both the feature and the images it will see. Its threshold
-keeps ``recall`` of the labeller's positives on held-out images of f.
+latents the guard flags (where the feature is common), of the unlearned g behind its guard (what
+the service really draws) and of what a latent search with the labeller finds through g + guard;
+a second round adds what an adaptive search finds around the first check (adversarial training).
+It is cheap (a three-layer CNN: +12% on the guarded faces-dcgan graph at batch 64) and its
+threshold keeps ``recall`` of the labeller's positives on held-out images of f. Measured on
+faces-dcgan/eyeglasses (README): adaptive L∞ attack success through g + guard + check 11.7%
+without mined images, 6.3% with one round, 4.3% with two; 20.7% without the check.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from torch import nn
 
 from feature_unlearn import __version__
 from feature_unlearn.unlearn.artifacts import ModelRecord
+from feature_unlearn.unlearn.attack import attack as run_attack
 from feature_unlearn.unlearn.byo import load_detector
+from feature_unlearn.unlearn.configs import AttackConfig
 from feature_unlearn.unlearn.errors import CheckpointError, ConfigError, UserError
 from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.io import load_checkpoint, read_run, save_checkpoint
@@ -86,6 +91,11 @@ class DistilConfig:
     lr: float = 3e-3
     recall: float = 0.95  # of the labeller's positives among held-out images of f
     noise: float = 0.03  # pixel noise while training: an attacker's images are not clean samples
+    # latents mined by L∞ PGD with the labeller through g + guard (the suite's attack, fewer steps)
+    adversarial: int = 4096
+    adversarial_eps: float = 0.5
+    adversarial_steps: int = 10
+    rounds: int = 2  # later rounds mine around the previous check (measured: see the README)
     seed: int = 0
 
 
@@ -95,24 +105,84 @@ def _soft_targets(labeller: AttributeClassifier, x: torch.Tensor, features: tupl
     return torch.stack([torch.cat([o[f] for o in out]).sigmoid() for f in features], dim=1)  # [N, F]
 
 
-def _training_images(f: nn.Module, g: nn.Module, guard: LatentGuard, cfg: DistilConfig) -> torch.Tensor:
+def _training_images(
+    f: nn.Module, g: nn.Module, guard: LatentGuard, labeller: AttributeClassifier, features: tuple[str, ...],
+    cfg: DistilConfig,
+) -> torch.Tensor:  # fmt: skip
     third, z_dim = cfg.n // 3, z_dim_of(f)
     z = latents(4 * third, z_dim, cfg.seed + 101)
     flagged = z[guard(z)[1]][:third]  # f above the threshold: most of the feature's examples
     g_guarded = latents(third, z_dim, cfg.seed + 102)
     with torch.no_grad():
-        return torch.cat([generate(f, z[:third]), generate(f, flagged), generate(g, guard.translate(g_guarded))])
+        x = [generate(f, z[:third]), generate(f, flagged), generate(g, guard.translate(g_guarded))]
+    return torch.cat([*x, *_mined(g, guard, labeller, features, cfg)])
+
+
+def _mined(
+    g: nn.Module, guard: LatentGuard, labeller: AttributeClassifier, features: tuple[str, ...], cfg: DistilConfig,
+    check: ImageCheck | None = None, seed: int = 0,
+) -> list[torch.Tensor]:  # fmt: skip
+    """Images a latent search through g + guard finds with the labeller (around ``check``, when given,
+    as the suite's adaptive attacker does): what the check must see to stop it."""
+    if cfg.adversarial == 0:
+        return []
+    attack = AttackConfig(
+        eps=cfg.adversarial_eps, steps=cfg.adversarial_steps, starts=cfg.adversarial, seed=cfg.seed + seed
+    )
+    shipped = lambda z: g(guard.translate(z))  # noqa: E731
+    attacker = labeller.eval().requires_grad_(False)
+    if check is not None:
+        attacker = AdaptiveAttacker(attacker, check)  # type: ignore[assignment]
+    out = []
+    for feat in features:
+        z_adv = run_attack(shipped, attacker, feat, z_dim_of(g), attack, "linf")
+        out.append(generate(g, guard.translate(z_adv)))
+    return out
+
+
+class AdaptiveAttacker(nn.Module):
+    """A classifier with the image check priced in: {feature: logit − w·softplus(s_check − τ + m)}.
+
+    The attacker who knows the check looks for images that show the feature *and* stay under its
+    threshold (``m`` below it, so that the final image clears τ with room).
+    """
+
+    WEIGHT, MARGIN = 10.0, 1.0
+
+    def __init__(self, attacker: AttributeClassifier, check: ImageCheck) -> None:
+        super().__init__()
+        self.attacker, self.check = attacker, check
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        over = self.check.logits(x).amax(dim=1) - self.check.tau + self.MARGIN
+        penalty = self.WEIGHT * F.softplus(over)
+        return {k: v - (penalty if v.ndim == 1 else penalty[:, None]) for k, v in self.attacker(x).items()}
 
 
 def distil(
     f: nn.Module, g: nn.Module, guard: LatentGuard, labeller: AttributeClassifier, features: tuple[str, ...],
     cfg: DistilConfig = DistilConfig(),
 ) -> tuple[ImageCheck, dict[str, float]]:  # fmt: skip
-    """Train the check on the labeller's soft labels; returns it with its threshold set, and its figures."""
+    """Train the check on the labeller's soft labels; returns it with its threshold set, and its figures.
+
+    With ``rounds`` > 1, each later round adds the images an adaptive search finds around the
+    previous round's check, and trains a fresh check on everything (adversarial training).
+    """
     torch.manual_seed(cfg.seed)
+    x = _training_images(f, g, guard, labeller, features, cfg)
+    check = _train(x, _soft_targets(labeller, x, features), features, cfg)
+    figures = _set_threshold(check, f, g, guard, labeller, features, cfg)
+    for r in range(1, cfg.rounds):
+        found = torch.cat(_mined(g, guard, labeller, features, cfg, check, seed=r))
+        x = torch.cat([x, found])
+        check = _train(x, _soft_targets(labeller, x, features), features, cfg)
+        figures = _set_threshold(check, f, g, guard, labeller, features, cfg)
+    return check, figures | {"rounds": cfg.rounds, "train_images": len(x)}
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, features: tuple[str, ...], cfg: DistilConfig) -> ImageCheck:
+    """A fresh check fitted to soft labels y [N, F] of images x [N, C, H, W]."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    x = _training_images(f, g, guard, cfg)
-    y = _soft_targets(labeller, x, features)
     check = ImageCheck(ImageCheckConfig(channels=x.shape[1], features=features))
     opt = torch.optim.AdamW(check.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * (len(x) // cfg.batch)
@@ -128,8 +198,7 @@ def distil(
             loss.backward()
             opt.step()
             sched.step()
-    check.eval().requires_grad_(False)
-    return check, _set_threshold(check, f, g, guard, labeller, features, cfg)
+    return check.eval().requires_grad_(False)
 
 
 def _set_threshold(
@@ -156,7 +225,6 @@ def _set_threshold(
         "flag_rate_original": float(flag.float().mean()),
         "flag_rate_served": float((served > tau).float().mean()),
         "heldout": cfg.heldout,
-        "train_images": cfg.n,
     }
 
 

@@ -15,7 +15,7 @@ never learned the feature, which is the reference of "removed"):
 
 A model behind the image check (``Defended``) ships ``blank`` for a flagged image (a caller's
 latent cannot be resampled). Its attack is adaptive: the attacker knows the check and ascends
-logit_attacker(x) − ``CHECK_WEIGHT``·softplus(s_check(x) − τ + ``CHECK_MARGIN``), so it looks for
+logit_attacker(x) − w·softplus(s_check(x) − τ + m) (``imagecheck.AdaptiveAttacker``), so it looks for
 images that show the feature *and* stay under the check's threshold; success is judged on what
 the service returns (a blanked image counts as a failure only because the attack could not
 avoid it).
@@ -28,19 +28,15 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from feature_unlearn.unlearn.attack import NORMS, Generate, attack, judged, starts
 from feature_unlearn.unlearn.configs import AttackConfig
-from feature_unlearn.unlearn.imagecheck import ImageCheck
+from feature_unlearn.unlearn.imagecheck import AdaptiveAttacker, ImageCheck
 from feature_unlearn.unlearn.models import AttributeClassifier
 
 PAIRS = (("labeller", "auditor"), ("auditor", "labeller"), ("auditor", "auditor"))
 PRIMARY = ("labeller", "auditor")  # the verdict: attacked by one network, judged by the other
 Z = 1.959964  # 95% two-sided normal quantile
-CHECK_WEIGHT = 10.0  # the adaptive attacker's price per logit above the check's threshold
-CHECK_MARGIN = 1.0  # ... counted from this far below it, so the final image clears τ with room
 
 
 @dataclass(frozen=True)
@@ -55,19 +51,6 @@ class Defended:
         x = self.raw(z)
         flagged = self.check(x)[0]
         return torch.where(flagged[:, None, None, None], torch.zeros_like(x), x)  # 0 = grey 127.5 in [-1, 1]
-
-
-class AdaptiveAttacker(nn.Module):
-    """The attacker's classifier with the image check priced in: {feature: logit − w·softplus(s − τ + m)}."""
-
-    def __init__(self, attacker: AttributeClassifier, check: ImageCheck) -> None:
-        super().__init__()
-        self.attacker, self.check = attacker, check
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        over = self.check.logits(x).amax(dim=1) - self.check.tau + CHECK_MARGIN
-        penalty = CHECK_WEIGHT * F.softplus(over)
-        return {k: v - (penalty if v.ndim == 1 else penalty[:, None]) for k, v in self.attacker(x).items()}
 
 
 Model = Union[Generate, Defended]

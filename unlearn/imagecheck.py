@@ -278,13 +278,14 @@ def image_check_for_run(
     """The run's check: the one saved beside its generator, or distilled now and saved there.
 
     Export and evaluate both come here, so the attack suite grades exactly the check that ships.
-    A check distilled for other weights (a refit into the same directory) is distilled again.
+    A check distilled for other weights (a refit into the same directory) is distilled again; one
+    distilled with another recipe (``cfg``, recorded in its figures) is kept.
     """
     stem = run / CHECK_STEM
     if stem.with_suffix(".safetensors").is_file():
         check, figures = load_image_check(stem)
         if figures.get("generator_sha256") == generator_sha256 and check.cfg.features == features:
-            return check, figures
+            return check, figures  # whatever recipe made it (recorded in its figures): a user may have chosen it
     try:
         probe = generate(f, latents(8, z_dim_of(f), cfg.seed))
         labeller = load_detector(labeller_name, trust_code, probe, features[0])
@@ -297,6 +298,7 @@ def image_check_for_run(
     figures |= {
         "labeller": labeller_name,
         "generator_sha256": generator_sha256,
+        "distil": asdict(cfg),
         "distil_seconds": round(time.perf_counter() - started, 1),
     }
     save_image_check(stem, check, figures)

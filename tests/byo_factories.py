@@ -30,3 +30,14 @@ def out_of_range() -> nn.Module:
 
 def no_z_dim() -> nn.Module:
     return nn.Linear(4, 4)
+
+
+class _Detached(_Gen):
+    """Images with no gradient path back to z (as a generator that renders without autograd would)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return super().forward(z).detach()
+
+
+def detached() -> nn.Module:
+    return _Detached()

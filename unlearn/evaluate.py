@@ -94,6 +94,8 @@ def _flips(auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip:
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    if cfg.attack and cfg.attack_cfg.eps <= 0:
+        raise ConfigError(f"--attack-eps {cfg.attack_cfg.eps}: the attack needs a budget above 0")
     g, meta, f, guard = _load_run(cfg.run, cfg.trust_code)
     dataset, feats = str(meta.dataset), list(meta.features)
     auditor = _auditor(cfg, f, dataset, feats)

@@ -25,3 +25,24 @@ def test_a_robust_fit_trains_the_mined_latents_and_records_it(tmp_path: Path) ->
     assert options["robust"] is True and options["robust_margin"] == 1.0
     resumed = CliRunner().invoke(app, [*ARGS, *SMALL, "--out", str(tmp_path / "r"), "--resume"])
     assert resumed.exit_code == 2 and "--robust True (now False)" in resumed.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "mnist-vae", "--robust", "--robust-eps", "0"], "--robust-eps 0.0: the mining attack needs"),
+        (
+            ["--model", "tests.byo_factories:detached", "--trust-code", "--labeller", "mnist-labeller", "--feature",
+             "thick", "--robust"],
+            "has no gradient path from z to the image",
+        ),
+    ],
+)  # fmt: skip
+def test_robust_refusals(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["fit", "--out", str(tmp_path / "r"), "--n-collect", "500", "--steps", "2", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_an_attack_without_budget_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--attack", "--attack-eps", "0"])
+    assert result.exit_code == 2 and "--attack-eps 0.0: the attack needs a budget above 0" in result.output

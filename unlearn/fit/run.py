@@ -134,6 +134,16 @@ def _seal_import(cfg: FitConfig, f: nn.Module, meta: ModelMeta) -> tuple[nn.Modu
     return f, meta, str(stem)
 
 
+def _check_robust(cfg: FitConfig, f: nn.Module) -> None:
+    """--robust differentiates an attack through the generator: it needs a budget and a gradient path."""
+    if cfg.robust_eps <= 0:
+        raise ConfigError(f"--robust-eps {cfg.robust_eps}: the mining attack needs a budget above 0")
+    z = torch.randn(2, z_dim_of(f), requires_grad=True)
+    x = f(z)
+    if not x.requires_grad or torch.autograd.grad(x.sum(), z, allow_unused=True)[0] is None:
+        raise ConfigError(f"--robust: {cfg.model}'s forward has no gradient path from z to the image (detached?)")
+
+
 def _labeller(cfg: FitConfig, f: nn.Module, meta: ModelMeta) -> tuple[str, AttributeClassifier]:
     """--labeller (zoo name or a user's factory), else the zoo labeller of the generator's dataset."""
     dataset = meta.record.dataset
@@ -198,6 +208,8 @@ def _setup_and_train(cfg: FitConfig, rt: Runtime, d: Dist) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     f, meta = load_generator_with_meta(cfg.model, cfg.trust_code, cfg.weights)
     f, meta, base_ref = _seal_import(cfg, f, meta)
+    if cfg.robust:
+        _check_robust(cfg, f)
     labeller_name, labeller = _labeller(cfg, f, meta)
     feats = _features(cfg, meta, labeller)
     f = f.to(rt.device).requires_grad_(False)
@@ -287,6 +299,7 @@ def _miner(cfg: FitConfig, labeller: AttributeClassifier, features: list[str], r
     """--robust: the labeller (never the auditor) attacks the current g + guard every step."""
     if cfg.robust_batch % d.world:
         raise ConfigError(f"--robust-batch {cfg.robust_batch} must be divisible by the torchrun processes")
+
     attacker = labeller.to(rt.device).eval().requires_grad_(False)
     attack = AttackConfig(eps=cfg.robust_eps, steps=cfg.robust_steps)
     return RobustMiner(attacker, features, attack, cfg.robust_batch, cfg.robust_margin, cfg.seed)

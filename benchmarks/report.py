@@ -25,6 +25,7 @@ UNLEARNING = (
     "the worst attribute flip on non-target latents; latent PGD success (ε = {eps}, {steps:.0f} steps, {starts:.0f} "
     "starts), the verdict of `unlearn-cli evaluate --attack`."
 )
+PGD_MODELS = ("original", "unlearned+guard", "unlearned+guard+check", "oracle")
 RATES = ("original", "original+guard", "unlearned", "unlearned+guard", "oracle")
 RATES_HEAD = ("original", "orig+guard", "unlearned", "unl+guard", "oracle")
 
@@ -148,12 +149,13 @@ def unlearning_section(un: Unlearning) -> list[str]:
         f"{' / '.join(fmt(r.fid_without.get(k), '.2f') for k in ('unlearned+guard', 'oracle'))} | "
         f"{r.worst_shift[0]} {fmt(r.worst_shift[1], '+.2f')}{' (kept: ' + ', '.join(r.kept) + ')' if r.kept else ''} | "
         f"{r.worst_flip[0]} {fmt(r.worst_flip[1])} | "
-        f"{' / '.join(fmt(r.pgd_success.get(k)) for k in ('original', 'unlearned+guard', 'oracle'))} | "
+        f"{' / '.join(fmt(r.pgd_success.get(k)) for k in PGD_MODELS)} | "
         f"{r.fit.seconds:.0f} s, {r.fit.steps} steps, goal {'met' if r.fit.goal_reached else 'not met'}"
         for r in un.rows
     )
     note = UNLEARNING.format(n=un.eval_n, **un.attack)
-    lines = ["## Unlearning (auditor-graded)", "", note, "", *table(head + "PGD orig / unl+guard / oracle | fit", rows)]
+    pgd_head = "PGD orig / unl+guard / unl+guard+check (adaptive) / oracle | fit"
+    lines = ["## Unlearning (auditor-graded)", "", note, "", *table(head + pgd_head, rows)]
     return lines + [f"- {f.name}: not run ({f.reason})" for f in un.failures]
 
 

@@ -40,7 +40,7 @@ def _tensors(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[st
 def guard_entry(module: ExportModule) -> dict[str, Any]:
     """The guard exactly as the graph holds it (fp32 unit rows, fp32 thresholds)."""
     if not module.has_direction:
-        return {"mode": "off", "direction": None, "threshold": None, "shift": None}
+        return {"mode": "off", "direction": None, "threshold": None, "shift": None, "margin": 0.0}
     u, t = module.guard_arrays()
     v = module.guard.v.detach().numpy()
     return {
@@ -48,6 +48,7 @@ def guard_entry(module: ExportModule) -> dict[str, Any]:
         "direction": _tuples(u),
         "threshold": tuple(float(x) for x in t),
         "shift": None if np.array_equal(u, v) else _tuples(v),  # along û unless the fit kept attributes
+        "margin": float(module.guard.m.max()),
     }
 
 
@@ -95,7 +96,7 @@ def build_manifest(
         image=image,
         inputs=inputs,
         outputs=outputs,
-        guard=GuardSpec(g["mode"], g["direction"], g["threshold"], g["shift"], keep),
+        guard=GuardSpec(g["mode"], g["direction"], g["threshold"], g["shift"], keep, g["margin"]),
         features=tuple(features),
         precision="fp16" if fp16 else "fp32",
         self_test=self_test,

@@ -66,6 +66,7 @@ class GuardSpec:
     # shift rows v_k (û_k·v_k = 1) orthogonal to the kept attributes' directions; None: along û_k
     shift: Optional[tuple[tuple[float, ...], ...]] = None
     keep: tuple[str, ...] = ()  # attributes the shift leaves alone (fit --keep)
+    margin: float = 0.0  # shift mode: a flagged latent lands this far below its threshold (fit --margin)
 
     @classmethod
     def parse(cls, d: Any, z_dim: int, where: str) -> GuardSpec:
@@ -85,7 +86,10 @@ class GuardSpec:
         keep = d.get("keep", [])
         if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
             raise ManifestError(f"{where}: guard.keep must be a list of attribute names")
-        return cls(d["mode"], u, t, v, tuple(keep))
+        margin = d.get("margin", 0.0)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+            raise ManifestError(f"{where}: guard.margin must be a number ≥ 0")
+        return cls(d["mode"], u, t, v, tuple(keep), float(margin))
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ class Manifest:
                 "threshold": _lists(self.guard.threshold),
                 **({"shift": _lists(self.guard.shift)} if self.guard.shift is not None else {}),
                 **({"keep": list(self.guard.keep)} if self.guard.keep else {}),
+                **({"margin": self.guard.margin} if self.guard.margin else {}),
             },
             "self_test": _lists(dataclasses.asdict(self.self_test)),
             "info": self.info,

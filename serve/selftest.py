@@ -39,6 +39,7 @@ class VerifiedGuard:
     precision: Optional[tuple[float, ...]]
     shift: Optional[tuple[tuple[float, ...], ...]] = None  # v_k; the shifted self-test images confirm it
     keep: tuple[str, ...] = ()
+    margin: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class VerifiedGuard:
             "threshold_precision": self.precision,
             "shift": self.shift,
             "keep": list(self.keep),
+            "margin": self.margin,
             "verified": True,
         }
 
@@ -112,4 +114,5 @@ def verify(run: Run, m: Manifest, where: str) -> VerifiedGuard:
             f"{where}: the graph behaves as guard mode {modes[0]!r}, but the manifest says {m.guard.mode!r}"
         )
     precision = _check_brackets(m, z, where)
-    return VerifiedGuard(m.guard.mode, m.guard.direction, m.guard.threshold, precision, m.guard.shift, m.guard.keep)
+    g = m.guard
+    return VerifiedGuard(g.mode, g.direction, g.threshold, precision, g.shift, g.keep, g.margin)

@@ -130,6 +130,7 @@ class GuardRecord(Record):
     features: tuple[str, ...]
     shift: Optional[tuple[tuple[float, ...], ...]] = None
     keep: tuple[str, ...] = ()
+    margin: float = 0.0  # a flagged latent lands this far below its threshold (fit --margin)
 
     @property
     def z_dim(self) -> int:
@@ -151,6 +152,8 @@ class GuardRecord(Record):
             )
         if self.shift is not None:
             self._validate_shift(where)
+        if self.margin < 0:
+            raise CheckpointError(f"{where}: guard.margin must be ≥ 0, got {self.margin}")
 
     def _validate_shift(self, where: str) -> None:
         assert self.shift is not None

@@ -38,6 +38,7 @@ class LatentGuard(nn.Module):
     u: torch.Tensor  # [K, z_dim] unit rows û_k (buffer)
     t: torch.Tensor  # [K] thresholds t_k (buffer)
     v: torch.Tensor  # [K, z_dim] shift rows v_k, û_k·v_k = 1 (buffer)
+    m: torch.Tensor  # [K] margins: a flagged latent lands at t_k − m_k (buffer; 0 = the paper's ẑ)
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class LatentGuard(nn.Module):
         threshold: torch.Tensor | float,
         mode: str = "shift",
         shift: torch.Tensor | None = None,
+        margin: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -59,6 +61,9 @@ class LatentGuard(nn.Module):
         self.register_buffer("u", u)  # [K, z_dim]
         self.register_buffer("t", t)  # [K]
         self.register_buffer("v", u.clone() if shift is None else _shift_rows(shift, u))  # [K, z_dim]
+        if not margin >= 0.0:
+            raise ValueError(f"guard margin must be ≥ 0, got {margin}")
+        self.register_buffer("m", torch.full_like(t, float(margin)))  # [K]
         self.mode = mode
         self.k = int(u.shape[0])  # a Python int, so tracing sees no tensor-valued branch
 
@@ -71,14 +76,17 @@ class LatentGuard(nn.Module):
         return z @ self.u.T
 
     def translate(self, z: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-        """ẑ: every latent moved along each v_k where p_k(z) > t_k − margin, onto t_k − margin.
+        """ẑ: every latent with p_k(z) > t_k − margin moved along v_k onto t_k − margin − m_k.
 
-        ``margin`` 0 is the guard's shift; the robust fit asks for a margin below the threshold,
-        where the original generator no longer draws the feature.
+        ``margin`` 0 is the guard's shift (flagged latents land at t_k − m_k; the others do not
+        move, so the guard's own margin is a jump at t_k, not a wider band); the robust fit asks
+        for a margin below the threshold, where the original generator no longer draws the feature.
         """
         for _ in range(_SHIFT_PASSES if self.k > 1 else 1):
             for k in range(self.k):
-                excess = (z @ self.u[k] - (self.t[k] - margin)).clamp(min=0.0)  # [N]
+                p = z @ self.u[k]  # [N]
+                target = self.t[k] - margin - self.m[k]
+                excess = torch.where(p > self.t[k] - margin, p - target, torch.zeros_like(p)).clamp(min=0.0)
                 z = z - excess[:, None] * self.v[k]
         return z
 
@@ -97,7 +105,10 @@ class LatentGuard(nn.Module):
 
     def extra_repr(self) -> str:
         oblique = not torch.equal(self.u, self.v)
-        return f"mode={self.mode}, directions={self.u.shape[0]}, z_dim={self.z_dim}, oblique={oblique}"
+        return (
+            f"mode={self.mode}, directions={self.u.shape[0]}, z_dim={self.z_dim}, oblique={oblique}, "
+            f"margin={float(self.m.max()):g}"
+        )
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +129,7 @@ def _shift_rows(shift: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def guard_from_record(record: GuardRecord, mode: str = "shift") -> LatentGuard:
     """The guard a fit saved (``GuardRecord``): the one constructor of fit, evaluate and export."""
     shift = None if record.shift is None else torch.tensor(record.shift)
-    return LatentGuard(torch.tensor(record.direction), torch.tensor(record.threshold), mode, shift)
+    return LatentGuard(torch.tensor(record.direction), torch.tensor(record.threshold), mode, shift, record.margin)
 
 
 class GuardedGenerator(nn.Module):

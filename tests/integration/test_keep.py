@@ -19,7 +19,7 @@ from feature_unlearn.unlearn.zoo import load_classifier, load_generator, load_ge
 from tests.helpers import Z_DIM, guard_entry, make_generator, save_run
 
 
-def test_export_and_runtime_shift_along_the_oblique_row(tmp_path: Path) -> None:
+def test_export_and_runtime_shift_along_the_oblique_row_to_the_margin(tmp_path: Path) -> None:
     entry = guard_entry(threshold=0.4)
     u = np.asarray(entry["direction"][0], np.float32)
     kept = np.random.default_rng(7).standard_normal(Z_DIM).astype(np.float32)
@@ -27,16 +27,17 @@ def test_export_and_runtime_shift_along_the_oblique_row(tmp_path: Path) -> None:
     kept /= np.linalg.norm(kept)
     w = u - (kept @ u) * kept
     v = w / (w @ u)
-    entry.update(shift=[v.tolist()], keep=["grey"])
+    entry.update(shift=[v.tolist()], keep=["grey"], margin=0.25)
     generator = make_generator("dcgan")
     run = save_run(tmp_path / "run", generator, entry)
     export_model(ExportConfig(source=str(run), out=tmp_path / "art"))
     gen = SafeGenerator.load(tmp_path / "art")
     assert gen.spec.guard.keep == ("grey",) and gen.verified.as_dict()["keep"] == ["grey"]
+    assert gen.verified.as_dict()["margin"] == 0.25
     np.testing.assert_allclose(np.asarray(gen.manifest["guard"]["shift"])[0], v, atol=1e-6)
     z = np.random.default_rng(0).standard_normal((64, Z_DIM)).astype(np.float32) * 2
     out = gen.generate(z=z)
-    excess = np.maximum(z @ u - 0.4, 0)
+    excess = np.where(z @ u > 0.4, z @ u - (0.4 - 0.25), 0)  # flagged latents land at t − margin
     z_hat = (z - excess[:, None] * v).astype(np.float32)
     np.testing.assert_allclose(z_hat @ kept, z @ kept, atol=1e-5)  # the kept score does not move
     with torch.no_grad():

@@ -57,7 +57,7 @@ def test_translate_is_traceable_without_python_branches() -> None:
 def test_buffers_travel_with_state_dict_and_device() -> None:
     g = _guard()
     sd = g.state_dict()
-    assert set(sd) == {"u", "t", "v"}
+    assert set(sd) == {"u", "t", "v", "m"}
     h = LatentGuard(torch.ones(6), 0.0)
     h.load_state_dict(sd)
     assert torch.equal(h.u, g.u) and torch.equal(h.t, g.t) and torch.equal(h.v, g.v)
@@ -109,3 +109,15 @@ def test_oblique_shift_lands_on_t_and_leaves_the_orthogonal_direction_alone() ->
 def test_shift_rows_must_point_along_their_direction() -> None:
     with pytest.raises(ValueError, match="shift"):
         LatentGuard(torch.eye(3)[0], 0.0, "shift", shift=torch.eye(3)[1])
+
+
+def test_a_margin_lands_flagged_latents_below_t_and_leaves_the_others() -> None:
+    u = torch.tensor([1.0, 0.0])
+    g = LatentGuard(u, torch.tensor([0.5]), "shift", margin=0.3)
+    z = torch.tensor([[0.9, 1.0], [0.45, -1.0], [0.1, 2.0]])  # above t, just below t, far below
+    z_hat, flagged, _ = g(z)
+    assert flagged.tolist() == [True, False, False]
+    assert torch.allclose(z_hat[0], torch.tensor([0.2, 1.0]))  # t − margin, along û
+    assert torch.equal(z_hat[1:], z[1:])  # a margin is a jump at t, not a wider band
+    with pytest.raises(ValueError, match="margin"):
+        LatentGuard(u, 0.0, "shift", margin=-1.0)

@@ -30,6 +30,9 @@ class FitConfig:
         "or auto (every other attribute the labeller knows), or none.",
         flag="--keep",
     )
+    margin: float = opt(
+        0.0, "A flagged latent lands this far below the threshold along û (0: on it, the paper's ẑ).", min=0.0
+    )
     steps: int = opt(1000, "Step budget over all rounds.", min=1)
     # measured: the probe rate plateaus within 250 steps of a round
     steps_per_round: int = opt(250, "Steps before re-collecting on the current g.", min=1)

@@ -181,9 +181,9 @@ def _discard_failed(cfg: FitConfig, created: bool) -> None:
         shutil.rmtree(cfg.out, ignore_errors=True)
 
 
-def _sync_guard(state: FitState, d: Dist, rt: Runtime) -> LatentGuard:
+def _sync_guard(state: FitState, d: Dist, rt: Runtime, margin: float) -> LatentGuard:
     u, t, v = (broadcast_tensor(x, d) for x in state.guard_tensors())
-    return LatentGuard(u, t, mode="shift", shift=v).to(rt.device)
+    return LatentGuard(u, t, mode="shift", shift=v, margin=margin).to(rt.device)
 
 
 def fit(cfg: FitConfig) -> dict[str, Any]:
@@ -256,7 +256,7 @@ def _train(
     start = time.perf_counter() - state.seconds
     miner = _miner(cfg, labeller, state.features, rt, d) if cfg.robust else None
     while not state.done:
-        guard = _sync_guard(state, d, rt)
+        guard = _sync_guard(state, d, rt, cfg.margin)
         pool = LatentPool(guard, cfg.pool, cfg.seed, state.round)
         trainer = Trainer(f, g, g_fwd, guard, UnlearnLoss(cfg.alpha), opt, rt.grad_scaler(), rt, d)
         trainer.miner, trainer.robust_weight = miner, cfg.robust_weight
@@ -344,6 +344,7 @@ def _finish(
         features=tuple(state.row_features),
         shift=tuple(tuple(r) for r in state.shifts) if state.keep else None,
         keep=tuple(state.keep),
+        margin=cfg.margin,
     )
     record = ModelRecord(
         kind="generator",

@@ -98,6 +98,21 @@ class KeptSpace:
 
         return max(self.attributes, key=overlap)
 
+    def without(self, attr: str) -> KeptSpace:
+        rows = {a: r for a, r in self.rows.items() if a != attr}
+        stacked = torch.cat(list(rows.values())) if rows else self.basis.new_zeros(0, self.basis.shape[1])
+        return KeptSpace(tuple(a for a in self.attributes if a != attr), rows, _orthonormal(stacked))
+
+    def prune(self, targets: dict[str, torch.Tensor]) -> tuple[KeptSpace, list[str]]:
+        """``--keep auto``: drop kept attributes (the most overlapping first) until every target direction
+        keeps at least ``MIN_RESIDUAL`` of itself outside their span (digit and eight on MNIST: eight is
+        one of the digit's classes, so keeping the digit would leave nothing of eight to remove)."""
+        space, dropped = self, list[str]()
+        while space.attributes and min(oblique_shift(u, space.basis)[1] for u in targets.values()) < MIN_RESIDUAL:
+            worst = max(space.attributes, key=lambda a: max(space.cosines(u)[a] for u in targets.values()))
+            space, dropped = space.without(worst), [*dropped, worst]
+        return space, dropped
+
     def cosines(self, u: torch.Tensor) -> dict[str, float]:
         """|cos| between û and each kept attribute's subspace (the entanglement the keep undoes)."""
         u = u / u.norm()

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import httpx
 import numpy as np
@@ -23,6 +23,7 @@ from feature_unlearn.serve.batching import Outputs
 from feature_unlearn.serve.config import ServeConfig
 from feature_unlearn.serve.errors import ServeError
 from feature_unlearn.serve.http import create_app
+from feature_unlearn.serve.policy import RowSource
 from feature_unlearn.serve.runtime import LATENT_BOUND, SafeGenerator
 from tests.helpers import JSON, config, decode_images, guard_entry, make_generator, png_array, save_run, wait_ready
 
@@ -370,14 +371,14 @@ class FlakyAPI(GeneratorAPI):
 
     calls = 0
 
-    def predict(self, z: np.ndarray) -> Outputs:
+    def predict(self, z: np.ndarray, sources: list[Optional[RowSource]]) -> Outputs:
         if len(z) == 3:
             FlakyAPI.calls += 1
             if FlakyAPI.calls == 1:
                 time.sleep(0.5)
             elif FlakyAPI.calls == 2:
                 raise RuntimeError("/secret/path/model.onnx exploded")
-        return super().predict(z)
+        return super().predict(z, sources)
 
 
 def test_timeout_and_model_failure_keep_serving(artifact: Path) -> None:

@@ -68,3 +68,13 @@ def test_a_kept_attribute_without_labels_is_refused() -> None:
         KeptSpace.estimate(z, {"glasses": y["glasses"]}, {"glasses": 2, "grey": 2}, ("grey",))
     with pytest.raises(DataError, match="--keep 'grey': too few"):
         KeptSpace.estimate(z, {"grey": torch.zeros(len(z), dtype=torch.long)}, {"grey": 2}, ("grey",))
+
+
+def test_auto_drops_a_kept_attribute_parallel_to_the_target() -> None:
+    z, y = _entangled()
+    labels = {"glasses": y["glasses"], "grey": y["grey"], "twin": y["glasses"].clone()}
+    space = KeptSpace.estimate(z, labels, {"glasses": 2, "grey": 2, "twin": 2}, ("grey", "twin"))
+    u = attribute_rows(z, y["glasses"], 2)[0]
+    pruned, dropped = space.prune({"glasses": u})
+    assert dropped == ["twin"] and pruned.attributes == ("grey",) and pruned.basis.shape == (1, 6)
+    assert torch.allclose(pruned.shift(u, "glasses") @ pruned.basis.T, torch.zeros(1), atol=1e-5)

@@ -40,11 +40,11 @@ from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
 from feature_unlearn.unlearn.guard import LatentGuard, guard_from_record
 from feature_unlearn.unlearn.io import save_checkpoint, write_json
-from feature_unlearn.unlearn.keep import MIN_RESIDUAL, KeptSpace, oblique_shift, resolve_keep
+from feature_unlearn.unlearn.keep import KEEP_AUTO, MIN_RESIDUAL, KeptSpace, oblique_shift, resolve_keep
 from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
 from feature_unlearn.unlearn.pretrain.recipes import DEFAULT_FEATURE, classifier_for
-from feature_unlearn.unlearn.target import fit_detector
+from feature_unlearn.unlearn.target import direction, fit_detector
 from feature_unlearn.unlearn.zoo import ModelMeta, load_generator_with_meta
 
 MIN_POSITIVES = 20  # a later round adds a direction only from at least this many positives
@@ -109,8 +109,14 @@ def _round0(cfg: FitConfig, f: nn.Module, labeller: AttributeClassifier, state: 
     state.keep = list(resolve_keep(cfg.keep, state.features, labeller))
     c = _first_collection(cfg, f, labeller, state.features, name)
     kept = KeptSpace.estimate(c.z, _kept_labels(f, labeller, c, state.keep), labeller.cfg.heads, tuple(state.keep))
+    dropped: list[str] = []
+    if KEEP_AUTO in cfg.keep:
+        kept, dropped = kept.prune({feat: direction(c.z, y, cfg.direction)[0] for feat, y in c.labels.items()})
+        state.keep = list(kept.attributes)
     state.kept_basis = kept.basis.tolist()
     _add_detectors(state, c, cfg, kept)
+    if dropped:
+        state.collections[-1]["keep_dropped"] = dropped  # auto: almost parallel to a removed feature
     if kept.attributes:
         state.collections[-1]["keep_cosines"] = {
             feat: kept.cosines(torch.tensor(u)) for feat, u in zip(state.row_features, state.directions, strict=True)

@@ -29,6 +29,10 @@ class VAEConfig:
 
 
 PRIORS = ("none", "flow")
+# The flow was fitted on N(0, I) draws; a coordinate beyond 8 has probability ~1e-15. Far outside,
+# its MLPs extrapolate without bound and runtimes disagree (ONNX Runtime and PyTorch differed by 4
+# grey levels on latents scaled by 1000), so the flow reads its input clipped to this box.
+U_MAX = 8.0
 
 
 def _half_mask(dim: int, layer: int) -> torch.Tensor:
@@ -84,6 +88,7 @@ class FlowPrior(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(dim))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        u = u.clamp(-U_MAX, U_MAX)
         for c in self.couplings:
             u, _ = c(u)
         return u * self.log_scale.exp() + self.loc

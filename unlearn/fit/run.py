@@ -270,23 +270,10 @@ def _train(
         while state.step < end:
             parts = trainer.step(pool, state.step, cfg.batch, cfg.target_frac)
             state.step += 1
-            if state.step % 10 == 0 or state.step == end:
-                state.history.append(parts)
-            bar.update(1)
-            live = state.probes[-1]["rates"]
-            bar.set_postfix(
-                **{k: f"{v:.3f}" for k, v in parts.items() if k != "step"},
-                rate=f"{max(live.values()):.3f}",
-                refresh=False,
-            )
+            _after_step(cfg, state, parts, end, bar)
             if state.step % cfg.checkpoint_every == 0 and state.step < end:
-                state.probes.append(
-                    {
-                        "step": state.step,
-                        "round": state.round,
-                        "rates": probe_rates(g, labeller, state.features, z_probe),
-                    }
-                )
+                rates = probe_rates(g, labeller, state.features, z_probe)
+                state.probes.append({"step": state.step, "round": state.round, "rates": rates})
                 state.seconds = time.perf_counter() - start
                 if d.main:
                     save_state(cfg.out / "checkpoint", state, g, opt, cfg)
@@ -299,6 +286,16 @@ def _train(
     bar.close()
     barrier(d)
     return _finish(cfg, state, f, g, meta, labeller) if d.main else {}
+
+
+def _after_step(cfg: FitConfig, state: FitState, parts: dict[str, float], end: int, bar: tqdm) -> None:
+    """Loss history every 10 steps (and at a round's end) and the progress bar's figures."""
+    if state.step % 10 == 0 or state.step == end:
+        state.history.append(parts)
+    bar.update(1)
+    live = state.probes[-1]["rates"]
+    figures = {k: f"{v:.3f}" for k, v in parts.items() if k != "step"}
+    bar.set_postfix(**figures, rate=f"{max(live.values()):.3f}", refresh=False)
 
 
 def _miner(cfg: FitConfig, labeller: AttributeClassifier, features: list[str], rt: Runtime, d: Dist) -> RobustMiner:

@@ -20,7 +20,6 @@ class FitConfig:
         "Zoo name, checkpoint or run directory of the pre-trained generator f, or your own package.module:factory "
         "(with --trust-code).",
     )
-    weights: Optional[Path] = opt(None, "safetensors weights loaded into a --model package.module:factory.")
     features: tuple[str, ...] = opt(
         (), "Feature to remove; repeat for several (default: the dataset's).", flag="--feature"
     )
@@ -62,6 +61,7 @@ class FitConfig:
     resume: bool = opt(False, "Continue the run in --out (with the run's options).")
     force: bool = opt(False, "Overwrite a non-empty --out.")
     trust_code: bool = opt(False, "Allow a checkpoint built by a module:factory to import and run that code.")
+    weights: Optional[Path] = opt(None, "safetensors weights loaded into a --model package.module:factory.")
     robust: bool = opt(
         False, "Each step, mine PGD latents against the current g + guard (labeller only) and unlearn them."
     )

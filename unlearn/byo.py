@@ -41,9 +41,9 @@ def is_spec(name: str | Path) -> bool:
     return bool(SPEC.match(s)) and not Path(s).exists()
 
 
-def _factory(spec: str, flag: str, trust_code: bool) -> Callable[[], Any]:
-    if not trust_code:
-        raise ConfigError(f"{flag} {spec!r}: importing it runs its code; pass --trust-code if you trust its source")
+def _factory(spec: str, flag: str) -> Callable[..., Any]:
+    if not SPEC.match(spec):
+        raise ConfigError(f"{flag} {spec!r}: expected the form 'package.module:function'")
     module_name, attr = spec.split(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -58,9 +58,16 @@ def _factory(spec: str, flag: str, trust_code: bool) -> Callable[[], Any]:
 
 
 def _build(spec: str, flag: str, trust_code: bool) -> nn.Module:
-    factory = _factory(spec, flag, trust_code)
+    if not trust_code:
+        raise ConfigError(f"{flag} {spec!r}: importing it runs its code; pass --trust-code if you trust its source")
+    return build(spec, flag)
+
+
+def build(spec: str, flag: str, kwargs: Optional[dict[str, Any]] = None) -> nn.Module:
+    """Import ``package.module:factory`` and call it (the caller has checked trust): an eval-mode module."""
+    factory = _factory(spec, flag)
     try:
-        model = factory()
+        model = factory(**(kwargs or {}))
     except Exception as exc:
         raise ConfigError(f"{flag} {spec!r}: the factory raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
@@ -168,13 +175,3 @@ def load_detector(
     from feature_unlearn.unlearn.zoo import load_classifier
 
     return load_classifier(name)
-
-
-def build_factory(spec: str, trust_code: bool, where: str) -> nn.Module:
-    """The module a checkpoint's ``factory`` architecture names (its weights are loaded by the caller)."""
-    if not trust_code:
-        raise ConfigError(
-            f"{where}: the generator is built by code ({spec!r}), which is imported only on request: "
-            "pass --trust-code (trust_code=True in Python) if you trust its source"
-        )
-    return _build(spec, "--model", trust_code)

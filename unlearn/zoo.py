@@ -62,9 +62,7 @@ def _load(name_or_path: str | Path, kind: str, trust_code: bool = False) -> tupl
     if not isinstance(record, ModelRecord) or record.kind != kind:
         raise CheckpointError(f"{stem}.json: holds a {getattr(record, 'kind', '?')!r}, not a {kind}")
     where = f"{stem}.json"
-    if kind == "generator" and record.factory is not None and not record.arch.get("kwargs"):
-        model = byo.build_factory(record.factory, trust_code, where)  # a user's generator (byo contract)
-    elif kind == "generator":
+    if kind == "generator":
         model = build_generator(record.arch, where, trust_code)
     else:
         model = build_classifier(record.arch, where)

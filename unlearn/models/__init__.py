@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any
 
-import torch
 from torch import nn
 
 from feature_unlearn.unlearn.artifacts import CODE_KINDS
-from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
+from feature_unlearn.unlearn.errors import CheckpointError
 from feature_unlearn.unlearn.models.classifier import AttributeClassifier, ClassifierConfig
 from feature_unlearn.unlearn.models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from feature_unlearn.unlearn.models.vae import PRIORS, VAE, FlowPrior, VAEConfig, VAEDecoder, VAEEncoder
@@ -89,21 +87,11 @@ def build_classifier(arch: dict[str, Any], where: str = "arch") -> AttributeClas
 
 
 def load_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
-    """Import ``module:factory`` and call it; the result must obey the generator contract."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"--factory {spec!r}: expected the form 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"--factory {spec!r}: cannot import {module_name!r} ({exc})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"--factory {spec!r}: {module_name} has no callable {attr!r}")
-    model = factory(**kwargs)
-    if not isinstance(model, nn.Module) or not isinstance(getattr(model, "z_dim", None), int):
-        raise ConfigError(f"--factory {spec!r}: must return an nn.Module with an int attribute z_dim")
-    check_generator(model.eval(), f"factory {spec!r}")
+    """Import ``module:factory`` and call it; the result must obey the generator contract (``unlearn.byo``)."""
+    from feature_unlearn.unlearn import byo  # byo builds on this package
+
+    model = byo.build(spec, "--model", kwargs)
+    byo.check_generator_contract(model, f"factory {spec!r}")
     return model
 
 
@@ -112,13 +100,8 @@ def z_dim_of(g: nn.Module) -> int:
     return int(g.z_dim)  # type: ignore[arg-type]
 
 
-@torch.no_grad()
 def check_generator(g: nn.Module, where: str = "generator") -> tuple[int, int, int]:
-    """Run the contract on two random latents; returns the image shape (C, H, W)."""
-    z = torch.randn(2, z_dim_of(g))
-    x = g(z)
-    if x.ndim != 4 or x.shape[0] != 2:
-        raise ConfigError(f"{where}: forward(z [2, {g.z_dim}]) must return [2, C, H, W], got {tuple(x.shape)}")
-    if not torch.isfinite(x).all() or x.min() < -1.0001 or x.max() > 1.0001:
-        raise ConfigError(f"{where}: images must be finite and in [-1, 1]")
-    return int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
+    """Run the generator contract on two random latents; returns the image shape (C, H, W)."""
+    from feature_unlearn.unlearn import byo
+
+    return byo.check_generator_contract(g, where)

@@ -164,13 +164,13 @@ def foreign_detector(spec: str, trust_code: bool, images: torch.Tensor, feature:
     raise ConfigError(f"--labeller {spec!r}: must return logits [N] or a dict {{feature: [N]}} for N images")
 
 
+@torch.no_grad()
 def load_detector(
-    name: str, trust_code: bool = False, images: Optional[torch.Tensor] = None, feature: Optional[str] = None
+    name: str, trust_code: bool, g: nn.Module, feature: Optional[str] = None, seed: int = 0
 ) -> AttributeClassifier:
-    """A zoo classifier by name or path, or a user's detector (``module:factory``, probed on ``images``)."""
+    """A zoo classifier by name or path, or a user's detector (``module:factory``, probed on 8 images of g)."""
     if is_spec(name):
-        if images is None:
-            raise ConfigError(f"--labeller {name!r}: a foreign detector needs sample images to be probed")
+        images = g(torch.randn(8, int(g.z_dim), generator=torch.Generator().manual_seed(seed)))  # type: ignore[arg-type]
         return foreign_detector(name, trust_code, images, feature)
     from feature_unlearn.unlearn.zoo import load_classifier
 

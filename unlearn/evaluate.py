@@ -156,13 +156,12 @@ def _auditor(cfg: EvalConfig, f: nn.Module, dataset: str, feats: list[str]) -> A
         raise ConfigError(f"--auditor: {cfg.run} was fitted on a user's generator; give the judge to grade it with")
     if name == labeller_of_run(cfg.run, dataset):
         raise ConfigError(f"--auditor {name!r}: it is the run's labeller; judge with a detector that did not train it")
-    return load_detector(name, cfg.trust_code, generate(f, latents(8, z_dim_of(f), cfg.seed)), feats[0])
+    return load_detector(name, cfg.trust_code, f, feats[0], cfg.seed)
 
 
 def _labeller(cfg: EvalConfig, f: nn.Module, dataset: str, feature: str) -> AttributeClassifier:
     """The classifier the fit was driven by (run.json's option, else the zoo's labeller): the attacker."""
-    probe = generate(f, latents(8, z_dim_of(f), cfg.seed))
-    return load_detector(labeller_of_run(cfg.run, dataset), cfg.trust_code, probe, feature)
+    return load_detector(labeller_of_run(cfg.run, dataset), cfg.trust_code, f, feature, cfg.seed)
 
 
 def _image_check(

@@ -287,8 +287,7 @@ def image_check_for_run(
         if figures.get("generator_sha256") == generator_sha256 and check.cfg.features == features:
             return check, figures  # whatever recipe made it (recorded in its figures): a user may have chosen it
     try:
-        probe = generate(f, latents(8, z_dim_of(f), cfg.seed))
-        labeller = load_detector(labeller_name, trust_code, probe, features[0])
+        labeller = load_detector(labeller_name, trust_code, f, features[0], cfg.seed)
     except UserError as exc:
         raise ConfigError(f"--image-check: the run's labeller {labeller_name!r} is unknown ({exc})") from None
     print(f"distilling the image check from {labeller_name} into {stem}.safetensors", file=sys.stderr)

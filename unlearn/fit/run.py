@@ -156,8 +156,7 @@ def _labeller(cfg: FitConfig, f: nn.Module, meta: ModelMeta) -> tuple[str, Attri
     name = cfg.labeller or (classifier_for(dataset, "labeller") if dataset in DEFAULT_FEATURE else None)
     if name is None:
         raise ConfigError(f"--labeller: {cfg.model} is not a zoo generator; give a zoo name or package.module:factory")
-    probe = generate(f, latents(8, z_dim_of(f), cfg.seed))
-    return name, byo.load_detector(name, cfg.trust_code, probe, cfg.features[0] if cfg.features else None)
+    return name, byo.load_detector(name, cfg.trust_code, f, cfg.features[0] if cfg.features else None, cfg.seed)
 
 
 def _prepare_out(cfg: FitConfig) -> bool:

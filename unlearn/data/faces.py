@@ -1,7 +1,9 @@
-"""Procedurally rendered 32x32 RGB cartoon faces with known attributes.
+"""Procedurally rendered RGB cartoon faces with known attributes, 32x32 by default.
 
 Each face is drawn at 64x64 and box-filtered to 32x32 (anti-aliasing), deterministic
-from the seed. Attribute probabilities (documented, tested):
+from the seed. ``resolution=64`` keeps the 64x64 drawing as it is; 128 and 256 draw the same
+scene on a finer grid (geometry in units of the 64-pixel drawing). Attribute probabilities
+(documented, tested):
 
   grey_hair  0.15
   eyeglasses 0.55 given grey hair, 0.05 otherwise (about 0.125 overall): the deliberate
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.io import atomic_write
 
 ATTRS = ("eyeglasses", "bangs", "hat", "smiling", "beard", "grey_hair")
@@ -30,7 +33,8 @@ P_GLASSES_GIVEN_GREY = 0.55
 P_GLASSES_GIVEN_NOT_GREY = 0.05
 P_INDEPENDENT = {"bangs": 0.15, "hat": 0.12, "smiling": 0.18, "beard": 0.12}
 RENDER_VERSION = 1
-_S = 64  # drawing resolution; output is _S // 2
+_S = 64  # the scene's units (and the drawing resolution at 32 and 64): positions and sizes below are in its pixels
+RESOLUTIONS = (32, 64, 128, 256)
 
 SKIN = np.array([[0.96, 0.80, 0.69], [0.91, 0.71, 0.56], [0.78, 0.57, 0.42], [0.55, 0.38, 0.26], [0.99, 0.87, 0.77]])
 HAIR = np.array([[0.10, 0.08, 0.06], [0.35, 0.20, 0.10], [0.80, 0.65, 0.30], [0.60, 0.25, 0.10], [0.20, 0.12, 0.08]])
@@ -59,15 +63,24 @@ def _paint(canvas: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
     canvas[mask] = col[np.nonzero(mask)[0]]
 
 
-def render(attrs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """Draw faces for the given attributes; returns [n, 3, 32, 32] float32 in [0, 1]."""
-    n = len(attrs["eyeglasses"])
-    y, x = np.mgrid[0:_S, 0:_S].astype(np.float32) + 0.5
+def _check_resolution(resolution: int) -> int:
+    if resolution not in RESOLUTIONS:
+        raise ConfigError(f"resolution {resolution!r}: faces render at {', '.join(map(str, RESOLUTIONS))}")
+    return resolution
+
+
+def render(attrs: dict[str, np.ndarray], rng: np.random.Generator, resolution: int = 32) -> np.ndarray:
+    """Draw faces for the given attributes; returns [n, 3, R, R] float32 in [0, 1], R = ``resolution``.
+
+    At 32 the 64x64 drawing is box-filtered 2x2 (anti-aliasing); at 64 and above it is the output.
+    """
+    n, size = len(attrs["eyeglasses"]), max(_S, _check_resolution(resolution))
+    y, x = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) * np.float32(_S / size)
     x, y = x[None], y[None]
     s = rng.uniform(0.88, 1.08, n)
     cx = _S / 2 + rng.uniform(-3, 3, n)
     cy = _S / 2 + 2 + rng.uniform(-3, 3, n)
-    canvas = np.empty((n, _S, _S, 3), np.float32)
+    canvas = np.empty((n, size, size, 3), np.float32)
     canvas[:] = rng.uniform(0.25, 0.95, (n, 3))[:, None, None, :]
     skin = np.clip(SKIN[rng.integers(0, len(SKIN), n)] + rng.normal(0, 0.03, (n, 3)), 0, 1)
     hair = HAIR[rng.integers(0, len(HAIR), n)] + rng.normal(0, 0.03, (n, 3))
@@ -85,7 +98,7 @@ def render(attrs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray
     _paint(canvas, bangs, hair)
     _draw_eyes_mouth(canvas, x, y, cx, cy, s, attrs, rng)
     _draw_hat(canvas, x, y, cx, cy, s, attrs["hat"], rng)
-    img = canvas.reshape(n, _S // 2, 2, _S // 2, 2, 3).mean((2, 4))
+    img = canvas.reshape(n, _S // 2, 2, _S // 2, 2, 3).mean((2, 4)) if resolution == 32 else canvas
     img = img + rng.normal(0, 0.03, img.shape).astype(np.float32)
     return np.clip(img, 0, 1).transpose(0, 3, 1, 2).astype(np.float32)
 
@@ -122,15 +135,26 @@ def _draw_hat(canvas, x, y, cx, cy, s, hat, rng) -> None:  # type: ignore[no-unt
     _paint(canvas, (crown | brim) & hat[:, None, None], np.clip(colour, 0, 1))
 
 
-def render_faces(n: int, seed: int = 0, chunk: int = 2000) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """n faces [n, 3, 32, 32] in [0, 1] and their attributes, deterministic in (n, seed, chunk)."""
+def default_chunk(resolution: int) -> int:
+    """Faces drawn at once: 2000 up to 64x64, fewer above (the same memory per chunk)."""
+    return 2000 if resolution <= _S else 2000 * _S**2 // resolution**2
+
+
+def render_faces(
+    n: int, seed: int = 0, chunk: int | None = None, resolution: int = 32
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """n faces [n, 3, R, R] in [0, 1] and their attributes, deterministic in (n, seed, chunk, resolution).
+
+    The attributes depend on (n, seed) alone; at 32 and 64 (the same chunks) so does each scene.
+    """
+    chunk = chunk or default_chunk(_check_resolution(resolution))
     rng = np.random.default_rng(seed)
     attrs = sample_attributes(n, rng)
-    out = np.empty((n, 3, _S // 2, _S // 2), np.float32)
+    out = np.empty((n, 3, resolution, resolution), np.float32)
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
         chunk_rng = np.random.default_rng([seed, start])
-        out[sl] = render({k: v[sl] for k, v in attrs.items()}, chunk_rng)
+        out[sl] = render({k: v[sl] for k, v in attrs.items()}, chunk_rng, resolution)
     return out, attrs
 
 
@@ -138,15 +162,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("UNLEARN_CACHE", Path.home() / ".cache" / "feature-unlearn"))
 
 
-def load_faces(n: int = 30_000, seed: int = 0, cache: bool = True) -> ImageSet:
-    """The faces dataset, rendered once per (n, seed) and cached as .npz on disk."""
-    key = hashlib.sha256(f"faces-v{RENDER_VERSION}-{n}-{seed}".encode()).hexdigest()[:16]
+def load_faces(n: int = 30_000, seed: int = 0, cache: bool = True, resolution: int = 32) -> ImageSet:
+    """The faces dataset at ``resolution`` (32, 64, 128 or 256), rendered once per (n, seed, resolution) and cached
+    as .npz on disk (32x32 files keep their old name)."""
+    size = "" if _check_resolution(resolution) == 32 else f"-{resolution}px"
+    key = hashlib.sha256(f"faces-v{RENDER_VERSION}-{n}-{seed}{size}".encode()).hexdigest()[:16]
     path = cache_dir() / f"faces-{key}.npz"
     if cache and path.is_file():
         with np.load(path) as f:  # plain arrays, allow_pickle is off by default
             img, attrs = f["images"], {k: f[k] for k in ATTRS}
     else:
-        img, attrs = render_faces(n, seed)
+        img, attrs = render_faces(n, seed, resolution=resolution)
         if cache:
             atomic_write(path, lambda p: np.savez(open(p, "wb"), images=img, **attrs))  # type: ignore[arg-type]
     images = torch.from_numpy(img) * 2.0 - 1.0

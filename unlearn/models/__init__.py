@@ -8,9 +8,9 @@ from typing import Any
 from torch import nn
 
 from feature_unlearn.unlearn.artifacts import CODE_KINDS
-from feature_unlearn.unlearn.errors import CheckpointError
+from feature_unlearn.unlearn.errors import CheckpointError, ConfigError
 from feature_unlearn.unlearn.models.classifier import AttributeClassifier, ClassifierConfig
-from feature_unlearn.unlearn.models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from feature_unlearn.unlearn.models.dcgan import RESOLUTIONS, DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from feature_unlearn.unlearn.models.vae import PRIORS, VAE, FlowPrior, VAEConfig, VAEDecoder, VAEEncoder
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "DCGANGenerator",
     "FlowPrior",
     "PRIORS",
+    "RESOLUTIONS",
     "VAE",
     "VAEConfig",
     "VAEDecoder",
@@ -44,7 +45,10 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     unknown = set(d) - names
     if unknown:
         raise CheckpointError(f"{where}: unknown architecture fields {sorted(unknown)}")
-    return cls(**d)
+    try:
+        return cls(**d)
+    except ConfigError as exc:  # a field's value the architecture refuses (resolution 48, say)
+        raise CheckpointError(f"{where}: arch.{exc}") from None
 
 
 def build_generator(arch: dict[str, Any], where: str = "arch", trust_code: bool = False) -> nn.Module:

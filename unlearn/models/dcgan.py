@@ -1,4 +1,10 @@
-"""DCGAN (Radford et al., 2016) generator and discriminator for 32x32 images."""
+"""DCGAN (Radford et al., 2016) generator and discriminator for square images of 32, 64, 128 or 256 pixels.
+
+The 32x32 layout is the one the zoo's weights were trained with (4·ngf → 2·ngf → ngf channels on
+4 → 8 → 16 pixels, then the image at 32); each doubling of the resolution adds one stride-2 block
+in front, with twice the channels of the block after it, capped at 8·ngf (DCGAN's 64x64 layout).
+The layers stay in one ``nn.Sequential``, so a 32x32 model's parameter names are today's.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,24 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from feature_unlearn.unlearn.errors import ConfigError
+
+RESOLUTIONS = (32, 64, 128, 256)
+MAX_MULT = 8  # channels of the widest block, in units of ngf / ndf / width
+
+
+def check_resolution(resolution: object, field: str = "resolution") -> int:
+    """The resolution as an int, or a one-line ConfigError naming ``field``."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution not in RESOLUTIONS:
+        raise ConfigError(f"{field} {resolution!r}: not supported (choose from {', '.join(map(str, RESOLUTIONS))})")
+    return resolution
+
+
+def stage_widths(resolution: int, base: int) -> list[int]:
+    """Channels of the feature maps at 4, 8, ..., resolution/2 pixels: base·2^k from the last one back, ≤ 8·base."""
+    stages = resolution.bit_length() - 3  # 4 px → resolution/2 px: log2(resolution) − 2 maps
+    return [base * min(2 ** (stages - 1 - i), MAX_MULT) for i in range(stages)]
 
 
 @dataclass(frozen=True)
@@ -17,28 +41,22 @@ class DCGANConfig:
     resolution: int = 32
     kind: str = "dcgan"
 
+    def __post_init__(self) -> None:
+        check_resolution(self.resolution)
+
 
 class DCGANGenerator(nn.Module):
-    """Generator contract: z [N, z_dim] float32 -> image [N, C, 32, 32] in [-1, 1]."""
+    """Generator contract: z [N, z_dim] float32 -> image [N, C, R, R] in [-1, 1], R = ``cfg.resolution``."""
 
     def __init__(self, cfg: DCGANConfig) -> None:
         super().__init__()
-        assert cfg.resolution == 32, "only 32x32 is supported"
         self.cfg, self.z_dim = cfg, cfg.z_dim
-        g = cfg.ngf
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(cfg.z_dim, 4 * g, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(4 * g),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(4 * g, 2 * g, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(2 * g),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(2 * g, g, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(g),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(g, cfg.channels, 4, 2, 1),
-            nn.Tanh(),
-        )
+        widths = stage_widths(check_resolution(cfg.resolution), cfg.ngf)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.z_dim, widths[0], 4, 1, 0, bias=False)]
+        layers += [nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        self.net = nn.Sequential(*layers, nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [N, {self.z_dim}], got {tuple(z.shape)}"
@@ -46,22 +64,15 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """x [N, C, 32, 32] -> logit [N]."""
+    """x [N, C, R, R] -> logit [N]: the generator's stages in reverse (ndf channels at R/2 ... down to 4x4)."""
 
     def __init__(self, cfg: DCGANConfig) -> None:
         super().__init__()
-        d = cfg.ndf
-        self.net = nn.Sequential(
-            nn.Conv2d(cfg.channels, d, 4, 2, 1),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(d, 2 * d, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(2 * d),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(2 * d, 4 * d, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(4 * d),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(4 * d, 1, 4, 1, 0),
-        )
+        widths = stage_widths(check_resolution(cfg.resolution), cfg.ndf)[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
+        self.net = nn.Sequential(*layers, nn.Conv2d(widths[-1], 1, 4, 1, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten()

@@ -1,10 +1,14 @@
-"""A convolutional VAE for 32x32 images; its decoder (with an optional learned prior) is the generator.
+"""A convolutional VAE for square images of 32, 64, 128 or 256 pixels; its decoder (with an optional learned prior)
+is the generator.
 
 With a sharp likelihood the aggregate posterior q(z) = E_x q(z|x) no longer fills N(0, I): prior
 samples land in holes the decoder never saw (sigma 0.2 gave 35% eyeglasses against 12.6% in the
 data). A small RealNVP flow u -> z fitted to q(z) closes the gap (the two-stage idea of Dai & Wipf,
 "Diagnosing and enhancing VAE models", with a flow as the second stage); it is folded into the
 generator, so the contract stays ``forward(u ~ N(0, I)) -> image``.
+
+Resolutions above 32 add one stride-2 block per doubling, with the DCGAN's channel plan
+(``dcgan.stage_widths``); at 32 the layers and their names are the zoo's.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from feature_unlearn.unlearn.models.dcgan import check_resolution, stage_widths
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,9 @@ class VAEConfig:
     prior: str = "none"  # latent prior in front of the decoder: "none" (N(0, I)) or "flow" (RealNVP)
     prior_layers: int = 0  # flow: affine coupling layers
     prior_hidden: int = 0  # flow: hidden width of each coupling's MLP
+
+    def __post_init__(self) -> None:
+        check_resolution(self.resolution)
 
 
 PRIORS = ("none", "flow")
@@ -104,7 +113,7 @@ class FlowPrior(nn.Module):
 
 
 class VAEDecoder(nn.Module):
-    """Generator contract: z [N, z_dim] float32 -> image [N, C, 32, 32] in [-1, 1].
+    """Generator contract: z [N, z_dim] float32 -> image [N, C, R, R] in [-1, 1], R = ``cfg.resolution``.
 
     With ``prior="flow"`` z is first mapped through the learned prior (``self.prior``); the
     decoder proper is ``decode``.
@@ -112,26 +121,18 @@ class VAEDecoder(nn.Module):
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
-        assert cfg.resolution == 32, "only 32x32 is supported"
         assert cfg.prior in PRIORS, f"prior {cfg.prior!r}: expected one of {PRIORS}"
         self.cfg, self.z_dim = cfg, cfg.z_dim
         self.prior = FlowPrior(cfg.z_dim, cfg.prior_layers, cfg.prior_hidden) if cfg.prior == "flow" else None
-        w = cfg.width
-        self.fc = nn.Linear(cfg.z_dim, 4 * w * 4 * 4)
+        widths = stage_widths(check_resolution(cfg.resolution), cfg.width)  # 32x32: 4w@4, 2w@8, w@16
+        self.first = widths[0]
+        self.fc = nn.Linear(cfg.z_dim, widths[0] * 4 * 4)
         # BatchNorm: without it the decoder sits on the mean image for hundreds of steps
         # (measured); in eval mode it folds into the convolutions at export.
-        self.net = nn.Sequential(
-            nn.BatchNorm2d(4 * w),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1),
-            nn.BatchNorm2d(2 * w),
-            nn.ReLU(True),  # 8x8
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1),
-            nn.BatchNorm2d(w),
-            nn.ReLU(True),  # 16x16
-            nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1),
-            nn.Tanh(),  # 32x32
-        )
+        layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for c_in, c_out in zip(widths, widths[1:], strict=False):  # 4x4 -> R/2 x R/2
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        self.net = nn.Sequential(*layers, nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [N, {self.z_dim}], got {tuple(z.shape)}"
@@ -141,28 +142,20 @@ class VAEDecoder(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder alone: a posterior latent [N, z_dim] -> image."""
-        h = self.fc(z).view(z.shape[0], 4 * self.cfg.width, 4, 4)
+        h = self.fc(z).view(z.shape[0], self.first, 4, 4)
         return self.net(h)
 
 
 class VAEEncoder(nn.Module):
-    """x [N, C, 32, 32] -> (mu, logvar), each [N, z_dim]."""
+    """x [N, C, R, R] -> (mu, logvar), each [N, z_dim]: the decoder's stages in reverse, down to 4x4."""
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
-        w = cfg.width
-        self.net = nn.Sequential(
-            nn.Conv2d(cfg.channels, w, 4, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 4, 2, 1),
-            nn.BatchNorm2d(2 * w),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1),
-            nn.BatchNorm2d(4 * w),
-            nn.LeakyReLU(0.2),
-            nn.Flatten(),
-            nn.Linear(4 * w * 16, 2 * cfg.z_dim),
-        )
+        widths = stage_widths(check_resolution(cfg.resolution), cfg.width)[::-1]  # 32x32: w@16, 2w@8, 4w@4
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(widths[-1] * 16, 2 * cfg.z_dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.net(x).chunk(2, dim=1)

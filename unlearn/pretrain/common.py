@@ -10,6 +10,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from feature_unlearn.unlearn.data.augment import AugmentConfig
+from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.errors import ConfigError
+from feature_unlearn.unlearn.models.dcgan import RESOLUTIONS
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,15 @@ class TrainConfig:
     prior_layers: int = 8  # VAE flow prior: affine coupling layers
     prior_hidden: int = 256  # VAE flow prior: hidden width of each coupling's MLP
     prior_epochs: int = 60  # VAE flow prior: passes over the aggregate posterior
+
+
+def resolution_of(data: ImageSet) -> int:
+    """The generator resolution a dataset's images ask for; a size the VAE and DCGAN lack is a one-line error."""
+    _, h, w = data.shape
+    if h != w or h not in RESOLUTIONS:
+        sizes = ", ".join(map(str, RESOLUTIONS))
+        raise ConfigError(f"--dataset {data.name}: images are {w}x{h}; the vae and dcgan take square images of {sizes}")
+    return h
 
 
 def batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.models import DCGANConfig, DCGANDiscriminator, DCGANGenerator
-from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, ema_update, progress
+from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, ema_update, progress, resolution_of
 
 
 def train_dcgan(
@@ -18,7 +18,8 @@ def train_dcgan(
 ) -> DCGANGenerator:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    arch = DCGANConfig(z_dim=cfg.z_dim, channels=data.shape[0], ngf=cfg.width, ndf=cfg.width)
+    res = resolution_of(data)
+    arch = DCGANConfig(z_dim=cfg.z_dim, channels=data.shape[0], ngf=cfg.width, ndf=cfg.width, resolution=res)
     g, d = DCGANGenerator(arch), DCGANDiscriminator(arch)
     g_ema = copy.deepcopy(g).eval()
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.5, 0.999))

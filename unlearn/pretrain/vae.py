@@ -11,7 +11,7 @@ from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.models import VAE, VAEConfig, VAEDecoder
 from feature_unlearn.unlearn.models.vae import PRIORS, FlowPrior, VAEEncoder
-from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, progress
+from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, progress, resolution_of
 
 FLOW_BATCH = 256
 FLOW_LR = 1e-3
@@ -38,7 +38,7 @@ def _differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
-def vae_arch(cfg: TrainConfig, channels: int) -> VAEConfig:
+def vae_arch(cfg: TrainConfig, channels: int, resolution: int = 32) -> VAEConfig:
     """The architecture a recipe trains; an unknown prior kind is a one-line ConfigError."""
     if cfg.prior not in PRIORS:
         raise ConfigError(f"prior {cfg.prior!r}: unknown prior kind (choose from {', '.join(PRIORS)})")
@@ -47,6 +47,7 @@ def vae_arch(cfg: TrainConfig, channels: int) -> VAEConfig:
         z_dim=cfg.z_dim,
         channels=channels,
         width=cfg.width,
+        resolution=resolution,
         prior=cfg.prior,
         prior_layers=cfg.prior_layers if flow else 0,
         prior_hidden=cfg.prior_hidden if flow else 0,
@@ -66,7 +67,7 @@ def train_vae(
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    vae = VAE(vae_arch(cfg, data.shape[0]))
+    vae = VAE(vae_arch(cfg, data.shape[0], resolution_of(data)))
     # The prior's parameters get no gradient here (the VAE decodes posterior samples directly).
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     steps = cfg.epochs * (len(data) // cfg.batch)

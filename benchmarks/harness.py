@@ -58,6 +58,7 @@ SECTIONS = {
     "fit": ("benchmarks.training", "fit_speed"),
     "unlearning": ("benchmarks.training", "run_unlearning"),
     "serve": ("benchmarks.harness", "serve"),
+    "resolution": ("benchmarks.resolution", "run_resolution"),
 }
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
 from benchmarks.config import COMPILED, CPU_BACKENDS, FOREIGN_LIMIT
+from benchmarks.resolution import ResolutionBench
 
 T = TypeVar("T")
 
@@ -238,6 +239,7 @@ class Results:
     unlearning: Optional[Unlearning] = None
     serve: Optional[ServeLoad] = None
     serve_error: Optional[str] = None
+    resolution: Optional[ResolutionBench] = None
 
     def noisy(self) -> list[str]:
         """The measurements other processes disturbed (CPU they used during timed rounds and at section starts)."""

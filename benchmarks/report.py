@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Optional
 
-from benchmarks import serve_load
+from benchmarks import resolution, serve_load
 from benchmarks.measure import MEMORY_METHOD
 from benchmarks.records import FitSpeed, Inference, InferenceRow, Results, Unlearning, Verdict, all_targets
 from feature_unlearn.unlearn.io import atomic_write, write_text
@@ -168,6 +168,7 @@ def markdown(res: Results, plots: Sequence[Path] = ()) -> str:
     if res.serve or res.serve_error:
         serve = serve_load.markdown(res.serve) if res.serve else f"not measured: {res.serve_error}\n"
         lines += ["## HTTP serving (benchmarks/serve_load.py)", "", serve]
+    lines += resolution.markdown(res.resolution) if res.resolution else []
     return "\n".join(lines + ["## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots), ""])
 
 
@@ -199,4 +200,6 @@ def write_report(res: Results, out: Path) -> Path:
     if inf and inf.models:
         plots.append(plot(inf, "images/s", lambda r: r.images_per_s, out / "throughput.png"))
         plots.append(plot(inf, "share of fp32 GEMM peak", lambda r: r.gflops / peak, out / "roofline.png"))
+    if res.resolution and res.resolution.models:
+        plots.append(resolution.plot(res.resolution, out / "resolution.png"))
     return write_text(out / "RESULTS.md", markdown(res, plots))

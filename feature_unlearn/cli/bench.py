@@ -21,7 +21,7 @@ from feature_unlearn.cli.options import config_command, extra_param
 from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.fields import opt
 
-SECTIONS = ("inference", "memory", "fit", "ddp", "unlearning", "serve")
+SECTIONS = ("inference", "memory", "fit", "ddp", "unlearning", "serve", "resolution")
 DOC = "benchmark inference backends, fit speed, unlearning and HTTP serving (JSON, RESULTS.md, plots)."
 REPORT_ONLY = extra_param(
     "report_only", bool, False, "--report-only", help="Rebuild RESULTS.md and the plots from --json; measure nothing."

@@ -43,7 +43,7 @@ from feature_unlearn.unlearn.pretrain.recipes import base_generators
 TINY = Scale(
     models=("mnist-vae",),
     batches=(1, 4),
-    skip=("memory", "fit", "unlearning", "serve"),
+    skip=("memory", "fit", "unlearning", "serve", "resolution"),
     compile_modes=(),
     warmup=1,
     seconds=0.02,

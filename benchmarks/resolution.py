@@ -31,7 +31,8 @@ NOTE = (
     "MFLOP/image (torch.utils.flop_counter) × images/s; CPU ms/image = this process's CPU time (every thread) over "
     "the timed calls / images. HTTP: `unlearn-cli serve` (max batch 64, 5 ms delay, {threads} ONNX Runtime "
     'thread(s)) under C keep-alive loopback clients, each POSTing `{{"n": batch}}` back to back (JSON with base64 '
-    "PNGs); the server's and the clients' CPU from /proc; model = ONNX Runtime in process (`SafeGenerator`, same "
+    "PNGs) for {seconds:g} s after a warm-up, or as long as the model alone needs for {requests} requests if that "
+    "is longer; the server's and the clients' CPU from /proc; model = ONNX Runtime in process (`SafeGenerator`, same "
     "threads) at the mean batch the server ran, timed right after the load. The load client shares the machine's cores "
     "with the server."
 )
@@ -44,8 +45,9 @@ class Plan:
     resolutions: tuple[int, ...]
     batches: tuple[int, ...]
     compile: bool  # torch.compile (default mode) as well
-    http_seconds: float
+    http_seconds: float  # of load per (resolution, batch), at least ...
     http_warmup: float
+    http_requests: int = 0  # ... the time the model alone needs for this many requests (few fit in 3 s at 256x256)
 
 
 def plan(cfg: Run) -> Plan:
@@ -54,7 +56,7 @@ def plan(cfg: Run) -> Plan:
     compile_ = "default" in cfg.s.compile_modes
     if tiny:
         return Plan((32, 64), batches, compile_, 0.5, 0.2)
-    return Plan(RESOLUTIONS, batches, compile_, 3.0 if cfg.quick else min(10.0, cfg.serve_seconds), 1.0)
+    return Plan(RESOLUTIONS, batches, compile_, 3.0 if cfg.quick else min(10.0, cfg.serve_seconds), 1.0, 16)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class Skipped:
 class ResolutionBench:
     arch: dict[str, Any]
     threads: int
+    http_seconds: float = 0.0
+    http_requests: int = 0
     models: tuple[ResolutionModel, ...] = ()
     rows: tuple[ResolutionRow, ...] = ()
     http: tuple[HttpRow, ...] = ()
@@ -234,12 +238,15 @@ def model_at(export: Path, batch: int, threads: int, seconds: float) -> tuple[fl
     return batch / t.median_s, 1e3 * t.cpu_s / (len(t.samples) * batch)
 
 
-def http_point(server: Any, res: int, batch: int, p: Plan, export: Path, threads: int) -> HttpRow:
+def http_point(
+    server: Any, res: int, batch: int, p: Plan, export: Path, threads: int, model: Optional[ResolutionRow]
+) -> HttpRow:
     """Concurrent clients of ``batch`` images each; the model's own cost is then timed at the batch the server ran."""
     from benchmarks.serve_load import LoadOptions, http_load
 
     before, clients = server.metrics(), clients_for(batch)
-    h = http_load(server, LoadOptions(seconds=p.http_seconds, warmup=p.http_warmup, clients=clients, images=batch))
+    seconds = max(p.http_seconds, min(60.0, p.http_requests * batch / model.images_per_s if model else 0.0))
+    h = http_load(server, LoadOptions(seconds=seconds, warmup=p.http_warmup, clients=clients, images=batch))
     after = server.metrics()
     calls = after["unlearn_serve_batch_images_count"] - before["unlearn_serve_batch_images_count"]
     mean_batch = (after["unlearn_serve_batch_images_sum"] - before["unlearn_serve_batch_images_sum"]) / max(1.0, calls)
@@ -252,7 +259,7 @@ def http_point(server: Any, res: int, batch: int, p: Plan, export: Path, threads
     )  # fmt: skip
 
 
-def http_rows(res: int, export: Path, cfg: Run, p: Plan, log: Path) -> ResolutionBench:
+def http_rows(res: int, export: Path, cfg: Run, p: Plan, measured: ResolutionBench, log: Path) -> ResolutionBench:
     """``unlearn-cli serve`` on the export, loaded at each batch in turn; a server that fails is reported."""
     from benchmarks.measure import one_line
     from benchmarks.serve_load import Server
@@ -263,7 +270,8 @@ def http_rows(res: int, export: Path, cfg: Run, p: Plan, log: Path) -> Resolutio
     try:
         with Server(export, log, *options) as server:
             for b in p.batches:
-                rows.append(http_point(server, res, b, p, export, cfg.threads))
+                model = measured.row("onnxruntime-cpu", res, b)
+                rows.append(http_point(server, res, b, p, export, cfg.threads, model))
     except (SystemExit, OSError, RuntimeError, KeyError, ValueError) as exc:
         return ResolutionBench(
             rb_arch(), cfg.threads, http=tuple(rows), failures=(Skipped("http", one_line(exc), res),)
@@ -284,12 +292,13 @@ def bench_resolution(res: int, cfg: Run, p: Plan, tmp: Path) -> ResolutionBench:
     )
     for batch in p.batches:
         part += bench_point(res, batch, module, tmp / f"dcgan-{res}", mflop, cfg, p)
-    return part + http_rows(res, tmp / f"dcgan-{res}", cfg, p, tmp / f"serve-{res}.log")
+    return part + http_rows(res, tmp / f"dcgan-{res}", cfg, p, part, tmp / f"serve-{res}.log")
 
 
 def run_resolution(cfg: Run) -> ResolutionBench:
     """Every resolution of the plan; exports and server logs live in a temporary directory removed afterwards."""
-    p, result = plan(cfg), ResolutionBench(rb_arch(), cfg.threads)
+    p = plan(cfg)
+    result = ResolutionBench(rb_arch(), cfg.threads, p.http_seconds, p.http_requests)
     with tempfile.TemporaryDirectory(prefix="bench-resolution-") as tmp:
         for res in p.resolutions:
             result += bench_resolution(res, cfg, p, Path(tmp))
@@ -374,7 +383,12 @@ def markdown(rb: ResolutionBench) -> list[str]:
         f"{m.resolution}×{m.resolution} | {m.mflop_per_image:.1f} | {m.parameters:,} | {m.export_seconds:.1f}"
         for m in rb.models
     ]
-    lines = ["## Cost against resolution", "", NOTE.format(arch=arch, threads=rb.threads), ""]
+    lines = [
+        "## Cost against resolution",
+        "",
+        NOTE.format(arch=arch, threads=rb.threads, seconds=rb.http_seconds, requests=rb.http_requests),
+        "",
+    ]
     lines += _table("resolution | MFLOP/image | parameters | export s", models)
     lines += cost_table(rb) + ["Where the time goes in the service:", ""] + http_table(rb) + dominance(rb)
     if rb.failures:

@@ -57,7 +57,7 @@ def _tuples(rows: np.ndarray) -> tuple[tuple[float, ...], ...]:
 
 
 def build_manifest(
-    source: Source, module: ExportModule, model: onnx.ModelProto, spec: ExportSpec, fp16: bool, self_test: SelfTest
+    source: Source, module: ExportModule, model: onnx.ModelProto, spec: ExportSpec, precision: str, self_test: SelfTest
 ) -> Manifest:
     """The manifest of one export (without ``files``: those are hashed once the files are final)."""
     inputs, outputs = _tensors(model)
@@ -98,7 +98,7 @@ def build_manifest(
         outputs=outputs,
         guard=GuardSpec(g["mode"], g["direction"], g["threshold"], g["shift"], keep, g["margin"]),
         features=tuple(features),
-        precision="fp16" if fp16 else "fp32",
+        precision=precision,
         self_test=self_test,
         info=info,
     )

@@ -1,8 +1,8 @@
 """The module that becomes the graph: guard -> generator -> uint8 NHWC image.
 
 The guard math lives in ``unlearn.guard`` only; this file wires it in front of the generator,
-optionally puts the generator (never the guard) in half precision, and converts the image to
-uint8 with ``unlearn.images.to_uint8`` so the conversion runs inside the graph.
+optionally puts the generator (never the guard) in a reduced precision, and converts the image
+to uint8 with ``unlearn.images.to_uint8`` so the conversion runs inside the graph.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from feature_unlearn.export.phase import rewrite_for_int8
 from feature_unlearn.unlearn.artifacts import GuardRecord
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
 from feature_unlearn.unlearn.imagecheck import ImageCheck
@@ -37,6 +38,38 @@ class HalfGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z.to(torch.float16)).to(torch.float32)
+
+
+class BFloat16Generator(nn.Module):
+    """The generator in bf16, channels_last, behind an fp32 interface: z_out is cast *after* the guard.
+
+    channels_last lets oneDNN's bf16 convolutions run without reordering every activation (measured on
+    faces-dcgan: 1.35x over the contiguous bf16 module at batch 64).
+    """
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        g = copy.deepcopy(generator).to(torch.bfloat16).eval()
+        self.generator = g.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.z_dim = z_dim_of(generator)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z.to(torch.bfloat16)).to(torch.float32)
+
+
+def reduced_generator(generator: nn.Module, precision: str) -> nn.Module:
+    """The generator as it runs at ``precision`` (int8: exact Conv/MatMul rewrite, quantized after export)."""
+    if precision == "fp16":
+        return HalfGenerator(generator)
+    if precision == "bf16":
+        return BFloat16Generator(generator)
+    if precision == "int8":
+        z = torch.randn(2, z_dim_of(generator), generator=torch.Generator().manual_seed(0))
+        rewritten, _ = rewrite_for_int8(generator, z)
+        rewritten.z_dim = z_dim_of(generator)  # type: ignore[assignment]
+        return rewritten
+    assert precision == "fp32", precision
+    return generator
 
 
 class ExportModule(nn.Module):
@@ -88,8 +121,9 @@ def build_module(
     mode: str,
     fp16: bool = False,
     check: Optional[ImageCheck] = None,
+    precision: str = "fp32",
 ) -> ExportModule:
-    """The eval-mode module to export (``fp16``: half generator, fp32 guard and image check)."""
+    """The eval-mode module to export (``precision``/``fp16`` reduce the generator only, never guard or check)."""
     guard = make_guard(vector, z_dim_of(generator), mode)
-    gen = HalfGenerator(generator) if fp16 else generator
+    gen = reduced_generator(generator, "fp16" if fp16 else precision)
     return ExportModule(GuardedGenerator(gen.eval(), guard).eval(), vector is not None, check).eval()

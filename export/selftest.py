@@ -8,12 +8,15 @@ come from the same ``LatentGuard`` the fit used (``export.module.build_module``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
 
 from feature_unlearn.export.errors import ExportError
 from feature_unlearn.export.module import build_module
+from feature_unlearn.export.source import Source
 from feature_unlearn.export.spec import ExportSpec
 from feature_unlearn.serve.manifest import GUARD_MODES, SelfTest, thumbnail
 from feature_unlearn.unlearn.artifacts import GuardRecord
@@ -23,7 +26,10 @@ DELTA = 1e-3  # below/above probes: t_k ∓ DELTA·max(1, |t_k|); float32 error 
 FAR = 3.0  # far probes: three prior standard deviations past t_k, where shift and flag images differ
 GRID = 16  # thumbnails: 16 x 16 block means per channel (2 x 2 pixels at 32 x 32: sensitive, still stable)
 MODE_MARGIN = 2.0  # shift and flag answers must differ by tolerance + this, so one never passes as the other
-THUMB_TOLERANCE = {"fp32": 1.5, "fp16": 3.0}  # grey levels per block mean (pixels: fp32 ORT max 1, fp16 CPU max 3)
+THUMB_TOLERANCE = {"fp32": 1.5, "fp16": 3.0, "bf16": 3.0, "int8": 3.0}  # grey levels per block mean, floors
+# bf16 and int8: the artifact's own error on the probes, times this, plus one grey level (int8 rounding
+# differs a little between CPUs with and without VNNI; bf16 between oneDNN kernels)
+MEASURED_HEADROOM = 1.5
 
 
 def probes(vector: GuardRecord | None, z_dim: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -49,8 +55,31 @@ def _answers(module: nn.Module, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return image.numpy(), flagged.numpy(), score.numpy()
 
 
+def selftest_tolerance(
+    run: Callable[[np.ndarray], list[np.ndarray]],
+    source: Source,
+    z_dim: int,
+    mode: str,
+    precision: str,
+    spec: ExportSpec,
+) -> float:
+    """Thumbnail tolerance: the precision's floor, or for bf16/int8 what the artifact itself measures, with headroom."""
+    floor = THUMB_TOLERANCE[precision]
+    if precision not in ("bf16", "int8"):
+        return floor
+    z, _ = probes(source.guard, z_dim, spec.seed + 1)
+    want = _answers(build_module(source.generator, source.guard, mode), z)[0]
+    err = float(np.abs(thumbnail(run(z)[0], GRID) - thumbnail(want, GRID)).max())
+    return max(floor, round(MEASURED_HEADROOM * err + 1.0, 2))
+
+
 def build_self_test(
-    generator: nn.Module, vector: GuardRecord | None, z_dim: int, precision: str, spec: ExportSpec
+    generator: nn.Module,
+    vector: GuardRecord | None,
+    z_dim: int,
+    precision: str,
+    spec: ExportSpec,
+    tolerance: float | None = None,
 ) -> SelfTest:
     """The self-test block of the manifest (fp32 PyTorch answers for every mode the artifact could claim)."""
     z, cases = probes(vector, z_dim, spec.seed + 1)
@@ -60,7 +89,7 @@ def build_self_test(
         image, flags, score = _answers(build_module(generator, vector, mode), z)
         flagged[mode] = tuple(bool(f) for f in flags)
         thumbs[mode] = tuple(tuple(float(round(v, 4)) for v in row) for row in thumbnail(image, GRID))
-    tol = THUMB_TOLERANCE[precision]
+    tol = THUMB_TOLERANCE[precision] if tolerance is None else tolerance
     if vector is not None:
         gap = np.abs(np.asarray(thumbs["shift"]) - np.asarray(thumbs["flag"])).max()
         if gap < tol + MODE_MARGIN:

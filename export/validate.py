@@ -11,11 +11,13 @@ side; the shift then moves the latent by less than that error, so both images ag
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -40,12 +42,15 @@ def cases(module: ExportModule, spec: ExportSpec) -> dict[str, np.ndarray]:
     return out
 
 
-def session(path: Path, providers: list[str] | None = None, threads: int | None = None) -> ort.InferenceSession:
+def session(
+    graph: Path | onnx.ModelProto, providers: list[str] | None = None, threads: int | None = None
+) -> ort.InferenceSession:
     """An ONNX Runtime session tuned for this machine (threads = cores, all graph optimisations)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+    model = graph.SerializeToString() if isinstance(graph, onnx.ModelProto) else str(graph)
+    return ort.InferenceSession(model, opts, providers=providers or ["CPUExecutionProvider"])
 
 
 EPS32 = float(np.finfo(np.float32).eps)  # 2^-23: one ulp of 1.0 in float32
@@ -61,20 +66,23 @@ class Tolerance:
     check_atol: float  # image check's logit
 
     @classmethod
-    def of(cls, spec: ExportSpec, fp16: bool, large_norm: bool = False) -> Tolerance:
-        # fp16 halves the generator only; the guard (score, flags) stays fp32 with fp32 tolerances
-        if not fp16:
-            image = (spec.image_atol, float(spec.image_atol))
-            return cls(*image, spec.score_atol, spec.score_ulps, spec.flag_atol, spec.check_score_atol)
-        image_max = spec.fp16_large_norm_image_atol if large_norm else spec.fp16_image_atol
-        return cls(
-            image_max,
-            spec.fp16_image_mean,
-            spec.score_atol,
-            spec.score_ulps,
-            spec.flag_atol,
-            spec.fp16_check_score_atol,
-        )
+    def of(cls, spec: ExportSpec, fp16: bool = False, large_norm: bool = False, precision: str = "fp32") -> Tolerance:
+        """The tolerances of a precision; reduced precisions halve the generator only: score and flags stay fp32."""
+        precision = "fp16" if fp16 else precision
+        guard = (spec.score_atol, spec.score_ulps, spec.flag_atol)
+        if precision == "fp32":
+            return cls(spec.image_atol, float(spec.image_atol), *guard, spec.check_score_atol)
+        if precision == "fp16":
+            image_max = spec.fp16_large_norm_image_atol if large_norm else spec.fp16_image_atol
+            return cls(image_max, spec.fp16_image_mean, *guard, spec.fp16_check_score_atol)
+        if precision == "bf16":
+            image_max = spec.fp16_large_norm_image_atol if large_norm else spec.bf16_image_atol
+            return cls(image_max, spec.bf16_image_mean, *guard, spec.bf16_check_score_atol)
+        assert precision == "int8", precision
+        # latents far outside the prior saturate the calibrated activation ranges: only the guard is compared
+        image_mean = 255.0 if large_norm else spec.int8_image_mean
+        check = float("inf") if large_norm else spec.int8_check_score_atol
+        return cls(spec.int8_image_atol, image_mean, *guard, check)
 
     def score_allowed(self, unit: np.ndarray) -> np.ndarray:
         """Per-sample allowed |score difference|, given ``fp32_unit`` of each latent."""
@@ -194,17 +202,36 @@ def reference(module: ExportModule, z: np.ndarray) -> list[np.ndarray]:
     return [t.numpy() for t in module(torch.from_numpy(z))]
 
 
-def validate(path: Path, reference_module: ExportModule, spec: ExportSpec, fp16: bool = False) -> dict[str, Any]:
-    """Run every case through ONNX Runtime and PyTorch; raise ``ExportValidationError`` on any excess."""
+Runner = Callable[[np.ndarray], list[np.ndarray]]  # z -> every output, in the spec's order
+
+
+def onnx_runner(graph: Path | onnx.ModelProto) -> Runner:
+    """A graph (file or in memory) on ONNX Runtime CPU (one it cannot load is an ``ExportValidationError``)."""
     try:
-        sess = session(path)
+        sess = session(graph)
     except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, NotImplemented, ...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportValidationError(f"ONNX Runtime cannot load the exported graph: {first[:300]}") from None
+    input_name = sess.get_inputs()[0].name
+    return lambda z: list(sess.run(None, {input_name: z}))
+
+
+def validate(
+    target: Path | Runner,
+    reference_module: ExportModule,
+    spec: ExportSpec,
+    fp16: bool = False,
+    precision: str = "fp32",
+    backend: str = "ONNX Runtime",
+) -> dict[str, Any]:
+    """Run every case through the artifact and PyTorch fp32; raise ``ExportValidationError`` on any excess."""
+    run = onnx_runner(target) if isinstance(target, Path) else target
+    precision = "fp16" if fp16 else precision
     report: dict[str, Any] = {
-        "provider": sess.get_providers()[0],
+        "backend": backend,
+        "precision": precision,
         "reference": "pytorch-eager-fp32",
-        "score_tolerance": Tolerance.of(spec, fp16).describe(),
+        "score_tolerance": Tolerance.of(spec, precision=precision).describe(),
         "cases": {},
     }
     failures: list[str] = []
@@ -212,13 +239,12 @@ def validate(path: Path, reference_module: ExportModule, spec: ExportSpec, fp16:
     tau = None if check is None else float(check.tau)
     jump = reference_module.has_direction and float(reference_module.guard.m.max()) > 0
     for name, z in cases(reference_module, spec).items():
-        got = sess.run(None, {spec.input_name: z})
-        tol = Tolerance.of(spec, fp16, large_norm=name.startswith("large-norm"))
+        tol = Tolerance.of(spec, large_norm=name.startswith("large-norm"), precision=precision)
         near, unit = _near(z, reference_module, tol), fp32_unit(z, reference_module)
-        stats, fails = compare(name, got, reference(reference_module, z), near, tol, unit, tau, jump)
+        stats, fails = compare(name, run(z), reference(reference_module, z), near, tol, unit, tau, jump)
         report["cases"][name] = stats
         failures += fails
     if failures:
         shown = "; ".join(failures[:4]) + (f"; and {len(failures) - 4} more" if len(failures) > 4 else "")
-        raise ExportValidationError(f"ONNX Runtime disagrees with PyTorch: {shown}")
+        raise ExportValidationError(f"{backend} ({precision}) disagrees with PyTorch fp32: {shown}")
     return report

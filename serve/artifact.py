@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -32,6 +32,7 @@ class Artifact:
     sha256: str  # of model.onnx
     manifest: Optional[Manifest]  # manifest.json (None for a pinned bare model.onnx)
     hash_seconds: float
+    sidecars: dict[str, bytes] = field(default_factory=dict)  # other files the manifest lists, read and verified once
 
 
 def check_pin(pin: Optional[str]) -> Optional[str]:
@@ -74,6 +75,22 @@ def _check_files(manifest: Manifest, onnx_path: Path, digest: str, where: Path) 
         raise ArtifactError(f"{plan}: sha256 differs from {where.name}: the engine was changed after export")
 
 
+def _read_sidecars(manifest: Manifest, onnx_path: Path, where: Path) -> dict[str, bytes]:
+    """The bf16 program files the manifest lists: read once, hashed, and those bytes are what gets loaded."""
+    out = {}
+    for name, digest in (manifest.files or {}).items():
+        if name in ("model.onnx", "model.plan"):
+            continue
+        path = onnx_path.with_name(name)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: not found, but {where.name} lists it")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ArtifactError(f"{path}: sha256 differs from {where.name}: the file was changed after export")
+        out[name] = data
+    return out
+
+
 def open_artifact(path: Union[str, Path], pin: Optional[str] = None) -> Artifact:
     """Read, hash and authenticate ``path`` (an export directory or its model.onnx)."""
     p = Path(path)
@@ -93,9 +110,11 @@ def open_artifact(path: Union[str, Path], pin: Optional[str] = None) -> Artifact
     if pin is not None and digest != pin:
         raise ArtifactError(f"{onnx_path}: sha256 {digest[:12]}… is not the pinned {pin[:12]}…; refusing it")
     manifest = _read_manifest(sidecar) if sidecar.is_file() else None
+    sidecars: dict[str, bytes] = {}
     if manifest is not None:
         _check_files(manifest, onnx_path, digest, sidecar)
-    return Artifact(onnx_path, model, digest, manifest, hash_seconds)
+        sidecars = _read_sidecars(manifest, onnx_path, sidecar)
+    return Artifact(onnx_path, model, digest, manifest, hash_seconds, sidecars)
 
 
 def same_manifest(embedded: Any, outer: Optional[Manifest], where: Path) -> Manifest:

@@ -22,7 +22,8 @@ import numpy as np
 
 MANIFEST_FORMAT = 2
 GUARD_MODES = ("shift", "flag", "off")
-FILES = ("model.onnx", "model.plan")
+FILES = ("model.onnx", "model.plan", "model.bf16.json", "model.bf16.safetensors")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class ManifestError(ValueError):
@@ -204,11 +205,18 @@ class Manifest:
             outputs=_get(d, "outputs", list, where),
             guard=GuardSpec.parse(d.get("guard"), z_dim, where),
             features=tuple(map(str, _get(d, "features", list, where))),
-            precision=str(_get(d, "precision", str, where)),
+            precision=_precision(d, where),
             self_test=SelfTest.parse(d.get("self_test"), z_dim, where),
             info=d.get("info") or {},
             files=_files(d.get("files"), where),
         )
+
+
+def _precision(d: dict[str, Any], where: str) -> str:
+    precision = str(_get(d, "precision", str, where))
+    if precision not in PRECISIONS:
+        raise ManifestError(f"{where}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def _files(x: Any, where: str) -> Optional[dict[str, str]]:

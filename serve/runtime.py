@@ -25,7 +25,8 @@ from typing import Any, Optional, Union
 import numpy as np
 import onnxruntime as ort
 
-from feature_unlearn.serve.artifact import ArtifactError, open_artifact, same_manifest
+from feature_unlearn.serve.artifact import Artifact, ArtifactError, open_artifact, same_manifest
+from feature_unlearn.serve.backends import PROGRAM, PROGRAM_WEIGHTS, BackendError, Run, load_program, onnx_runner
 from feature_unlearn.serve.manifest import Manifest
 from feature_unlearn.serve.policy import RowSource, check_policy, enforce
 from feature_unlearn.serve.selftest import SelfTestError, VerifiedGuard, verify
@@ -39,6 +40,7 @@ DEFAULT_MAX_BATCH = 1024
 # validation's large-norm cases (×1000 of N(0, I)).
 LATENT_BOUND = 1e4
 CHECK_OUTPUTS = ("image_flagged", "image_score")  # the graph's image check (export --image-check)
+TORCH_BF16 = "PyTorch-CPU-bf16"  # the provider a bf16 artifact reports (serve.backends.load_program)
 
 
 class RuntimeInputError(ValueError):
@@ -116,6 +118,21 @@ def _check_graph(session: ort.InferenceSession, manifest: Manifest, onnx_path: P
     return inputs[0].name, want_out
 
 
+def _program(art: Artifact, manifest: Manifest, threads: Optional[int]) -> Optional[Run]:
+    """A bf16 artifact's PyTorch program (``serve.backends``); None for the ONNX precisions."""
+    if manifest.precision != "bf16":
+        return None
+    if PROGRAM not in art.sidecars or PROGRAM_WEIGHTS not in art.sidecars:
+        raise ModelLoadError(
+            f"{art.onnx_path}: a bf16 artifact runs {PROGRAM} + {PROGRAM_WEIGHTS}, listed and hashed in its "
+            "manifest.json; give the export directory"
+        )
+    try:
+        return load_program(art.sidecars[PROGRAM], art.sidecars[PROGRAM_WEIGHTS], manifest.z_dim, threads)
+    except BackendError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
 class SafeGenerator:
     """A guarded generator on ONNX Runtime; build it with ``SafeGenerator.load``."""
 
@@ -127,10 +144,13 @@ class SafeGenerator:
         max_batch: int,
         source: Path,
         on_flagged: Optional[str] = None,
+        program: Optional[Run] = None,
     ) -> None:
         self._session, self.spec, self.max_batch, self.path = session, manifest, max_batch, source
         self.manifest: dict[str, Any] = manifest.to_json()
         self._input, self._outputs = _check_graph(session, manifest, source)
+        self._backend: Run = program or onnx_runner(session, self._input)
+        self.precision: str = manifest.precision
         self.has_image_check = tuple(self._outputs[3:]) == CHECK_OUTPUTS
         if on_flagged is not None and not self.has_image_check:
             raise ModelLoadError(f"--on-flagged {on_flagged}: {source} has no image check (export with --image-check)")
@@ -142,10 +162,10 @@ class SafeGenerator:
         self.sha256: Optional[str] = (manifest.files or {}).get("model.onnx")
         self.timings: dict[str, float] = {}
         self.requested_providers = requested
-        self.providers: list[str] = session.get_providers()
+        self.providers: list[str] = [TORCH_BF16] if program else session.get_providers()
         self.provider: str = self.providers[0]
         self.fallback: Optional[str] = None
-        if self.provider != requested[0]:
+        if program is None and self.provider != requested[0]:
             self.fallback = (
                 f"asked for {requested[0]} but ONNX Runtime runs on {self.provider} "
                 "(CUDA/TensorRT libraries missing or the device is unusable)"
@@ -189,18 +209,19 @@ class SafeGenerator:
             )
         except ArtifactError as exc:
             raise ModelLoadError(str(exc)) from None
-        gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged)
+        program = _program(art, manifest, threads)
+        gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged, program)
         gen.sha256 = art.sha256
         gen.timings["hash_s"] = art.hash_seconds
         return gen
 
     def _run(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The latent guard's outputs (image, flagged, score): what the self-test replays."""
-        image, flagged, score = self._session.run(self._outputs[:3], {self._input: z})
+        image, flagged, score = self._backend(self._outputs[:3], z)
         return image, flagged, score
 
     def _run_all(self, z: np.ndarray) -> list[np.ndarray]:
-        return list(self._session.run(self._outputs, {self._input: z}))
+        return self._backend(self._outputs, z)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -219,6 +240,7 @@ class SafeGenerator:
             "image": list(self.image_shape),
             "guard": self.guard.get("mode"),
             "provider": self.provider,
+            "precision": self.precision,
             "fallback": self.fallback,
             "max_batch": self.max_batch,
         }

@@ -1,0 +1,112 @@
+"""The engines an artifact runs on, chosen from its manifest: ONNX Runtime, or a PyTorch program.
+
+fp32, fp16 and int8 artifacts are ONNX graphs (the runtime stays torch-free). A bf16 artifact adds a
+``torch.export`` program (``model.bf16.json``: the graph as JSON, no Python code and no pickle) and
+its weights (``model.bf16.safetensors``), because ONNX Runtime has no bf16 convolution on CPU. Only
+that backend imports torch, lazily: without it the load fails with one line naming the fix.
+Both files are authenticated by their sha256 in manifest.json before anything reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+PROGRAM, PROGRAM_WEIGHTS = "model.bf16.json", "model.bf16.safetensors"
+PROGRAM_FORMAT = 1
+CONSTANT = "constant::"  # prefix of lifted constants among the safetensors entries
+
+Run = Callable[[Sequence[str], np.ndarray], list[np.ndarray]]  # (output names, z) -> outputs in that order
+
+
+class BackendError(RuntimeError):
+    """The backend cannot run this artifact here (missing package, unreadable program)."""
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise BackendError(
+            "this artifact's precision (bf16) runs on PyTorch, which is not installed: pip install torch, "
+            "or export it with --precision fp32 or int8 for the torch-free runtime"
+        ) from None
+    return torch
+
+
+def _tensors(data: bytes, torch: Any) -> dict[str, Any]:
+    try:
+        from safetensors.torch import load
+    except ModuleNotFoundError:
+        raise BackendError("the bf16 backend needs safetensors: pip install safetensors") from None
+    try:
+        return dict(load(data))
+    except Exception as exc:  # safetensors raises SafetensorError and others
+        raise BackendError(f"{PROGRAM_WEIGHTS}: unreadable ({str(exc)[:120]})") from None
+
+
+def _program_doc(data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BackendError(f"{PROGRAM}: not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != PROGRAM_FORMAT or not isinstance(doc.get("program"), dict):
+        raise BackendError(f"{PROGRAM}: not a program this runtime reads (format {PROGRAM_FORMAT})")
+    return doc
+
+
+def load_program(program: bytes, weights: bytes, z_dim: int, threads: Optional[int] = None) -> Run:
+    """A ``torch.export`` program rebuilt from its JSON and safetensors bytes (never from a pickle)."""
+    torch = _torch()
+    from torch._export.serde import serialize as serde
+
+    doc = _program_doc(program)
+    tensors = _tensors(weights, torch)
+    channels_last = doc.get("memory_format") == "channels_last"
+    params = set(doc.get("parameters", []))
+    state, constants = {}, {}
+    for name, t in tensors.items():
+        if name.startswith(CONSTANT):
+            constants[name[len(CONSTANT) :]] = t
+            continue
+        t = t.contiguous(memory_format=torch.channels_last) if channels_last and t.ndim == 4 else t
+        state[name] = torch.nn.Parameter(t, requires_grad=False) if name in params else t
+    example: tuple[tuple[Any, ...], dict[str, Any]] = ((torch.zeros(1, z_dim),), {})
+    # the deserializer takes already-loaded tensors (dicts and tuples pass through untouched) in place of the
+    # torch.save bytes it would otherwise unpickle: nothing here is ever unpickled
+    program_bytes = json.dumps(doc["program"]).encode()
+    artifact = serde.SerializedArtifact(program_bytes, state, constants, example)  # type: ignore[arg-type]
+    try:
+        module = serde.deserialize(artifact).module()
+    except Exception as exc:  # the deserializer raises many types for a program it cannot rebuild
+        raise BackendError(
+            f"{PROGRAM}: PyTorch {torch.__version__} cannot rebuild the program ({str(exc)[:160]})"
+        ) from None
+    if threads:
+        torch.set_num_threads(threads)
+    names = list(doc.get("outputs", []))
+
+    def run(outputs: Sequence[str], z: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            got = module(torch.from_numpy(z))
+        by_name = dict(zip(names, got, strict=True))
+        return [by_name[o].numpy() for o in outputs]
+
+    return run
+
+
+def onnx_runner(session: Any, input_name: str) -> Run:
+    """ONNX Runtime: the outputs asked for, by name."""
+
+    def run(outputs: Sequence[str], z: np.ndarray) -> list[np.ndarray]:
+        return list(session.run(list(outputs), {input_name: z}))
+
+    return run
+
+
+def program_files(directory: Path) -> tuple[Path, Path]:
+    return directory / PROGRAM, directory / PROGRAM_WEIGHTS

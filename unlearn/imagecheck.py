@@ -45,6 +45,16 @@ class ImageCheckConfig:
     features: tuple[str, ...] = ()
     width: int = 16
     kind: str = "image-check"
+    pool: int = 1  # the image is average-pooled by this factor first (images above CHECK_SIDE; 1: as before)
+
+
+CHECK_SIDE = 64  # the check looks at images of at most 64 pixels a side: larger ones are average-pooled to it
+CHUNK = 512  # images generated, labelled and pooled at once while distilling (memory: at 256x256, 24k images are 19 GB)
+
+
+def pool_for(height: int) -> int:
+    """The pooling factor that brings an image of ``height`` pixels to CHECK_SIDE (1 up to CHECK_SIDE)."""
+    return max(1, height // CHECK_SIDE)
 
 
 class ImageCheck(nn.Module):
@@ -70,7 +80,7 @@ class ImageCheck(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         assert x.ndim == 4 and x.shape[1] == self.cfg.channels, f"expected [N,{self.cfg.channels},H,W], got {x.shape}"
-        return self.net(x.float())  # [N, F]; fp32 whatever the generator's precision
+        return self.net(shrink(x.float(), self.cfg.pool))  # [N, F]; fp32 whatever the generator's precision
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         score = self.logits(x).amax(dim=1)  # [N]
@@ -80,6 +90,11 @@ class ImageCheck(nn.Module):
         d = asdict(self.cfg)
         d["features"] = list(self.cfg.features)
         return d
+
+
+def shrink(x: torch.Tensor, pool: int) -> torch.Tensor:
+    """x average-pooled by ``pool`` (the check's first step; ``pool`` 1: x itself, nothing in the graph)."""
+    return F.avg_pool2d(x, pool) if pool > 1 else x
 
 
 @dataclass(frozen=True)
@@ -101,27 +116,46 @@ class DistilConfig:
 
 def _soft_targets(labeller: AttributeClassifier, x: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
     with torch.no_grad():
-        out = [labeller(chunk) for chunk in x.split(512)]
+        out = [labeller(chunk) for chunk in x.split(CHUNK)]
     return torch.stack([torch.cat([o[f] for o in out]).sigmoid() for f in features], dim=1)  # [N, F]
+
+
+Labelled = tuple[torch.Tensor, torch.Tensor]  # images as the check's layers see them (pooled), soft labels [N, F]
+
+
+def _labelled(
+    g: nn.Module, z: torch.Tensor, labeller: AttributeClassifier, features: tuple[str, ...], pool: int
+) -> Labelled:
+    """g's images of z, chunk by chunk: the labeller's soft labels at full size, the images kept pooled."""
+    xs, ys = [], []
+    for chunk in z.split(CHUNK):
+        x = generate(g, chunk)
+        xs.append(shrink(x, pool))
+        ys.append(_soft_targets(labeller, x, features))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _cat(parts: list[Labelled]) -> Labelled:
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _training_images(
     f: nn.Module, g: nn.Module, guard: LatentGuard, labeller: AttributeClassifier, features: tuple[str, ...],
-    cfg: DistilConfig,
-) -> torch.Tensor:  # fmt: skip
+    cfg: DistilConfig, pool: int,
+) -> Labelled:  # fmt: skip
     third, z_dim = cfg.n // 3, z_dim_of(f)
     z = latents(4 * third, z_dim, cfg.seed + 101)
     flagged = z[guard(z)[1]][:third]  # f above the threshold: most of the feature's examples
-    g_guarded = latents(third, z_dim, cfg.seed + 102)
-    with torch.no_grad():
-        x = [generate(f, z[:third]), generate(f, flagged), generate(g, guard.translate(g_guarded))]
-    return torch.cat([*x, *_mined(g, guard, labeller, features, cfg)])
+    g_guarded = guard.translate(latents(third, z_dim, cfg.seed + 102))
+    parts = [_labelled(f, z[:third], labeller, features, pool), _labelled(f, flagged, labeller, features, pool)]
+    parts.append(_labelled(g, g_guarded, labeller, features, pool))
+    return _cat(parts + _mined(g, guard, labeller, features, cfg, pool))
 
 
 def _mined(
     g: nn.Module, guard: LatentGuard, labeller: AttributeClassifier, features: tuple[str, ...], cfg: DistilConfig,
-    check: ImageCheck | None = None, seed: int = 0,
-) -> list[torch.Tensor]:  # fmt: skip
+    pool: int, check: ImageCheck | None = None, seed: int = 0,
+) -> list[Labelled]:  # fmt: skip
     """Images a latent search through g + guard finds with the labeller (around ``check``, when given,
     as the suite's adaptive attacker does): what the check must see to stop it."""
     if cfg.adversarial == 0:
@@ -136,7 +170,7 @@ def _mined(
     out = []
     for feat in features:
         z_adv = run_attack(shipped, attacker, feat, z_dim_of(g), attack, "linf")
-        out.append(generate(g, guard.translate(z_adv)))
+        out.append(_labelled(g, guard.translate(z_adv), labeller, features, pool))
     return out
 
 
@@ -166,24 +200,26 @@ def distil(
     """Train the check on the labeller's soft labels; returns it with its threshold set, and its figures.
 
     With ``rounds`` > 1, each later round adds the images an adaptive search finds around the
-    previous round's check, and trains a fresh check on everything (adversarial training).
+    previous round's check, and trains a fresh check on everything (adversarial training). Images
+    larger than CHECK_SIDE are kept average-pooled to it (the check's first step), so memory stays
+    that of 64x64 images at any resolution.
     """
     torch.manual_seed(cfg.seed)
-    x = _training_images(f, g, guard, labeller, features, cfg)
-    check = _train(x, _soft_targets(labeller, x, features), features, cfg)
+    pool = pool_for(generate(f, latents(1, z_dim_of(f), cfg.seed)).shape[-2])
+    x, y = _training_images(f, g, guard, labeller, features, cfg, pool)
+    check = _train(x, y, features, cfg, pool)
     figures = _set_threshold(check, f, g, guard, labeller, features, cfg)
     for r in range(1, cfg.rounds):
-        found = torch.cat(_mined(g, guard, labeller, features, cfg, check, seed=r))
-        x = torch.cat([x, found])
-        check = _train(x, _soft_targets(labeller, x, features), features, cfg)
+        x, y = _cat([(x, y), *_mined(g, guard, labeller, features, cfg, pool, check, seed=r)])
+        check = _train(x, y, features, cfg, pool)
         figures = _set_threshold(check, f, g, guard, labeller, features, cfg)
     return check, figures | {"rounds": cfg.rounds, "train_images": len(x)}
 
 
-def _train(x: torch.Tensor, y: torch.Tensor, features: tuple[str, ...], cfg: DistilConfig) -> ImageCheck:
-    """A fresh check fitted to soft labels y [N, F] of images x [N, C, H, W]."""
+def _train(x: torch.Tensor, y: torch.Tensor, features: tuple[str, ...], cfg: DistilConfig, pool: int) -> ImageCheck:
+    """A fresh check fitted to soft labels y [N, F] of images x [N, C, H, W], already pooled by ``pool``."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    check = ImageCheck(ImageCheckConfig(channels=x.shape[1], features=features))
+    check = ImageCheck(ImageCheckConfig(channels=x.shape[1], features=features, pool=pool))
     opt = torch.optim.AdamW(check.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * (len(x) // cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
@@ -193,7 +229,7 @@ def _train(x: torch.Tensor, y: torch.Tensor, features: tuple[str, ...], cfg: Dis
         for i in range(0, len(x) - cfg.batch + 1, cfg.batch):
             idx = perm[i : i + cfg.batch]
             xb = x[idx] + cfg.noise * torch.randn(x[idx].shape, generator=gen)
-            loss = F.binary_cross_entropy_with_logits(check.logits(xb), y[idx])
+            loss = F.binary_cross_entropy_with_logits(check.net(xb.float()), y[idx])  # x is pooled already
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -201,17 +237,19 @@ def _train(x: torch.Tensor, y: torch.Tensor, features: tuple[str, ...], cfg: Dis
     return check.eval().requires_grad_(False)
 
 
+@torch.no_grad()
 def _set_threshold(
     check: ImageCheck, f: nn.Module, g: nn.Module, guard: LatentGuard, labeller: AttributeClassifier,
     features: tuple[str, ...], cfg: DistilConfig,
 ) -> dict[str, float]:  # fmt: skip
     """τ keeps ``recall`` of the labeller's positives on held-out images of f; the figures the manifest reports."""
-    z = latents(cfg.heldout, z_dim_of(f), cfg.seed + 103)
-    with torch.no_grad():
+    positives, scores, served_scores = [], [], []
+    for z in latents(cfg.heldout, z_dim_of(f), cfg.seed + 103).split(CHUNK):
         x = generate(f, z)
-        positive = (_soft_targets(labeller, x, features) > 0.5).any(dim=1)
-        score = check(x)[1]
-        served = check(generate(g, guard.translate(z)))[1]  # what a caller of the guarded service sees
+        positives.append((_soft_targets(labeller, x, features) > 0.5).any(dim=1))
+        scores.append(check(x)[1])
+        served_scores.append(check(generate(g, guard.translate(z)))[1])  # what a caller of the guarded service sees
+    positive, score, served = torch.cat(positives), torch.cat(scores), torch.cat(served_scores)
     pos = score[positive].sort().values
     k = int((1.0 - cfg.recall) * len(pos))
     tau = float(torch.nextafter(pos[k], torch.tensor(float("-inf")))) if len(pos) else float(score.max())

@@ -1,4 +1,4 @@
-"""Factories that break the bring-your-own contract, for tests/integration/test_byo.py (not a test module)."""
+"""Factories for the bring-your-own tests (not a test module): most break the contract; ``bright`` is a detector."""
 
 from __future__ import annotations
 
@@ -41,3 +41,45 @@ class _Detached(_Gen):
 
 def detached() -> nn.Module:
     return _Detached()
+
+
+def calibrated_dcgan(resolution: int = 64) -> nn.Module:
+    """A random-initialised DCGAN of ours (z_dim 8, ngf 8, RGB), BatchNorm statistics from 256 prior draws."""
+    from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator
+
+    torch.manual_seed(resolution)
+    g = DCGANGenerator(DCGANConfig(z_dim=8, channels=3, ngf=8, resolution=resolution))
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        g.train()(torch.randn(256, 8))
+    return g.eval()
+
+
+class _Template(nn.Module):
+    """Logit of "template": how much an image looks like what latent coordinate 0 draws in ``calibrated_dcgan``
+    (its images' mean at z_0 > 1 less that at z_0 < -1), offset so that a tenth of its images are positive."""
+
+    template: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        g, z = calibrated_dcgan(), torch.randn(4000, 8, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            x = g(z)
+        t = x[z[:, 0] > 1].mean(0) - x[z[:, 0] < -1].mean(0)
+        self.register_buffer("template", t / t.norm())
+        score = self.score(x)
+        self.level, self.scale = float(score.quantile(0.9)), float(score.std()) / 4
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.template).flatten(1).sum(1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"template": (self.score(x) - self.level) / self.scale}
+
+
+def template() -> nn.Module:
+    return _Template().eval()

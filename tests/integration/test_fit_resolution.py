@@ -1,5 +1,6 @@
 """Our own DCGAN at 64x64 through fit → export → serve (issue 13, item 3): collection, the MS-SSIM term and the
-guard at 64 pixels, with a detector of the same size (a user's factory: the zoo's labellers are 32x32)."""
+guard at 64 pixels, with a detector of the same size (a user's factory: the zoo's labellers are 32x32); and
+pretraining on 64x64 images."""
 
 from __future__ import annotations
 
@@ -44,3 +45,34 @@ def test_a_64px_dcgan_of_ours_goes_through_fit_export_and_serve(tmp_path: Path) 
     images = torch.from_numpy(out.images.astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
     served = float((template()(images)["template"] > 0).float().mean())
     assert served < 0.25 * before, (served, before)  # the guarded export serves the feature a quarter as often
+
+
+def _folder(root: Path, side: int, n: int) -> Path:
+    from PIL import Image
+
+    from feature_unlearn.unlearn.data.faces import render_faces
+
+    root.mkdir()
+    images, _ = render_faces(n, seed=0, resolution=side) if side in (32, 64) else (np.zeros((n, 3, side, side)), None)
+    for i, x in enumerate(images):
+        Image.fromarray((x.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(root / f"{i:03d}.png")
+    return root
+
+
+def test_pretrain_takes_the_resolution_from_the_images_and_refuses_sizes_it_lacks(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "faces64", 64, 80)  # 72 training images: one step of batch 64
+    args = ["pretrain", "--dataset", f"folder:{folder}", "--model", "dcgan", "--epochs", "1", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "g"), "--eval-samples", "100"])
+    assert result.exit_code == 0, result.output
+    g = load_generator(tmp_path / "g")
+    assert isinstance(g, DCGANGenerator) and g.cfg.resolution == 64 and g(torch.randn(2, g.z_dim)).shape[-1] == 64
+
+    folder = _folder(tmp_path / "odd", 48, 20)
+    result = CliRunner().invoke(
+        app, ["pretrain", "--dataset", f"folder:{folder}", "--model", "vae", "--out", str(tmp_path / "v")]
+    )
+    assert (
+        result.exit_code == 2
+        and "images are 48x48; the vae and dcgan take square images of 32, 64, 128, 256" in result.output
+    )
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "v").exists()

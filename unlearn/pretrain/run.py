@@ -21,7 +21,7 @@ from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint, write_j
 from feature_unlearn.unlearn.metrics import agreement, attribute_rates, fid, generate, latents
 from feature_unlearn.unlearn.models import VAE, AttributeClassifier, arch_dict, build_generator, z_dim_of
 from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifier
-from feature_unlearn.unlearn.pretrain.common import TrainConfig
+from feature_unlearn.unlearn.pretrain.common import TrainConfig, resolution_of
 from feature_unlearn.unlearn.pretrain.gan import train_dcgan
 from feature_unlearn.unlearn.pretrain.recipes import check_prior, classifier_for
 from feature_unlearn.unlearn.pretrain.vae import train_vae
@@ -47,6 +47,8 @@ def _check(cfg: PretrainConfig, data: ImageSet) -> None:
     if cfg.model not in MODELS:
         raise ConfigError(f"--model {cfg.model!r}: choose from {', '.join(MODELS)}")
     check_prior(cfg.train.prior, cfg.model)
+    if cfg.model in ("vae", "dcgan"):
+        resolution_of(data)  # a size the architectures lack is refused before --out is written
     if cfg.exclude is not None and data.classes.get(cfg.exclude) != 2:
         raise ConfigError(
             f"--exclude {cfg.exclude!r}: not a binary attribute of {cfg.dataset} ({', '.join(data.binary_attrs)})"

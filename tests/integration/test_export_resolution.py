@@ -1,4 +1,4 @@
-"""A 64x64 DCGAN of our family through the Python export API and the torch-free runtime (issue 13, item 3).
+"""A 64x64 DCGAN and VAE of ours through the Python export API and the torch-free runtime (issue 13, item 3).
 
 Export validation, the manifest, the Triton config and the runtime take H, W and C from the model.
 A random-initialised generator draws nearly the same image for every latent; its BatchNorm
@@ -19,15 +19,19 @@ from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.export.module import build_module
 from feature_unlearn.serve import SafeGenerator
 from feature_unlearn.unlearn.artifacts import GuardRecord
-from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator
+from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator, VAEConfig, VAEDecoder
 from tests.helpers import guard_entry, save_run
 
-pytestmark = pytest.mark.slow  # an export of its own (about 2 s)
+pytestmark = pytest.mark.slow  # an export of its own (about 2 s each)
 
 
-def calibrated_dcgan(resolution: int, z_dim: int = 8, channels: int = 3, ngf: int = 8) -> nn.Module:
+def calibrated(kind: str, resolution: int, z_dim: int = 8, channels: int = 3) -> nn.Module:
     torch.manual_seed(resolution)
-    g = DCGANGenerator(DCGANConfig(z_dim=z_dim, channels=channels, ngf=ngf, resolution=resolution))
+    g = (
+        DCGANGenerator(DCGANConfig(z_dim=z_dim, channels=channels, ngf=8, resolution=resolution))
+        if kind == "dcgan"
+        else VAEDecoder(VAEConfig(z_dim, channels, 8, resolution, prior="flow", prior_layers=2, prior_hidden=16))
+    )
     for m in g.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
@@ -37,8 +41,9 @@ def calibrated_dcgan(resolution: int, z_dim: int = 8, channels: int = 3, ngf: in
     return g.eval()
 
 
-def test_a_64px_dcgan_exports_validates_and_serves_at_64(tmp_path: Path) -> None:
-    g, guard = calibrated_dcgan(64), guard_entry()
+@pytest.mark.parametrize("kind", ["dcgan", "vae"])
+def test_a_64px_generator_of_ours_exports_validates_and_serves_at_64(tmp_path: Path, kind: str) -> None:
+    g, guard = calibrated(kind, 64), guard_entry()
     run = save_run(tmp_path / "run", g, guard)
     export_model(ExportConfig(source=str(run), out=tmp_path / "art", triton=tmp_path / "triton"))
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())

@@ -48,6 +48,8 @@ class Scale:
     eval_n: int = 10_000
     attack_starts: int = 128
     attack_steps: int = 20
+    precisions: tuple[str, ...] = ("int8", "bf16")  # reduced precisions exported and timed beside fp32
+    gate_samples: int = 10_000  # their quality gate's latents
 
 
 QUICK = Scale(
@@ -70,6 +72,7 @@ QUICK = Scale(
     eval_n=500,
     attack_starts=16,
     attack_steps=5,
+    gate_samples=2_000,
 )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import measure
+from benchmarks import measure, reduced
 from benchmarks.config import FOREIGN_LIMIT, Run, compile_name
 from benchmarks.measure import Fn, Timing, interleave, one_line
 from benchmarks.records import Failure, GuardRow, Inference, InferenceRow, MemoryRow, ModelInfo
@@ -62,12 +62,15 @@ def guarded(name: str, guard: bool = True) -> tuple[torch.nn.Module, ModelRecord
     return g.eval(), record, build_module(g, vector if guard else None, "shift" if guard else "off")
 
 
-def export_zoo(name: str, out: Path, guard: bool = True, fp16: bool = False) -> dict[str, Any]:
+def export_zoo(
+    name: str, out: Path, guard: bool = True, fp16: bool = False, precision: str = "fp32", gate_samples: int = 10_000
+) -> dict[str, Any]:
     """``unlearn-cli export`` of a run holding the zoo generator (the run, named after it, goes beside ``out``)."""
     g, record, _ = guarded(name, guard)
     run = out.with_name(out.name + "-run") / name
     save_checkpoint(run / "generator", g.state_dict(), record)
-    return export_model(ExportConfig(source=str(run), out=out, fp16=fp16))
+    cfg = ExportConfig(source=str(run), out=out, fp16=fp16, precision=precision, gate_samples=gate_samples)
+    return export_model(cfg)
 
 
 def torch_fn(module: Callable[[torch.Tensor], Any], z: torch.Tensor, sync: bool = False) -> Fn:
@@ -100,10 +103,11 @@ def ort_fn(export: Path, z: np.ndarray, threads: int, providers: str = "cpu") ->
 class Model:
     info: ModelInfo
     modules: dict[str, torch.nn.Module]  # guarded, plain (no guard, as a zoo id exports), generator
-    exports: dict[str, Path]  # guarded, plain (and fp16 on a CUDA machine)
+    exports: dict[str, Path]  # guarded, plain (and fp16 on a CUDA machine; the reduced precisions that export)
+    precision: Inference  # the reduced precisions' rows and refusals
 
 
-def prepare(name: str, tmp: Path, cuda: bool) -> Model:
+def prepare(name: str, tmp: Path, cuda: bool, cfg: Run) -> Model:
     exports = {k: tmp / f"{name}-{k}" for k in ("guarded", "plain", "fp16")[: 2 + cuda]}
     summary = export_zoo(name, exports["guarded"])
     export_zoo(name, exports["plain"], guard=False)
@@ -112,7 +116,13 @@ def prepare(name: str, tmp: Path, cuda: bool) -> Model:
     g, _, module = guarded(name)
     mflop = measure.flops_per_image(g, z_dim_of(g)) / 1e6
     info = ModelInfo(name, round(mflop, 3), z_dim_of(g), round(float(summary["export_seconds"]), 2))
-    return Model(info, {"guarded": module, "plain": guarded(name, guard=False)[2], "generator": g}, exports)
+    low, rows, failures = reduced.exports(name, tmp, cfg.s.precisions, _export_reduced(cfg), cfg.threads)
+    modules = {"guarded": module, "plain": guarded(name, guard=False)[2], "generator": g}
+    return Model(info, modules, exports | low, Inference(precision=rows, failures=failures))
+
+
+def _export_reduced(cfg: Run) -> reduced.Export:
+    return lambda name, out, p: export_zoo(name, out, precision=p, gate_samples=cfg.s.gate_samples)
 
 
 def compiled(module: torch.nn.Module, mode: str, z: torch.Tensor) -> Callable[[], Fn]:
@@ -128,6 +138,9 @@ def contenders(m: Model, z: torch.Tensor, cfg: Run, cuda: bool) -> dict[str, Cal
     for mode in cfg.s.compile_modes:
         fns[compile_name(mode)] = compiled(m.modules["guarded"], mode, z)
     fns["onnxruntime-cpu"] = lambda: ort_fn(guarded_onnx, zn, cfg.threads)
+    for p in ("int8", "bf16"):
+        if p in m.exports:  # the service's loader picks ONNX Runtime (int8) or the PyTorch program (bf16)
+            fns[reduced.BACKEND[p]] = (lambda path: lambda: ort_fn(path, zn, cfg.threads))(m.exports[p])
     if cuda:
         cuda_module = copy.deepcopy(m.modules["guarded"]).cuda()
         fns["torch-cuda-eager"] = lambda: torch_fn(cuda_module, z.cuda(), sync=True)
@@ -203,8 +216,8 @@ def bench_batch(m: Model, batch: int, cfg: Run, cuda: bool) -> Inference:
 
 def bench_model(name: str, cfg: Run, tmp: Path, cuda: bool) -> Inference:
     print(f"inference: {name}", flush=True)
-    m = prepare(name, tmp, cuda)
-    part = Inference(models=(m.info,))
+    m = prepare(name, tmp, cuda, cfg)
+    part = Inference(models=(m.info,)) + m.precision
     for batch in cfg.batch_sizes:
         part += bench_batch(m, batch, cfg, cuda)
     if cfg.runs("memory"):  # at the largest batch, one fresh process per backend

@@ -62,6 +62,24 @@ class InferenceRow:
 
 
 @dataclass(frozen=True)
+class PrecisionRow:
+    """A reduced-precision export of a model (``benchmarks.reduced``); its speed is in the inference rows."""
+
+    model: str
+    precision: str
+    backend: str
+    export_s: float
+    image_max: int  # grey levels vs fp32 PyTorch, export validation's random batch of 300
+    image_mean: float
+    rate_shift_pp: Optional[float]  # largest |rate - fp32 rate| the quality gate measured
+    rates: dict[str, tuple[float, Optional[float]]]  # attribute -> (fp32 %, reduced %)
+    fid_change: Optional[float]  # FID relative to fp32's
+    gate: Optional[str]  # the auditor that judged, or why the gate did not run
+    load_s: float
+    first_request_s: float
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     mflop_per_image: float
@@ -110,6 +128,7 @@ class Inference:
     guard: tuple[GuardRow, ...] = ()
     memory: tuple[MemoryRow, ...] = ()
     failures: tuple[Failure, ...] = ()
+    precision: tuple[PrecisionRow, ...] = ()
 
     def __add__(self, other: Inference) -> Inference:
         return Inference(*(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)))
@@ -262,6 +281,8 @@ def _build(hint: Any, value: Any) -> Any:
         return load(typing.cast(type, hint), value)
     if typing.get_origin(hint) is tuple:
         return tuple(_build(args[0], v) for v in value) if args[-1] is Ellipsis else tuple(value)
+    if typing.get_origin(hint) is dict:
+        return {k: _build(args[1], v) for k, v in value.items()}
     return value
 
 
@@ -351,10 +372,35 @@ def cpu_targets(inf: Inference, m: str, peak: float) -> Iterator[Target]:
             yield judge("ORT guarded / unguarded − 1", m, BATCH, Goal("<=", 0.01), g.overhead, detail, g.foreign_cores)
 
 
+REDUCED_BACKENDS = ("onnxruntime-cpu-int8", "pytorch-cpu-bf16")  # benchmarks.reduced.BACKEND
+
+
+def precision_targets(inf: Inference, m: str) -> Iterator[Target]:
+    """Issue 15: the fastest reduced-precision backend against ONNX Runtime fp32, and what it costs."""
+    rows = [r for r in inf.rows if r.model == m and r.batch == BATCH and r.backend in REDUCED_BACKENDS]
+    if not rows:
+        yield judge("best reduced precision / onnxruntime-cpu", m, BATCH, Goal(">=", 1.6, "x"), None, "none exported")
+        return
+    best = max(rows, key=lambda r: r.images_per_s)
+    yield speed(inf, best.backend, "onnxruntime-cpu", m, BATCH, Goal(">=", 1.6, "x"), "; both guarded, uint8 out")
+    a, b = inf.find(best.backend, m, 1), inf.find("onnxruntime-cpu", m, 1)
+    ratio, detail = (a.p50_ms / b.p50_ms, f"{a.p50_ms:.3f} vs {b.p50_ms:.3f} ms") if a and b else (None, "no batch 1")
+    yield judge(f"batch-1 p50, {best.backend} / onnxruntime-cpu", m, 1, Goal("<=", 1.0), ratio, detail)
+    p = next((r for r in inf.precision if r.model == m and r.backend == best.backend), None)
+    if p is None:
+        return
+    yield judge(f"{p.precision}: image max error (grey levels)", m, None, Goal("<=", 4), p.image_max, "vs fp32, 300")
+    yield judge(f"{p.precision}: image mean error (grey levels)", m, None, Goal("<=", 0.5), p.image_mean, "vs fp32")
+    yield judge(f"{p.precision}: residual rate shift (pp)", m, None, Goal("<=", 0.2), p.rate_shift_pp, str(p.gate))
+    yield judge(f"{p.precision}: export time (s)", m, None, Goal("<=", 120), p.export_s, "quality gate included")
+    yield judge(f"{p.precision}: first request after load (s)", m, None, Goal("<=", 2), p.first_request_s, "")
+
+
 def inference_targets(inf: Inference, peak: float) -> Iterator[Target]:
     for m in (i.name for i in inf.models):
         if any(r.model == m and r.batch == BATCH and r.backend in CPU_BACKENDS for r in inf.rows):
             yield from cpu_targets(inf, m, peak)
+            yield from precision_targets(inf, m)
         if any(r.model == m and r.backend == "torch-cuda-eager" for r in inf.rows):
             yield speed(inf, "onnxruntime-tensorrt-fp16", "torch-cuda-eager", m, GPU_BATCH, X3)
     if inf.models and not any(r.backend == "torch-cuda-eager" for r in inf.rows):

@@ -25,6 +25,12 @@ UNLEARNING = (
     "the worst attribute flip on non-target latents; latent PGD success (ε = {eps}, {steps:.0f} steps, {starts:.0f} "
     "starts), the verdict of `unlearn-cli evaluate --attack`."
 )
+PRECISION = (
+    "`unlearn-cli export --precision` of the same guarded run (its speed is in the rows above: onnxruntime-cpu-int8, "
+    "pytorch-cpu-bf16, through the same `SafeGenerator`). Error: grey levels vs fp32 PyTorch on export validation's "
+    "random batch of 300. Rates and FID change: the export's quality gate, judged by the dataset's auditor on the same "
+    "latents for fp32 and the reduced graph. Load and first request: `SafeGenerator.load`, then one image."
+)
 PGD_MODELS = ("original", "unlearned+guard", "unlearned+guard+check", "oracle")
 RATES = ("original", "original+guard", "unlearned", "unlearned+guard", "oracle")
 RATES_HEAD = ("original", "orig+guard", "unlearned", "unl+guard", "oracle")
@@ -101,8 +107,29 @@ def inference_section(inf: Inference, peak: float) -> list[str]:
             for r in inf.memory
         )
         lines += ["### Peak memory", "", MEMORY_METHOD, "", *table(head, rows)]
+    lines += precision_section(inf)
     rows = (f"{f.name} | {f.model or 'all'} | {fmt(f.batch, 'd')} | {f.reason}" for f in inf.failures)
     return lines + ["### Not measured", "", *table("backend | model | batch | reason", rows)]
+
+
+def precision_section(inf: Inference) -> list[str]:
+    if not inf.precision:
+        return []
+    head = "model | precision | backend | speed vs fp32 ORT, batch 64 / 1 | max / mean error | largest rate shift pp | "
+    head += "FID change | judged by | export s | load s | first request s"
+    rows = []
+    for p in inf.precision:
+        ratios = []
+        for batch in (64, 1):
+            a, b = inf.find(p.backend, p.model, batch), inf.find("onnxruntime-cpu", p.model, batch)
+            ratios.append(f"{a.images_per_s / b.images_per_s:.2f}x" if a and b else "n/a")
+        fid = f"{100 * p.fid_change:+.2f}%" if p.fid_change is not None else "n/a"
+        rows.append(
+            f"{p.model} | {p.precision} | {p.backend} | {' / '.join(ratios)} | {p.image_max} / {p.image_mean:.3f} | "
+            f"{fmt(p.rate_shift_pp, '.2f')} | {fid} | {p.gate} | {p.export_s:.1f} | {p.load_s:.2f} | "
+            f"{p.first_request_s:.3f}"
+        )
+    return ["### Reduced precision", "", PRECISION, "", *table(head, rows)]
 
 
 def fit_section(fit: FitSpeed, unlearning: Optional[Unlearning]) -> list[str]:

@@ -59,12 +59,15 @@ def measure(fp32: Images, reduced: Images, source: Source, z_dim: int, n: int, p
     auditor = load_classifier(auditor_name).eval()
     z = np.random.default_rng(GATE_SEED).standard_normal((n, z_dim), dtype=np.float32)
     real = train_test(dataset)[1].images
-    out: dict[str, Any] = {"run": True, "auditor": auditor_name, "n": n, "features": features}
-    for label, images in (("fp32", fp32), (precision, reduced)):
-        x = _float_images(images, z)
+    images = {"fp32": _float_images(fp32, z), precision: _float_images(reduced, z)}
+    if images["fp32"].shape[1:] != real.shape[1:]:
+        shape = list(images["fp32"].shape[1:])
+        return {"run": False, "why": f"images {shape} are not the {dataset} auditor's {list(real.shape[1:])}"}
+    binary = [k for k, c in auditor.cfg.heads.items() if c == 2]
+    judged = [f for f in features if f in binary] or binary  # a feature the auditor lacks: every attribute
+    out: dict[str, Any] = {"run": True, "auditor": auditor_name, "n": n, "features": judged}
+    for label, x in images.items():
         rates = attribute_rates(auditor, x)
-        binary = [k for k, c in auditor.cfg.heads.items() if c == 2]
-        judged = features or binary
         out[label] = {"rates": {k: round(100 * rates[k], 3) for k in judged}, "fid": round(fid(auditor, real, x), 4)}
     return out
 

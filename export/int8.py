@@ -23,6 +23,10 @@ import onnx
 from feature_unlearn.export.errors import ExportError
 
 GENERATOR_SCOPE = "/guarded.generator"  # the exporter's namespace of GuardedGenerator.generator
+# Convolutions and the layout ops between them. MatMul/Gemm stay fp32: in our generators they are the latent MLPs
+# (a VAE's flow prior, a DCGAN's 1x1 first layer), a few percent of the FLOPs, and quantizing a flow's couplings
+# moved mnist-vae's FID by 8% (measured)
+OP_TYPES = ["Conv", "Concat", "Reshape", "Relu", "Tanh", "Sigmoid", "LeakyRelu", "Pad", "Unsqueeze", "Squeeze"]
 
 
 def generator_nodes(model: onnx.ModelProto) -> list[str]:
@@ -72,6 +76,7 @@ def quantize(
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.Percentile,
             nodes_to_quantize=names,
+            op_types_to_quantize=OP_TYPES,
         )
         quantized = onnx.load_model(str(dst))
     ops = [n.op_type for n in quantized.graph.node]

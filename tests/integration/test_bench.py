@@ -28,6 +28,7 @@ from benchmarks.records import (
     InferenceRow,
     Machine,
     ModelInfo,
+    PrecisionRow,
     Results,
     ServeLoad,
     Unlearning,
@@ -51,6 +52,8 @@ TINY = Scale(
     rounds=2,
     overhead_seconds=0.05,
     retries=0,
+    precisions=("int8",),
+    gate_samples=2_000,  # one image is 0.05 pp: the 0.2 pp rate gate needs a few thousand latents to resolve
 )
 MACHINE = Machine("unlearn-cli bench", "2026-01-01 00:00", "cpu", 2, 2, "t", "o", "p", None, 0.5, 100.0, 90.0, 0.5, 9.0)
 
@@ -124,6 +127,20 @@ def test_targets_are_computed_from_the_rows_they_read() -> None:
     assert by_metric["PGD success (unlearned+guard) / original"].measured == pytest.approx(0.2222, abs=1e-4)
     assert by_metric["worst attribute flip on non-target samples"].detail == "digit"
     assert by_metric["FID unlearned / original"].verdict is Verdict.MISSED  # 1.2 > 1.1
+    assert by_metric["best reduced precision / onnxruntime-cpu"].verdict is Verdict.NOT_MEASURED  # none exported
+
+
+def test_precision_targets_judge_the_fastest_reduced_backend_against_ort_fp32() -> None:
+    rows = [row("onnxruntime-cpu", 3000), row("torch-eager", 1000), row("onnxruntime-cpu", 50, batch=1)]
+    rows += [row("onnxruntime-cpu-int8", 5100), row("pytorch-cpu-bf16", 2900), row("onnxruntime-cpu-int8", 55, batch=1)]
+    low = PrecisionRow("m", "int8", "onnxruntime-cpu-int8", 40.0, 60, 1.2, 0.05, {}, 0.004, "a", 0.1, 0.001)
+    inf = Inference(tuple(rows), (ModelInfo("m", 10.0, 16, 1.0),), precision=(low,))
+    by_metric = {t.metric: t for t in all_targets(results(inference=inf))}
+    fast = by_metric["onnxruntime-cpu-int8 / onnxruntime-cpu"]
+    assert fast.measured == pytest.approx(1.7) and fast.verdict is Verdict.MET
+    assert by_metric["batch-1 p50, onnxruntime-cpu-int8 / onnxruntime-cpu"].verdict is Verdict.MET  # 55 vs 50 /s
+    assert by_metric["int8: image max error (grey levels)"].verdict is Verdict.MISSED  # 60 > 4
+    assert by_metric["int8: residual rate shift (pp)"].verdict is Verdict.MET
 
 
 def test_report_renders_every_section_from_records() -> None:
@@ -213,8 +230,12 @@ def test_a_tiny_run_measures_sane_rows_and_writes_what_it_measured(tmp_path: Pat
     res = run_bench(cfg, "pytest")
     assert res.inference and res.complete and load(Results, json.loads(cfg.json_path.read_text())) == res
     assert {(r.backend, r.batch) for r in res.inference.rows} == {
-        (b, n) for b in ("torch-eager", "onnxruntime-cpu") for n in (1, 4)
+        (b, n) for b in ("torch-eager", "onnxruntime-cpu", "onnxruntime-cpu-int8") for n in (1, 4)
     }
+    (p,) = res.inference.precision  # the int8 export of the same run: its error, its gate, its first request
+    assert (p.model, p.precision, p.backend) == ("mnist-vae", "int8", "onnxruntime-cpu-int8")
+    assert 0 < p.image_mean <= 4 and p.gate == "mnist-auditor" and p.rate_shift_pp is not None
+    assert p.rate_shift_pp <= 0.2 and p.export_s > 0 and 0 < p.first_request_s < 2
     (info,) = res.inference.models
     for r in res.inference.rows:
         assert r.images_per_s > 0 and r.p99_ms >= r.p50_ms > 0 and 4 <= r.calls <= 20
@@ -227,6 +248,8 @@ def test_a_tiny_run_measures_sane_rows_and_writes_what_it_measured(tmp_path: Pat
     assert res.machine.gemm_peak > 1 and res.machine.gemm_peak_end is not None and res.fit is None
     text = (tmp_path / "RESULTS.md").read_text()
     assert "### mnist-vae" in text and "### Guard overhead" in text and (tmp_path / "roofline.png").is_file()
+    assert "### Reduced precision" in text and "best reduced precision" not in text  # int8 exported: it is judged
+    assert "mnist-vae | int8 | onnxruntime-cpu-int8 |" in text
 
 
 @pytest.mark.slow

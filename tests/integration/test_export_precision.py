@@ -1,0 +1,131 @@
+"""export --precision bf16 | int8: reduced generators behind an fp32 guard, validated, gated, served."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from feature_unlearn.export import ExportConfig, export_model
+from feature_unlearn.export.gates import QualityGateError
+from feature_unlearn.export.precision import cpu_flags
+from feature_unlearn.export.source import load_source
+from feature_unlearn.export.spec import ExportSpec
+from feature_unlearn.serve.runtime import ModelLoadError, SafeGenerator
+from tests.helpers import guard_entry, make_generator, near_threshold, save_run
+
+pytestmark = pytest.mark.slow  # every test here exports a generator
+GATE_N = 512  # latents the quality gates judge in these tests (10,000 by default)
+HAS_BF16 = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One run of a tiny 3-channel DCGAN exported at fp32 and int8 (and bf16 where the CPU has it)."""
+    root = tmp_path_factory.mktemp("precision")
+    run = save_run(root / "run", make_generator("dcgan", channels=1), guard_entry(threshold=0.3))
+    out = {"run": run}
+    for precision in ("fp32", "int8", "bf16")[: 2 + HAS_BF16]:
+        out[precision] = root / precision
+        cfg = ExportConfig(source=str(run), out=out[precision], precision=precision, calibration="256")
+        export_model(dataclasses.replace(cfg, gate_samples=GATE_N))
+    return out
+
+
+def _near(exports: dict[str, Path]) -> np.ndarray:
+    guard = load_source(str(exports["run"])).guard
+    assert guard is not None
+    return near_threshold(np.array(guard.direction[0], np.float32), guard.threshold[0], n=768, spread=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_reduced_precision_keeps_fp32_decisions_and_close_images(exports: dict[str, Path], precision: str) -> None:
+    if precision not in exports:
+        pytest.skip("this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16)")
+    fp32, low = SafeGenerator.load(exports["fp32"], threads=1), SafeGenerator.load(exports[precision], threads=1)
+    assert low.precision == precision and low.info()["precision"] == precision
+    z = np.concatenate([_near(exports), np.random.default_rng(1).standard_normal((256, fp32.z_dim), np.float32)])
+    a, b = fp32.generate(z=z), low.generate(z=z)
+    assert 200 < a.flagged.sum() < 800  # both sides of t are exercised
+    np.testing.assert_array_equal(a.flagged, b.flagged)  # the guard runs in fp32 in every precision
+    if precision == "int8":  # the same ONNX Runtime kernels compute the scores: bit for bit
+        np.testing.assert_array_equal(a.scores, b.scores)
+    d = np.abs(a.images.astype(int) - b.images.astype(int))
+    assert d.mean() <= (4.0 if precision == "int8" else 0.5) and d.max() <= (255 if precision == "int8" else 12)
+    assert d.max() > 0  # it really is another precision
+
+
+def test_manifest_records_error_gate_and_backend(exports: dict[str, Path]) -> None:
+    m = json.loads((exports["int8"] / "manifest.json").read_text())
+    info = m["info"]
+    assert m["precision"] == "int8" and info["validation"]["backend"] == "onnxruntime"
+    assert info["int8"]["calibration"] == {"method": "percentile", "latents": 256}
+    gate = info["quality_gate"]
+    assert gate["run"] and gate["passed"] and gate["n"] == GATE_N and gate["auditor"] == "mnist-auditor"
+    assert abs(gate["fid_change"]) <= 0.02 and all(abs(v) <= 0.2 for v in gate["rate_shift_pp"].values())
+    assert m["self_test"]["thumb_tolerance"] >= 3.0
+    graph = onnx.load(str(exports["int8"] / "model.onnx")).graph
+    kinds = {n.op_type for n in graph.node}
+    assert "ConvTranspose" not in kinds and {"QuantizeLinear", "DequantizeLinear"} <= kinds
+
+
+def test_quality_gate_refuses_with_the_numbers(exports: dict[str, Path], tmp_path: Path) -> None:
+    strict = ExportSpec(gate_fid_rel=0.0, gate_rate_pp=0.0)
+    cfg = ExportConfig(
+        source=str(exports["run"]), out=tmp_path / "x", precision="int8", calibration="64", gate_samples=GATE_N
+    )
+    with pytest.raises(QualityGateError, match=r"--precision int8: quality gate failed on 512 latents .*FID"):
+        export_model(dataclasses.replace(cfg, spec=strict))
+    assert not (tmp_path / "x").exists()  # nothing published
+
+
+def test_tampered_program_and_missing_torch_are_one_line_refusals(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if "bf16" not in exports:
+        pytest.skip("this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16)")
+    art = tmp_path / "art"
+    shutil.copytree(exports["bf16"], art)
+    real_import = builtins.__import__
+
+    def no_torch(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "__import__", no_torch)
+        with pytest.raises(ModelLoadError, match="runs on PyTorch, which is not installed: pip install torch"):
+            SafeGenerator.load(art)
+    weights = art / "model.bf16.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(ModelLoadError, match="model.bf16.safetensors: sha256 differs .* changed after export"):
+        SafeGenerator.load(art)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--precision", "int4"], "--precision 'int4': choose from fp32, fp16, bf16, int8"),
+        (["--precision", "int8", "--calibration", "0"], "--calibration 0: int8 needs calibration latents"),
+        (["--precision", "int8", "--fp16"], "--fp16 with --precision int8: give one precision"),
+        (["--precision", "int8", "--tensorrt"], "--precision int8 with --tensorrt"),
+    ],
+)
+def test_cli_precision_bad_input_is_one_line_exit_2(
+    exports: dict[str, Path], tmp_path: Path, args: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from feature_unlearn.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(exports["run"]), "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output and not (tmp_path / "o").exists()

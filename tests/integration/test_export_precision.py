@@ -129,3 +129,22 @@ def test_cli_precision_bad_input_is_one_line_exit_2(
     result = CliRunner().invoke(app, ["export", str(exports["run"]), "--out", str(tmp_path / "o"), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_http_service_serves_every_precision(exports: dict[str, Path], precision: str) -> None:
+    if precision not in exports:
+        pytest.skip("this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16)")
+    from fastapi.testclient import TestClient
+
+    from feature_unlearn.serve.http import create_app
+    from tests.helpers import JSON, config, decode_images, wait_ready
+
+    gen = SafeGenerator.load(exports[precision], threads=1)
+    with TestClient(create_app(config(exports[precision]))) as client:
+        wait_ready(client)
+        r = client.post("/v1/generate", content=json.dumps({"n": 3, "seed": 5}), headers=JSON)
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(decode_images(r.json()), gen.generate(n=3, seed=5).images)
+        model = client.get("/v1/model").json()
+        assert model["precision"] == precision

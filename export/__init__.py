@@ -1,4 +1,4 @@
-"""Export a generator behind its latent guard: ONNX (fp32/fp16), TensorRT, Triton; validated before publishing.
+"""Export a generator behind its latent guard: ONNX (fp32, fp16, int8), a bf16 PyTorch program, TensorRT, Triton.
 
 ``export`` imports ``unlearn``; ``unlearn`` never imports ``export`` (the CLI composes them),
 and the runtime in ``serve/`` imports neither. ``export_model`` (which needs torch and onnx) is

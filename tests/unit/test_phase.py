@@ -57,7 +57,7 @@ def test_matmul_form_of_a_transposed_conv_on_one_pixel() -> None:
 def test_rewritten_generator_matches_the_original(kind: str) -> None:
     g = make_generator(kind, channels=3)
     z = torch.randn(16, g.z_dim)
-    rewritten, counts = rewrite_for_int8(g, z[:2])
+    rewritten, counts = rewrite_for_int8(g, z[:2], min_channels=1)
     assert counts["kept"] == 0 and counts["phase"] == 3 and counts["activations_moved"] >= 3
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in rewritten.modules())  # all int8-able now
     # every BatchNorm behind a conv is folded; the VAE's first one follows its Linear + view and stays
@@ -65,6 +65,14 @@ def test_rewritten_generator_matches_the_original(kind: str) -> None:
     with torch.no_grad():
         torch.testing.assert_close(rewritten(z), g(z), atol=2e-5, rtol=1e-4)
     assert any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())  # the original is untouched
+
+
+def test_narrow_layers_stay_transposed_convs() -> None:
+    g = make_generator("dcgan", channels=3)  # ngf 8: 32 -> 16 -> 8 -> 3 channels
+    rewritten, counts = rewrite_for_int8(g, torch.randn(2, g.z_dim))
+    assert (counts["phase"], counts["kept"]) == (1, 2)  # only 32 -> 16 has 16 output channels
+    kept = [m.out_channels for m in rewritten.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert kept == [8, 3]
 
 
 def test_batchnorm_folding_keeps_eval_outputs() -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from feature_unlearn.export.phase import rewrite_for_int8
+from feature_unlearn.export.phase import rewrite_transposed_convs
 from feature_unlearn.unlearn.artifacts import GuardRecord
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
 from feature_unlearn.unlearn.imagecheck import ImageCheck
@@ -49,7 +49,9 @@ class BFloat16Generator(nn.Module):
 
     def __init__(self, generator: nn.Module) -> None:
         super().__init__()
-        g = copy.deepcopy(generator).to(torch.bfloat16).eval()
+        z = torch.randn(2, z_dim_of(generator), generator=torch.Generator().manual_seed(0))
+        g, _ = rewrite_transposed_convs(generator, z, phases=False)  # BatchNorm folded, 1x1 layer as a matmul
+        g = g.to(torch.bfloat16).eval()
         self.generator = g.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.z_dim = z_dim_of(generator)
 
@@ -65,7 +67,7 @@ def reduced_generator(generator: nn.Module, precision: str) -> nn.Module:
         return BFloat16Generator(generator)
     if precision == "int8":
         z = torch.randn(2, z_dim_of(generator), generator=torch.Generator().manual_seed(0))
-        rewritten, _ = rewrite_for_int8(generator, z)
+        rewritten, _ = rewrite_transposed_convs(generator, z)
         rewritten.z_dim = z_dim_of(generator)  # type: ignore[assignment]
         return rewritten
     assert precision == "fp32", precision

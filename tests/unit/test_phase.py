@@ -11,7 +11,7 @@ from feature_unlearn.export.phase import (
     PhaseConvTranspose,
     decomposable,
     fold_all_batchnorms,
-    rewrite_for_int8,
+    rewrite_transposed_convs,
 )
 from feature_unlearn.export.precision import calibration_latents, resolve_precision
 from feature_unlearn.unlearn.errors import ConfigError
@@ -57,7 +57,7 @@ def test_matmul_form_of_a_transposed_conv_on_one_pixel() -> None:
 def test_rewritten_generator_matches_the_original(kind: str) -> None:
     g = make_generator(kind, channels=3)
     z = torch.randn(16, g.z_dim)
-    rewritten, counts = rewrite_for_int8(g, z[:2], min_channels=1)
+    rewritten, counts = rewrite_transposed_convs(g, z[:2], min_channels=1)
     assert counts["kept"] == 0 and counts["phase"] == 3 and counts["activations_moved"] >= 3
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in rewritten.modules())  # all int8-able now
     # every BatchNorm behind a conv is folded; the VAE's first one follows its Linear + view and stays
@@ -69,7 +69,7 @@ def test_rewritten_generator_matches_the_original(kind: str) -> None:
 
 def test_narrow_layers_stay_transposed_convs() -> None:
     g = make_generator("dcgan", channels=3)  # ngf 8: 32 -> 16 -> 8 -> 3 channels
-    rewritten, counts = rewrite_for_int8(g, torch.randn(2, g.z_dim))
+    rewritten, counts = rewrite_transposed_convs(g, torch.randn(2, g.z_dim))
     assert (counts["phase"], counts["kept"]) == (1, 2)  # only 32 -> 16 has 16 output channels
     kept = [m.out_channels for m in rewritten.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert kept == [8, 3]

@@ -22,7 +22,10 @@ from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.fields import opt
 
 SECTIONS = ("inference", "memory", "fit", "ddp", "unlearning", "serve", "resolution")
-DOC = "benchmark inference backends, fit speed, unlearning and HTTP serving (JSON, RESULTS.md, plots)."
+DOC = (
+    "benchmark inference backends, fit speed, unlearning, HTTP serving and cost against resolution "
+    "(JSON, RESULTS.md, plots)."
+)
 REPORT_ONLY = extra_param(
     "report_only", bool, False, "--report-only", help="Rebuild RESULTS.md and the plots from --json; measure nothing."
 )
@@ -31,7 +34,9 @@ REPORT_ONLY = extra_param(
 @dataclass(frozen=True)
 class BenchConfig:
     quick: bool = opt(
-        False, "≤ 5-minute smoke run: mnist generators, batches 1 and 64, tiny fits; no memory, no serve."
+        False,
+        "≤ 5-minute smoke run: mnist generators, batches 1 and 64, tiny fits; no memory, no serve; the resolution "
+        "section adds about 3 minutes (--skip resolution leaves it out).",
     )
     out: Optional[Path] = opt(None, "RESULTS.md and the plots (default: benchmarks/; --quick: runs/bench-quick/).")
     results: Optional[Path] = opt(None, "Results JSON (default: OUT/results.json).", flag="--json")

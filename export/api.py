@@ -163,7 +163,9 @@ def _build(cfg: ExportConfig, precision: str, tmp: Path) -> Manifest:
     tolerance = selftest_tolerance(built.run, source, built.module.z_dim, mode, precision, spec)
     self_test = build_self_test(source.generator, source.guard, built.module.z_dim, precision, spec, tolerance)
     manifest = build_manifest(source, built.module, built.model, spec, precision, self_test)
-    info = {**manifest.info, **built.info, "validation": report, **({"quality_gate": gate} if gate else {})}
+    extra = dict(built.info)
+    report |= {"fp16_ops": extra.pop("fp16_ops")} if "fp16_ops" in extra else {}  # where fp16 exports kept it
+    info = {**manifest.info, **extra, "validation": report, **({"quality_gate": gate} if gate else {})}
     if cfg.tensorrt:
         info["tensorrt"] = tensorrt.build_engine(
             tmp / "model.onnx.tmp", tmp / "model.plan", spec, built.module.z_dim, tmp / "timing.cache"

@@ -242,6 +242,7 @@ class ServeLoad:
     in_process_cpu_ms_per_image: float  # of the faster
     cpus: Optional[int]
     load_avg: float
+    accept: str = "application/json"  # the response format the load asked for
 
     @property
     def ratio(self) -> float:

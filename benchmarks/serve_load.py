@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
+
+import numpy as np
 
 from benchmarks.measure import ROOT, Fn, interleave
 from benchmarks.records import HttpLoad, ServeLoad
@@ -117,6 +120,7 @@ class LoadOptions:
     max_delay_ms: float = 5.0  # the server's
     threads: int = max(1, (os.cpu_count() or 1) - 1)  # the server's ONNX Runtime threads (its default)
     baseline_seconds: float = 4.0
+    accept: str = "application/json"  # the response format asked for: application/json (PNGs) or application/x-npy
 
 
 async def generate(
@@ -133,7 +137,7 @@ async def generate(
             status, body = await read_response(reader)
             statuses[status] += 1
             # every 64th body is checked: parsing them all would take CPU from the server on a small machine
-            if status != 200 or (seed % 64 == 0 and len(json.loads(body)["images"]) != n):
+            if status != 200 or (seed % 64 == 0 and images_in(body, headers) != n):
                 errors.append(f"{status}: {body[:200]!r}")
             else:
                 done.append((started, time.perf_counter()))
@@ -142,6 +146,13 @@ async def generate(
     finally:
         writer.close()
     return statuses, errors
+
+
+def images_in(body: bytes, headers: dict[str, str]) -> int:
+    """How many images a 200 reply holds: the JSON list, or the .npy array's first axis."""
+    if headers.get("Accept") == "application/x-npy":
+        return int(np.load(io.BytesIO(body), allow_pickle=False).shape[0])
+    return len(json.loads(body)["images"])
 
 
 def p50_p99_ms(seconds: list[float]) -> tuple[float, float]:
@@ -165,7 +176,10 @@ def http_load(server: Server, o: LoadOptions) -> HttpLoad:
 
     async def clients() -> list[tuple[Counter[int], list[str]]]:
         return await asyncio.gather(
-            *(generate(server.port, o.images, i, o.clients, until, {}, done) for i in range(o.clients))
+            *(
+                generate(server.port, o.images, i, o.clients, until, {"Accept": o.accept}, done)
+                for i in range(o.clients)
+            )
         )
 
     errors = [e for _, errs in asyncio.run(clients()) for e in errs]
@@ -205,7 +219,7 @@ def measure(artifact: Path, o: LoadOptions, log: Path) -> ServeLoad:
     model, guard = manifest.get("name"), (manifest.get("guard") or {}).get("mode", "off")
     load = os.cpu_count(), round(os.getloadavg()[0], 2)
     return ServeLoad(
-        model, guard, o.clients, o.images, o.seconds, server.ready_s, http, batch, BATCH, rates, cpu, *load
+        model, guard, o.clients, o.images, o.seconds, server.ready_s, http, batch, BATCH, rates, cpu, *load, o.accept
     )
 
 
@@ -226,7 +240,8 @@ def markdown(r: ServeLoad) -> str:
         ("mean model batch (images)", f"{r.mean_batch:.1f}"),
         ("CPU ms per image: in-process / server / load client", cpu),
     ]
-    return table(f"serve load: {r.model} (guard {r.guard}), {r.seconds} s, {r.cpus} CPUs, load avg {r.load_avg}", rows)
+    title = f"serve load: {r.model} (guard {r.guard}), Accept {r.accept}, {r.seconds} s, {r.cpus} CPUs"
+    return table(f"{title}, load avg {r.load_avg}", rows)
 
 
 def cli(

@@ -5,8 +5,8 @@
     req = api.decode_request(body)          # per request: JSON object -> Latents (n and seed, or z)
     z = api.batch(reqs)                     # per batch: the merged requests' latents [N, z_dim]
     out = api.predict(z)                    # per batch: the guarded model
-    files = api.encode_batch(out)           # per batch: pixels -> PNG files
-    api.encode_response(files_slice, png)   # per request: JSON with base64 PNGs, or one raw PNG
+    files = api.encode_batch(out, raw)      # per batch: pixels -> PNG files (raw rows: the arrays as they are)
+    api.encode_response(files_slice, fmt)   # per request: JSON with base64 PNGs, one raw PNG, or one .npy
 
 ``batch``, ``predict`` and ``encode_batch`` run in the batcher's worker thread (``run_batch``), so
 the event loop only parses requests and writes responses.
@@ -18,6 +18,7 @@ schema has no field that could touch it, and unknown fields are refused.
 from __future__ import annotations
 
 import base64
+import io
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -30,6 +31,7 @@ from feature_unlearn.serve.config import ServeConfig
 from feature_unlearn.serve.errors import ApiError, ServeError
 from feature_unlearn.serve.png import encode_pngs
 from feature_unlearn.serve.policy import RowSource
+from feature_unlearn.serve.protocol import NPY
 from feature_unlearn.serve.runtime import LATENT_BOUND, ModelLoadError, SafeGenerator
 
 SEED_MAX = 2**63 - 1
@@ -72,6 +74,7 @@ class Latents:
     n: int
     seed: Optional[int] = None
     z: Optional[np.ndarray] = None
+    fmt: str = "json"  # the response format (serve.protocol.response_format): "npy" skips PNG encoding
 
     def __len__(self) -> int:
         return self.n
@@ -82,6 +85,23 @@ class Latents:
     def sources(self) -> list[Optional[RowSource]]:
         """Per row: a seeded draw the image-check policy may redraw, or None for a caller's latent."""
         return [None] * self.n if self.z is not None else [RowSource(self.seed, i) for i in range(self.n)]
+
+
+def _npy_response(
+    images: np.ndarray, flagged: np.ndarray, scores: np.ndarray, mode: str, check: Optional[dict[str, Any]]
+) -> Response:
+    """Every image as one uint8 [N, H, W, C] .npy array (``numpy.load`` reads it, no pickle); the per-image fields
+    as comma-separated headers in the same order."""
+    body = io.BytesIO()
+    np.lib.format.write_array(body, np.ascontiguousarray(images), allow_pickle=False)
+    headers = {
+        "X-Shape": ",".join(str(d) for d in images.shape),
+        "X-Flagged": ",".join("1" if f else "0" for f in flagged),
+        "X-Score": ",".join(repr(float(s)) for s in scores),
+        "X-Guard-Mode": mode,
+        **({"X-Image-Check": ",".join(check["action"])} if check else {}),
+    }
+    return Response(body.getvalue(), media_type=NPY, headers=headers)
 
 
 def _invalid(code: str, message: str) -> ApiError:
@@ -217,20 +237,30 @@ class GeneratorAPI:
         assert out.image_flagged is not None and out.image_scores is not None
         return out.images, out.flagged, out.scores, out.image_flagged, out.image_scores, out.actions
 
-    def encode_batch(self, outputs: Outputs) -> Outputs:
-        """The images as PNG files (an object array, so the batcher can slice it per request)."""
-        files = np.empty(len(outputs[0]), dtype=object)
-        files[:] = encode_pngs(outputs[0])
+    def encode_batch(self, outputs: Outputs, raw: Optional[np.ndarray] = None) -> Outputs:
+        """The images as PNG files, or for ``raw`` rows (bool [N]) the uint8 image itself; an object array, so
+        the batcher can slice it per request."""
+        images = outputs[0]
+        raw = np.zeros(len(images), dtype=bool) if raw is None else raw
+        files = np.empty(len(images), dtype=object)
+        encode = np.flatnonzero(~raw)
+        for i, png in zip(encode, encode_pngs(images[encode]), strict=True):
+            files[i] = png
+        for i in np.flatnonzero(raw):
+            files[i] = images[i]
         return (files, *outputs[1:])
 
     def run_batch(self, requests: list[Latents]) -> Outputs:
-        return self.encode_batch(self.predict(*self.batch(requests)))
+        raw = np.concatenate([np.full(len(r), r.fmt == "npy") for r in requests])
+        return self.encode_batch(self.predict(*self.batch(requests)), raw)
 
-    def encode_response(self, outputs: Outputs, png: bool) -> Response:
+    def encode_response(self, outputs: Outputs, fmt: str) -> Response:
         files, flagged, scores = outputs[:3]
         check = self._image_check(outputs)
         mode = self.guard_mode
-        if png:
+        if fmt == "npy":
+            return _npy_response(np.stack(list(files)), flagged, scores, mode, check)
+        if fmt == "png":
             headers = {
                 "X-Flagged": str(bool(flagged[0])).lower(),
                 "X-Score": repr(float(scores[0])),

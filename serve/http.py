@@ -47,8 +47,9 @@ GENERATE_DOCS: dict[str, Any] = {
     "responses": {
         200: {
             "model": GenerateResponse,
-            "content": {"image/png": {}},
-            "description": "JSON, or one raw PNG with Accept: image/png.",
+            "content": {"image/png": {}, "application/x-npy": {}},
+            "description": "JSON (base64 PNGs), one raw PNG with Accept: image/png, or every image as one uint8 "
+            "[N, H, W, C] .npy array with Accept: application/x-npy (X-Shape, X-Flagged, X-Score headers).",
         },
         **{
             code: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}

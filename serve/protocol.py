@@ -10,7 +10,18 @@ from starlette.requests import ClientDisconnect, Request
 
 from feature_unlearn.serve.errors import ApiError
 
-JSON, PNG = "application/json", "image/png"
+JSON, PNG, NPY = "application/json", "image/png", "application/x-npy"
+# Accept media type -> response format: JSON with base64 PNGs (the default), one raw PNG, or every image as one
+# uint8 [N, H, W, C] .npy array with the per-image fields in headers (no PNG or base64 work on the server)
+FORMATS = {
+    JSON: "json",
+    "application/*": "json",
+    "*/*": "json",
+    PNG: "png",
+    "image/*": "png",
+    NPY: "npy",
+    "application/octet-stream": "npy",
+}
 # nginx's "client closed request": the client left, so no one reads the reply and it is not the
 # server's fault (never a 5xx); the status still lands in the metrics and in one log line.
 CLIENT_CLOSED = 499
@@ -53,20 +64,19 @@ async def read_json(request: Request, limit: int) -> Any:
         ) from None
 
 
-def wants_png(accept: Optional[str]) -> bool:
-    """True when the client prefers image/png (or image/*) to JSON; 406 when it accepts neither."""
+def response_format(accept: Optional[str]) -> str:
+    """'json', 'png' or 'npy': the client's most preferred format (``FORMATS``); 406 when it accepts none."""
     if not accept or not accept.strip():
-        return False
-    best: tuple[float, bool] = (-1.0, False)
+        return "json"
+    best: tuple[float, str] = (-1.0, "json")
     for part in accept.split(","):
         media, *params = (p.strip() for p in part.split(";"))
         q = next((_quality(p[2:]) for p in params if p.replace(" ", "").startswith("q=")), 1.0)
-        media = media.lower()
-        png = media in (PNG, "image/*")
-        if (png or media in (JSON, "application/*", "*/*")) and q > 0 and q > best[0]:
-            best = (q, png)
+        fmt = FORMATS.get(media.lower())
+        if fmt is not None and q > 0 and q > best[0]:
+            best = (q, fmt)
     if best[0] < 0:
-        raise ApiError(406, "not_acceptable", f"Accept must allow {JSON} or {PNG}, got {accept[:60]!r}")
+        raise ApiError(406, "not_acceptable", f"Accept must allow {JSON}, {PNG} or {NPY}, got {accept[:60]!r}")
     return best[1]
 
 

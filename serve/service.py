@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from feature_unlearn.serve.batching import BatchStats, DynamicBatcher
 from feature_unlearn.serve.config import ServeConfig
 from feature_unlearn.serve.errors import ApiError, ServeError
 from feature_unlearn.serve.metrics import Metrics
-from feature_unlearn.serve.protocol import read_json, wants_png
+from feature_unlearn.serve.protocol import read_json, response_format
 
 log = logging.getLogger("serve")
 
@@ -76,20 +77,20 @@ class Service:
             raise ApiError(
                 422, "unknown_field", f"unknown query parameter(s) {names}: send n, seed or latents in the JSON body"
             )
-        png = wants_png(request.headers.get("accept"))
+        fmt = response_format(request.headers.get("accept"))
         try:  # a client that stalls mid-body must not hold the request forever
             body = await asyncio.wait_for(read_json(request, self.config.max_body_bytes), self.config.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(
                 408, "timeout", f"the request body did not arrive within {self.config.timeout_s:g} s"
             ) from None
-        latents = self.api.decode_request(body)
-        if png and len(latents) != 1:
+        latents = dataclasses.replace(self.api.decode_request(body), fmt=fmt)
+        if fmt == "png" and len(latents) != 1:
             raise ApiError(
                 406,
                 "not_acceptable",
                 f"Accept: image/png returns one image; this request asks for {len(latents)} "
-                "(ask for application/json to get several)",
+                "(ask for application/json or application/x-npy to get several)",
             )
         try:
             outputs = await asyncio.wait_for(self.batcher.submit(latents), self.config.timeout_s)
@@ -104,4 +105,4 @@ class Service:
         flagged = outputs[1]
         self.metrics.images.inc(len(flagged))
         self.metrics.flagged.inc(int(flagged.sum()))
-        return self.api.encode_response(outputs, png)
+        return self.api.encode_response(outputs, fmt)

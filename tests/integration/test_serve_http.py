@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 from starlette.requests import ClientDisconnect
 
 from feature_unlearn.export import ExportConfig, export_model
-from feature_unlearn.serve.api import GeneratorAPI
+from feature_unlearn.serve.api import GeneratorAPI, Latents
 from feature_unlearn.serve.batching import Outputs
 from feature_unlearn.serve.config import ServeConfig
 from feature_unlearn.serve.errors import ServeError
@@ -83,7 +84,32 @@ def test_png_on_request(client: TestClient, gen: SafeGenerator) -> None:
     assert (
         post(client, {"n": 1}, Accept="image/png;q=0.5, application/json").headers["content-type"] == "application/json"
     )
-    assert post(client, {"n": 1}, Accept="text/html").status_code == 406
+    refused = post(client, {"n": 1}, Accept="text/html")
+    assert refused.status_code == 406 and "application/json, image/png or application/x-npy" in refused.text
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/x-npy", "application/octet-stream", "application/json;q=0.2, application/x-npy"]
+)
+def test_arrays_on_request_skip_png(client: TestClient, gen: SafeGenerator, accept: str) -> None:
+    r = post(client, {"n": 5, "seed": 11}, Accept=accept)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-npy"
+    images = np.load(io.BytesIO(r.content), allow_pickle=False)
+    out = gen.generate(n=5, seed=11)
+    np.testing.assert_array_equal(images, out.images)  # uint8 [N, H, W, C], exactly the runtime's
+    assert r.headers["x-shape"] == ",".join(map(str, out.images.shape)) and r.headers["x-guard-mode"] == "shift"
+    assert [f == "1" for f in r.headers["x-flagged"].split(",")] == out.flagged.tolist()
+    np.testing.assert_allclose([float(s) for s in r.headers["x-score"].split(",")], out.scores, rtol=1e-6)
+
+
+def test_one_batch_serves_png_and_array_requests_together(artifact: Path) -> None:
+    api = GeneratorAPI(config(artifact))
+    api.setup("cpu")
+    want = [Latents(2, seed=1), Latents(3, seed=2, fmt="npy"), Latents(1, seed=3, fmt="png")]
+    files = api.run_batch(want)[0]
+    assert [type(f).__name__ for f in files] == ["bytes", "bytes", "ndarray", "ndarray", "ndarray", "bytes"]
+    np.testing.assert_array_equal(np.stack(files[2:5]), api.model.generate(n=3, seed=2).images)
+    np.testing.assert_array_equal(png_array(files[5]), api.model.generate(n=1, seed=3).images[0])
 
 
 def test_latents_up_to_the_bound_are_served_beyond_it_refused(client: TestClient, gen: SafeGenerator) -> None:

@@ -12,6 +12,9 @@ AVX512-VNNI / AVX-VNNI where the CPU has them).
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +44,18 @@ def generator_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
 class _Latents:
     """onnxruntime's CalibrationDataReader protocol over fixed batches of latents."""
 
@@ -56,8 +71,9 @@ class _Latents:
 def quantize(
     model: onnx.ModelProto, input_name: str, calibration: np.ndarray
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The QDQ int8 graph of ``model`` (every generator node; ``export.phase`` moved each activation in front
-    of the interleave, so each quantized conv output covers its activation's range) and what was quantized."""
+    """The QDQ int8 graph of ``model`` (the generator's convolutions, ``OP_TYPES``; ``export.phase`` moved each
+    activation in front of the interleave, so a quantized conv output covers its activation's range) and what was
+    quantized."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if len(calibration) == 0:
@@ -66,18 +82,19 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(model, str(src), save_as_external_data=False)
-        quantize_static(
-            str(src),
-            str(dst),
-            _Latents(input_name, calibration),  # type: ignore[arg-type]
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-            nodes_to_quantize=names,
-            op_types_to_quantize=OP_TYPES,
-        )
+        with _quiet():  # the quantizer prints progress to stdout (the CLI's JSON) and warns on the root logger
+            quantize_static(
+                str(src),
+                str(dst),
+                _Latents(input_name, calibration),  # type: ignore[arg-type]
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                nodes_to_quantize=names,
+                op_types_to_quantize=OP_TYPES,
+            )
         quantized = onnx.load_model(str(dst))
     ops = [n.op_type for n in quantized.graph.node]
     info = {

@@ -121,6 +121,16 @@ def _check_png(base: str, shape: tuple[int, int, int]) -> None:
     assert r.headers["x-flagged"] in ("true", "false") and np.isfinite(float(r.headers["x-score"]))
 
 
+def _check_npy(base: str, shape: tuple[int, int, int]) -> None:
+    """curl ... -H 'accept: application/x-npy' -d '{"n": 64, "seed": 7}' -D headers.txt > images.npy"""
+    headers = {"content-type": "application/json", "accept": "application/x-npy"}
+    r = httpx.post(f"{base}/v1/generate", content=b'{"n": 64, "seed": 7}', headers=headers, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-npy", r.text[:500]
+    images = np.load(io.BytesIO(r.content), allow_pickle=False)
+    assert images.shape == (64, *shape) and images.dtype == np.uint8 and r.headers["x-shape"] == "64,32,32,3"
+    assert len(r.headers["x-flagged"].split(",")) == len(r.headers["x-score"].split(",")) == 64
+
+
 @pytest.mark.slow
 def test_readme_quick_start_and_serving(tmp_path: Path) -> None:
     fit = json.loads(_run(tmp_path, "fit", "--out", "runs/fit", *FIT_STEPS))
@@ -139,3 +149,11 @@ def test_readme_quick_start_and_serving(tmp_path: Path) -> None:
     with _serving(tmp_path, "artifacts/faces") as base:
         _check_json_generate(base, shape)
         _check_png(base, shape)
+        _check_npy(base, shape)
+    # "Reduced precision": the int8 export of the same run, quality gate included, served the same way
+    int8 = json.loads(_run(tmp_path, "export", "runs/fit", "--out", "artifacts/glasses-int8", "--precision", "int8"))
+    assert int8["precision"] == "int8" and int8["guard"] == "shift"
+    gate = json.loads((tmp_path / "artifacts/glasses-int8/manifest.json").read_text())["info"]["quality_gate"]
+    assert gate["passed"] and gate["n"] == 10_000 and gate["auditor"] == "faces-auditor"
+    with _serving(tmp_path, "artifacts/glasses-int8") as base:
+        _check_json_generate(base, shape)

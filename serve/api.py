@@ -87,6 +87,17 @@ class Latents:
         return [None] * self.n if self.z is not None else [RowSource(self.seed, i) for i in range(self.n)]
 
 
+# Stored (level 0) PNGs encode ~9x faster than zlib level 1 (0.006 vs 0.050 ms per 32x32 RGB image, measured),
+# and the zoo's faces shrink only 4% at level 1: compressing pays only where the images do compress.
+INCOMPRESSIBLE = 0.8
+
+
+def png_level(images: np.ndarray) -> int:
+    """0 (stored) when zlib level 1 leaves these sample images above ``INCOMPRESSIBLE`` of their size, else 1."""
+    raw = sum(len(f) for f in encode_pngs(images, 0))
+    return 0 if sum(len(f) for f in encode_pngs(images, 1)) > INCOMPRESSIBLE * raw else 1
+
+
 def _npy_response(
     images: np.ndarray, flagged: np.ndarray, scores: np.ndarray, mode: str, check: Optional[dict[str, Any]]
 ) -> Response:
@@ -133,6 +144,7 @@ class GeneratorAPI:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.gen: Optional[SafeGenerator] = None
+        self.png_level = 1  # zlib level of the PNGs; warm() measures whether compressing is worth it
 
     def setup(self, device: str) -> None:
         """Load the artifact (ModelLoadError -> ServeError); called once per process."""
@@ -158,6 +170,7 @@ class GeneratorAPI:
         """Run the largest and the smallest batch once so the first requests pay no start-up cost."""
         for k in (max(self.config.max_batch, self.config.max_images), 1):
             self.run_batch([Latents(k, seed=0)])
+        self.png_level = png_level(self.predict(*self.batch([Latents(16, seed=0)]))[0])
 
     def decode_request(self, body: Any) -> Latents:
         """A parsed JSON body -> the latents it asks for; ApiError(422) names what is wrong."""
@@ -244,7 +257,7 @@ class GeneratorAPI:
         raw = np.zeros(len(images), dtype=bool) if raw is None else raw
         files = np.empty(len(images), dtype=object)
         encode = np.flatnonzero(~raw)
-        for i, png in zip(encode, encode_pngs(images[encode]), strict=True):
+        for i, png in zip(encode, encode_pngs(images[encode], self.png_level), strict=True):
             files[i] = png
         for i in np.flatnonzero(raw):
             files[i] = images[i]
@@ -317,7 +330,7 @@ class GeneratorAPI:
         return {
             "name": m.get("name"),
             "z_dim": gen.z_dim,
-            "image": {"height": h, "width": w, "channels": c, "format": "png"},
+            "image": {"height": h, "width": w, "channels": c, "format": "png", "png_zlib_level": self.png_level},
             "guard": {
                 "mode": guard.get("mode", "off"),
                 "threshold": guard.get("threshold"),

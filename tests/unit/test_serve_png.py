@@ -30,3 +30,16 @@ def test_round_trip(shape: tuple[int, ...], mode: str) -> None:
 def test_refuses_what_is_not_a_uint8_batch(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match=r"expected uint8 \[N, H, W, 1\|3\|4\]"):
         encode_pngs(bad)
+
+
+def test_png_level_is_chosen_by_how_well_the_images_compress() -> None:
+    from feature_unlearn.serve.api import png_level
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)  # incompressible: store it
+    flat = np.zeros((4, 32, 32, 1), np.uint8)
+    flat[:, 10:20, 10:20] = 255  # a digit-like image on black compresses well
+    assert png_level(noise) == 0 and png_level(flat) == 1
+    stored = encode_pngs(noise, 0)
+    assert all(len(s) > noise[0].size for s in stored)  # level 0 really stores
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(stored[1]))), noise[1])

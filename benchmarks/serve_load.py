@@ -118,7 +118,7 @@ class LoadOptions:
     images: int = 4  # per request
     max_batch: int = 64  # the server's
     max_delay_ms: float = 5.0  # the server's
-    threads: int = max(1, (os.cpu_count() or 1) - 1)  # the server's ONNX Runtime threads (its default)
+    threads: int = os.cpu_count() or 1  # the server's ONNX Runtime threads (its default)
     baseline_seconds: float = 4.0
     accept: str = "application/json"  # the response format asked for: application/json (PNGs) or application/x-npy
 

@@ -452,4 +452,4 @@ def test_not_ready_and_bad_config(tmp_path: Path) -> None:
         and cfg.loopback
         and not ServeConfig(tmp_path, host="0.0.0.0").loopback
     )
-    assert cfg.ort_threads == 1 and ServeConfig(tmp_path).ort_threads == max(1, (os.cpu_count() or 1) - 1)
+    assert cfg.ort_threads == 1 and ServeConfig(tmp_path).ort_threads == (os.cpu_count() or 1)

@@ -33,15 +33,22 @@ def load_generator(name_or_path: Any, trust_code: bool = False) -> nn.Module:
 def fit(**options: Any) -> dict[str, Any]:
     """``unlearn-cli fit`` from Python: the same options as keyword arguments (``FitConfig``).
 
-    Your own generator and detector go in as ``model="package.module:factory"`` and
-    ``labeller="package.module:factory"`` with ``trust_code=True`` (and ``weights=Path(...)``), so
-    that the run directory records how to rebuild them for ``evaluate`` and ``export``.
+    Your own generator and detector go in as factories, ``generator=make_generator`` and
+    ``labeller=make_detector`` (functions importable by name), or as their names
+    ``model="package.module:factory"``, ``labeller="package.module:factory"``; with ``trust_code=True``
+    (and ``weights=Path(...)``). The run directory records the name, so ``evaluate`` and ``export``
+    can rebuild them; a built ``nn.Module`` is refused for that reason.
     """
     from pathlib import Path
 
+    from feature_unlearn.unlearn.byo import factory_spec
     from feature_unlearn.unlearn.fit import FitConfig
     from feature_unlearn.unlearn.fit.run import fit as _fit
 
+    if "generator" in options:
+        options["model"] = factory_spec(options.pop("generator"), "generator=")
+    if callable(options.get("labeller")):
+        options["labeller"] = factory_spec(options["labeller"], "labeller=")
     for key in ("out", "labels", "weights"):
         if isinstance(options.get(key), str):
             options[key] = Path(options[key])

@@ -41,6 +41,25 @@ def is_spec(name: str | Path) -> bool:
     return bool(SPEC.match(s)) and not Path(s).exists()
 
 
+def factory_spec(factory: Any, flag: str) -> str:
+    """The ``package.module:name`` of a factory function handed to the Python API (a string passes through)."""
+    if isinstance(factory, str):
+        return factory
+    if isinstance(factory, nn.Module):
+        raise ConfigError(
+            f"{flag} got a built {type(factory).__name__}: pass the function that builds it (importable as "
+            "package.module:name), so the run directory can record how evaluate and export rebuild it"
+        )
+    module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    spec = f"{module}:{name}"
+    if not callable(factory) or module in (None, "__main__") or not SPEC.match(spec):
+        raise ConfigError(
+            f"{flag} {factory!r}: pass a module-level function of an importable module (not a lambda, a nested "
+            "function or one defined in __main__), or its name as 'package.module:function'"
+        )
+    return spec
+
+
 def _factory(spec: str, flag: str) -> Callable[..., Any]:
     if not SPEC.match(spec):
         raise ConfigError(f"{flag} {spec!r}: expected the form 'package.module:function'")

@@ -118,3 +118,21 @@ def test_the_python_api_takes_the_same_factories(tmp_path: Path) -> None:
     assert metrics["steps"] == 2 and (tmp_path / "run" / "generator.safetensors").is_file()
     with pytest.raises(Exception, match="--trust-code"):
         feature_unlearn.load_generator(tmp_path / "run")
+
+
+def test_the_python_api_takes_factory_functions_and_refuses_built_modules(tmp_path: Path) -> None:
+    import feature_unlearn
+    from examples.own_generator import models
+    from feature_unlearn.unlearn.errors import ConfigError
+
+    metrics = feature_unlearn.fit(
+        generator=models.generator, labeller=models.detector, features="eyeglasses", trust_code=True,
+        out=str(tmp_path / "run"), steps=2, steps_per_round=2, n_collect=500, probe=100,
+    )  # fmt: skip
+    assert metrics["steps"] == 2
+    record = json.loads((tmp_path / "run" / "generator.json").read_text())
+    assert GEN in json.dumps(record)  # the run records how to rebuild it
+    with pytest.raises(ConfigError, match="generator= got a built .*pass the function that builds it"):
+        feature_unlearn.fit(generator=models.generator(), trust_code=True, out=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="not a lambda"):
+        feature_unlearn.fit(generator=lambda: None, trust_code=True, out=str(tmp_path / "y"))

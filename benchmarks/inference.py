@@ -51,9 +51,12 @@ GPU_BACKENDS = (
 BARE_BATCH = 64  # the generator alone (float output, no guard) is timed at the targets' batch only
 
 
-def guarded(name: str, guard: bool = True) -> tuple[torch.nn.Module, ModelRecord, torch.nn.Module]:
-    """The zoo generator, a fit run's record of it (with a random guard) and the module the export holds."""
-    g, meta = load_generator_with_meta(name)
+def guarded(
+    name: str, guard: bool = True, trust_code: bool = False
+) -> tuple[torch.nn.Module, ModelRecord, torch.nn.Module]:
+    """The zoo (or a user's ``package.module:factory``) generator, a fit run's record of it (with a random guard)
+    and the module the export holds."""
+    g, meta = load_generator_with_meta(name, trust_code)
     u = np.random.default_rng(0).standard_normal(z_dim_of(g))
     vector = GuardRecord(direction=(tuple((u / np.linalg.norm(u)).tolist()),), threshold=(1.0,), features=("bench",))
     record = ModelRecord(kind="generator", arch=meta.record.arch, dataset=meta.record.dataset)
@@ -63,14 +66,20 @@ def guarded(name: str, guard: bool = True) -> tuple[torch.nn.Module, ModelRecord
 
 
 def export_zoo(
-    name: str, out: Path, guard: bool = True, fp16: bool = False, precision: str = "fp32", gate_samples: int = 10_000
+    name: str,
+    out: Path,
+    guard: bool = True,
+    fp16: bool = False,
+    precision: str = "fp32",
+    gate_samples: int = 10_000,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """``unlearn-cli export`` of a run holding the zoo generator (the run, named after it, goes beside ``out``)."""
-    g, record, _ = guarded(name, guard)
-    run = out.with_name(out.name + "-run") / name
+    g, record, _ = guarded(name, guard, trust_code)
+    run = out.with_name(out.name + "-run") / name.replace(":", "-")
     save_checkpoint(run / "generator", g.state_dict(), record)
     cfg = ExportConfig(source=str(run), out=out, fp16=fp16, precision=precision, gate_samples=gate_samples)
-    return export_model(cfg)
+    return export_model(dataclasses.replace(cfg, trust_code=trust_code))
 
 
 def torch_fn(module: Callable[[torch.Tensor], Any], z: torch.Tensor, sync: bool = False) -> Fn:
@@ -84,10 +93,10 @@ def torch_fn(module: Callable[[torch.Tensor], Any], z: torch.Tensor, sync: bool 
     return run
 
 
-def torch_backend(name: str, backend: str, batch: int, threads: int) -> Fn:
+def torch_backend(name: str, backend: str, batch: int, threads: int, trust_code: bool = False) -> Fn:
     """The guarded module of ``name`` on a batch, eager or compiled (the memory probe's torch process)."""
     torch.set_num_threads(threads)
-    g, _, module = guarded(name)
+    g, _, module = guarded(name, trust_code=trust_code)
     return torch_fn(torch.compile(module) if backend == "torch-compile" else module, latents(batch, z_dim_of(g), 0))
 
 
@@ -108,21 +117,24 @@ class Model:
 
 
 def prepare(name: str, tmp: Path, cuda: bool, cfg: Run) -> Model:
-    exports = {k: tmp / f"{name}-{k}" for k in ("guarded", "plain", "fp16")[: 2 + cuda]}
-    summary = export_zoo(name, exports["guarded"])
-    export_zoo(name, exports["plain"], guard=False)
+    trust, stem = cfg.trust_code, name.replace(":", "-")
+    exports = {k: tmp / f"{stem}-{k}" for k in ("guarded", "plain", "fp16")[: 2 + cuda]}
+    summary = export_zoo(name, exports["guarded"], trust_code=trust)
+    export_zoo(name, exports["plain"], guard=False, trust_code=trust)
     if cuda:
-        export_zoo(name, exports["fp16"], fp16=True)
-    g, _, module = guarded(name)
+        export_zoo(name, exports["fp16"], fp16=True, trust_code=trust)
+    g, _, module = guarded(name, trust_code=trust)
     mflop = measure.flops_per_image(g, z_dim_of(g)) / 1e6
     info = ModelInfo(name, round(mflop, 3), z_dim_of(g), round(float(summary["export_seconds"]), 2))
     low, rows, failures = reduced.exports(name, tmp, cfg.s.precisions, _export_reduced(cfg), cfg.threads)
-    modules = {"guarded": module, "plain": guarded(name, guard=False)[2], "generator": g}
+    modules = {"guarded": module, "plain": guarded(name, guard=False, trust_code=trust)[2], "generator": g}
     return Model(info, modules, exports | low, Inference(precision=rows, failures=failures))
 
 
 def _export_reduced(cfg: Run) -> reduced.Export:
-    return lambda name, out, p: export_zoo(name, out, precision=p, gate_samples=cfg.s.gate_samples)
+    return lambda name, out, p: export_zoo(
+        name, out, precision=p, gate_samples=cfg.s.gate_samples, trust_code=cfg.trust_code
+    )
 
 
 def compiled(module: torch.nn.Module, mode: str, z: torch.Tensor) -> Callable[[], Fn]:
@@ -222,7 +234,10 @@ def bench_model(name: str, cfg: Run, tmp: Path, cuda: bool) -> Inference:
         part += bench_batch(m, batch, cfg, cuda)
     if cfg.runs("memory"):  # at the largest batch, one fresh process per backend
         n, onnx = max(cfg.batch_sizes), m.exports["guarded"]
-        mem = [MemoryRow(name, b, n, **measure.memory(name, b, onnx, n, cfg.threads)) for b in measure.MEMORY_BACKENDS]
+        mem = [
+            MemoryRow(name, b, n, **measure.memory(name, b, onnx, n, cfg.threads, cfg.trust_code))
+            for b in measure.MEMORY_BACKENDS
+        ]
         part += Inference(memory=tuple(mem))
     return part
 

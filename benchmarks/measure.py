@@ -162,7 +162,7 @@ def memory_child() -> None:
     else:
         from benchmarks.inference import torch_backend
 
-        fn = torch_backend(a["model"], a["backend"], a["batch"], a["threads"])
+        fn = torch_backend(a["model"], a["backend"], a["batch"], a["threads"], a.get("trust_code", False))
     fn()
     steady = peak = rss_mb()
     worker = threading.Thread(target=lambda: [fn() for _ in range(5)])
@@ -173,11 +173,12 @@ def memory_child() -> None:
     print(json.dumps({"steady_mb": steady, "peak_mb": max(peak, rss_mb()), "hwm_mb": rss_mb("VmHWM:")}))
 
 
-def memory(model: str, backend: str, artifact: Path, batch: int, threads: int) -> dict[str, Any]:
+def memory(
+    model: str, backend: str, artifact: Path, batch: int, threads: int, trust_code: bool = False
+) -> dict[str, Any]:
     """``memory_child``'s figures (rounded MB), or the error its process ended with."""
-    args = json.dumps(
-        {"model": model, "backend": backend, "artifact": str(artifact), "batch": batch, "threads": threads}
-    )
+    given = {"model": model, "backend": backend, "artifact": str(artifact), "batch": batch, "threads": threads}
+    args = json.dumps(given | {"trust_code": trust_code})
     cmd = [sys.executable, "-c", "from benchmarks.measure import memory_child; memory_child()", args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     if proc.returncode != 0:

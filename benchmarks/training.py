@@ -27,6 +27,7 @@ from benchmarks.config import Run
 from benchmarks.inference import build
 from benchmarks.measure import Fn, interleave, one_line
 from benchmarks.records import Ddp, Failure, FitRow, FitRun, FitSpeed, Unlearning, UnlearnRow
+from feature_unlearn.unlearn.byo import is_spec
 from feature_unlearn.unlearn.configs import AttackConfig, EvalConfig
 from feature_unlearn.unlearn.device import maybe_compile, resolve_runtime
 from feature_unlearn.unlearn.fit import FitConfig
@@ -150,6 +151,14 @@ def unlearn_one(name: str, cfg: Run) -> UnlearnRow:
 def run_unlearning(cfg: Run) -> Unlearning:
     rows, failures = [], []
     for name in cfg.s.unlearn_models or cfg.model_names:
+        if is_spec(name):
+            failures.append(
+                Failure(
+                    name,
+                    "a user's generator: the unlearning table fits zoo generators with the zoo labeller and auditor",
+                )
+            )
+            continue
         print(f"unlearning: {name}", flush=True)
         try:
             rows.append(unlearn_one(name, cfg))

@@ -47,13 +47,21 @@ class BenchConfig:
     threads: int = opt(os.cpu_count() or 1, "torch and ONNX Runtime threads (default: all cores).", min=1)
     serve_seconds: float = opt(20.0, "Seconds of HTTP load in the serve section.", min=1.0)
     seed: int = opt(0, "Seed of the latents and the fits.")
+    trust_code: bool = opt(False, "Allow --model package.module:factory (your generator) to import and run that code.")
 
     def __post_init__(self) -> None:
+        from feature_unlearn.unlearn.byo import is_spec
         from feature_unlearn.unlearn.pretrain.recipes import base_generators  # imports torch: not for --help
 
-        for flag, values, allowed in (("--model", self.models, base_generators()), ("--skip", self.skip, SECTIONS)):
+        zoo = [m for m in self.models if not is_spec(m)]
+        for flag, values, allowed in (("--model", zoo, base_generators()), ("--skip", self.skip, SECTIONS)):
             if unknown := [v for v in values if v not in allowed]:
-                raise ConfigError(f"{flag} {unknown[0]!r}: choose from {', '.join(allowed)}")
+                raise ConfigError(
+                    f"{flag} {unknown[0]!r}: choose from {', '.join(allowed)} (or package.module:factory)"
+                )
+        foreign = [m for m in self.models if is_spec(m)]
+        if foreign and not self.trust_code:
+            raise ConfigError(f"--model {foreign[0]}: importing a factory runs its code; add --trust-code to allow it")
         if any(b < 1 for b in self.batches):
             raise ConfigError(f"--batch {min(self.batches)}: batch sizes must be ≥ 1")
 

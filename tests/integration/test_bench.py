@@ -190,6 +190,7 @@ def test_the_committed_results_load() -> None:
         (["--model", "celeba-gan"], "--model 'celeba-gan'"),
         (["--batch", "0"], "--batch 0"),
         (["--skip", "gpu"], "--skip 'gpu'"),
+        (["--model", "examples.own_generator.models:generator"], "add --trust-code to allow it"),
     ],
 )
 def test_bench_refuses_bad_input_in_one_line_naming_the_flag(args: list[str], flag: str) -> None:
@@ -321,3 +322,13 @@ def test_keep_targets_read_fid_without_the_feature_and_the_other_attributes_shif
     assert "FID without the feature, unlearned+guard / oracle" not in {
         t.metric for t in all_targets(results(unlearning=Unlearning(500, {}, (base,))))
     }  # an older record without these figures is not judged on them
+
+
+@pytest.mark.slow
+def test_a_users_generator_is_timed_with_trust_code(tmp_path: Path) -> None:
+    spec = "examples.own_generator.models:generator"
+    scale = dataclasses.replace(TINY, models=(), batches=(4,), precisions=())
+    res = run_bench(Run(out=tmp_path, threads=1, scale=scale, models=(spec,), trust_code=True), "pytest")
+    assert res.inference is not None
+    assert {(r.backend, r.model) for r in res.inference.rows} >= {("onnxruntime-cpu", spec), ("torch-eager", spec)}
+    assert all(r.images_per_s > 0 for r in res.inference.rows)

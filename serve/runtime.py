@@ -202,6 +202,12 @@ class SafeGenerator:
         except ArtifactError as exc:
             raise ModelLoadError(str(exc)) from None
         requested = resolve_providers(providers)
+        auto = isinstance(providers, str) and providers == "auto"
+        if art.manifest is not None and art.manifest.precision == "bf16" and not auto and requested[0] != CPU:
+            raise ModelLoadError(
+                f"providers {requested[0]}: a bf16 artifact runs its PyTorch program on the CPU; load it with "
+                "providers='cpu' (or 'auto'), or export fp16 for a GPU"
+            )
         session = _session(art.model, art.onnx_path, requested, threads)
         try:
             manifest = same_manifest(

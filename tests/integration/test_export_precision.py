@@ -18,7 +18,7 @@ from feature_unlearn.export.gates import QualityGateError
 from feature_unlearn.export.precision import cpu_flags
 from feature_unlearn.export.source import load_source
 from feature_unlearn.export.spec import ExportSpec
-from feature_unlearn.serve.runtime import ModelLoadError, SafeGenerator
+from feature_unlearn.serve.runtime import CPU, ModelLoadError, SafeGenerator
 from tests.helpers import guard_entry, make_generator, near_threshold, save_run
 
 pytestmark = pytest.mark.slow  # every test here exports a generator
@@ -105,6 +105,12 @@ def test_tampered_program_and_missing_torch_are_one_line_refusals(
         m.setattr(builtins, "__import__", no_torch)
         with pytest.raises(ModelLoadError, match="runs on PyTorch, which is not installed: pip install torch"):
             SafeGenerator.load(art)
+    weights = art / "model.bf16.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
+    with monkeypatch.context() as m:  # as on a GPU machine: asking for CUDA would silently run on the CPU
+        m.setattr("feature_unlearn.serve.runtime.ort.get_available_providers", lambda: ["CUDAExecutionProvider", CPU])
+        with pytest.raises(ModelLoadError, match="a bf16 artifact runs its PyTorch program on the CPU"):
+            SafeGenerator.load(exports["bf16"], providers="cuda")
     weights = art / "model.bf16.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
     with pytest.raises(ModelLoadError, match="model.bf16.safetensors: sha256 differs .* changed after export"):

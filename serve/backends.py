@@ -86,7 +86,7 @@ def load_program(program: bytes, weights: bytes, z_dim: int, threads: Optional[i
         raise BackendError(
             f"{PROGRAM}: PyTorch {torch.__version__} cannot rebuild the program ({str(exc)[:160]})"
         ) from None
-    if threads:
+    if threads:  # process-wide: the runtime owns its process (SafeGenerator.load(threads=...))
         torch.set_num_threads(threads)
     names = list(doc.get("outputs", []))
 

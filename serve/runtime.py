@@ -1,7 +1,8 @@
 """The torch-free runtime: an exported model.onnx (+ manifest.json) on ONNX Runtime.
 
-Imports numpy and onnxruntime only, never torch, ``unlearn`` or ``export``: production
-images stay small and the guard cannot be skipped because it is inside the graph.
+Imports numpy and onnxruntime only, never ``unlearn`` or ``export``, and torch only to run a
+bf16 artifact (``serve.backends``, imported on load): production images stay small and the
+guard cannot be skipped because it is inside the graph (or the program) the manifest authenticates.
 
     gen = SafeGenerator.load("exported/")      # a directory or a model.onnx
     out = gen.generate(n=16, seed=0)           # out.images uint8 [16, H, W, C], out.flagged, out.scores
@@ -134,7 +135,7 @@ def _program(art: Artifact, manifest: Manifest, threads: Optional[int]) -> Optio
 
 
 class SafeGenerator:
-    """A guarded generator on ONNX Runtime; build it with ``SafeGenerator.load``."""
+    """A guarded generator on ONNX Runtime (a bf16 artifact: its PyTorch program); build it with ``load``."""
 
     def __init__(
         self,

@@ -80,8 +80,11 @@ def decide(figures: dict[str, Any], precision: str, spec: ExportSpec) -> dict[st
     shifts = {k: round(low["rates"][k] - base["rates"][k], 3) for k in base["rates"]}
     fid_rel = low["fid"] / base["fid"] - 1 if base["fid"] > 0 else 0.0
     figures |= {"rate_shift_pp": shifts, "fid_change": round(fid_rel, 4)}
-    fails = [f"{k} rate {base['rates'][k]:.2f}% -> {low['rates'][k]:.2f}%" for k, d in shifts.items()]
-    fails = [f for f, d in zip(fails, shifts.values(), strict=True) if abs(d) > spec.gate_rate_pp]
+    fails = [
+        f"{k} rate {base['rates'][k]:.2f}% -> {low['rates'][k]:.2f}%"
+        for k, d in shifts.items()
+        if abs(d) > spec.gate_rate_pp
+    ]
     if abs(fid_rel) > spec.gate_fid_rel:
         fails.append(f"FID {base['fid']:.3f} -> {low['fid']:.3f} ({100 * fid_rel:+.1f}%)")
     figures["passed"] = not fails

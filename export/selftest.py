@@ -16,6 +16,7 @@ from torch import nn
 
 from feature_unlearn.export.errors import ExportError
 from feature_unlearn.export.module import build_module
+from feature_unlearn.export.precision import REDUCED
 from feature_unlearn.export.source import Source
 from feature_unlearn.export.spec import ExportSpec
 from feature_unlearn.serve.manifest import GUARD_MODES, SelfTest, thumbnail
@@ -65,7 +66,7 @@ def selftest_tolerance(
 ) -> float:
     """Thumbnail tolerance: the precision's floor, or for bf16/int8 what the artifact itself measures, with headroom."""
     floor = THUMB_TOLERANCE[precision]
-    if precision not in ("bf16", "int8"):
+    if precision not in REDUCED:
         return floor
     z, _ = probes(source.guard, z_dim, spec.seed + 1)
     want = _answers(build_module(source.generator, source.guard, mode), z)[0]

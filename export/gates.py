@@ -42,6 +42,13 @@ def _float_images(images: Images, z: np.ndarray, batch: int = 512) -> torch.Tens
     return x / 127.5 - 1.0
 
 
+def _pixels(fp32: torch.Tensor, reduced: torch.Tensor) -> dict[str, Any]:
+    """Grey-level differences from the fp32 graph on the gate's latents (validation sees only a few hundred)."""
+    steps = (reduced - fp32).abs().mul(127.5).round()  # both came from uint8: whole grey levels
+    worst = steps.flatten(1).amax(1)
+    return {"max": int(steps.max()), "mean": round(float(steps.mean()), 4), "images_over_4": int((worst > 4).sum())}
+
+
 def _judged(source: Source) -> list[str] | None:
     dataset = source.meta.record.dataset
     if dataset not in DEFAULT_FEATURE:
@@ -66,6 +73,7 @@ def measure(fp32: Images, reduced: Images, source: Source, z_dim: int, n: int, p
     binary = [k for k, c in auditor.cfg.heads.items() if c == 2]
     judged = [f for f in features if f in binary] or binary  # a feature the auditor lacks: every attribute
     out: dict[str, Any] = {"run": True, "auditor": auditor_name, "n": n, "features": judged}
+    out["pixels"] = _pixels(images["fp32"], images[precision])
     for label, x in images.items():
         rates = attribute_rates(auditor, x)
         out[label] = {"rates": {k: round(100 * rates[k], 3) for k in judged}, "fid": round(fid(auditor, real, x), 4)}

@@ -99,6 +99,19 @@ def load_program(program: bytes, weights: bytes, z_dim: int, threads: Optional[i
     return run
 
 
+def routed(program: Run, fp32: Run, fp32_below: int) -> Run:
+    """A bf16 artifact's backend: batches under ``fp32_below`` on its fp32 graph, larger ones on its program.
+
+    ``fp32_below`` is the crossover export measured (``export.bf16.crossover``): at small batches PyTorch's
+    per-op overhead outweighs bf16's faster multiplies. The guard is fp32 in both, so decisions do not move.
+    """
+
+    def run(outputs: Sequence[str], z: np.ndarray) -> list[np.ndarray]:
+        return (fp32 if len(z) < fp32_below else program)(outputs, z)
+
+    return run
+
+
 def onnx_runner(session: Any, input_name: str) -> Run:
     """ONNX Runtime: the outputs asked for, by name."""
 

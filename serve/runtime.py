@@ -27,7 +27,15 @@ import numpy as np
 import onnxruntime as ort
 
 from feature_unlearn.serve.artifact import Artifact, ArtifactError, open_artifact, same_manifest
-from feature_unlearn.serve.backends import PROGRAM, PROGRAM_WEIGHTS, BackendError, Run, load_program, onnx_runner
+from feature_unlearn.serve.backends import (
+    PROGRAM,
+    PROGRAM_WEIGHTS,
+    BackendError,
+    Run,
+    load_program,
+    onnx_runner,
+    routed,
+)
 from feature_unlearn.serve.manifest import Manifest
 from feature_unlearn.serve.policy import RowSource, check_policy, enforce
 from feature_unlearn.serve.selftest import SelfTestError, VerifiedGuard, verify
@@ -119,8 +127,23 @@ def _check_graph(session: ort.InferenceSession, manifest: Manifest, onnx_path: P
     return inputs[0].name, want_out
 
 
-def _program(art: Artifact, manifest: Manifest, threads: Optional[int]) -> Optional[Run]:
-    """A bf16 artifact's PyTorch program (``serve.backends``); None for the ONNX precisions."""
+def _fp32_below(manifest: Manifest, onnx_path: Path, override: Optional[int] = None) -> int:
+    """The batch below which a bf16 artifact runs its fp32 graph: ``override``, else the manifest's
+    ``info.program.fp32_below`` (measured at export)."""
+    if override is not None:
+        return override
+    program = manifest.info.get("program")
+    below = program.get("fp32_below", 1) if isinstance(program, dict) else 1
+    if isinstance(below, bool) or not isinstance(below, int) or below < 1:
+        raise ModelLoadError(f"{onnx_path}: manifest info.program.fp32_below must be a positive integer, got {below!r}")
+    return below
+
+
+def _program(
+    art: Artifact, manifest: Manifest, threads: Optional[int], session: ort.InferenceSession, below: Optional[int]
+) -> Optional[Run]:
+    """A bf16 artifact's PyTorch program (``serve.backends``), small batches routed to its fp32 graph; None
+    for the ONNX precisions."""
     if manifest.precision != "bf16":
         return None
     if PROGRAM not in art.sidecars or PROGRAM_WEIGHTS not in art.sidecars:
@@ -129,9 +152,16 @@ def _program(art: Artifact, manifest: Manifest, threads: Optional[int]) -> Optio
             "manifest.json; give the export directory"
         )
     try:
-        return load_program(art.sidecars[PROGRAM], art.sidecars[PROGRAM_WEIGHTS], manifest.z_dim, threads)
+        program = load_program(art.sidecars[PROGRAM], art.sidecars[PROGRAM_WEIGHTS], manifest.z_dim, threads)
     except BackendError as exc:
         raise ModelLoadError(str(exc)) from None
+    fp32 = onnx_runner(session, session.get_inputs()[0].name)
+    return routed(program, fp32, _fp32_below(manifest, art.onnx_path, below))
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 class SafeGenerator:
@@ -146,12 +176,15 @@ class SafeGenerator:
         source: Path,
         on_flagged: Optional[str] = None,
         program: Optional[Run] = None,
+        fp32_below: Optional[int] = None,
     ) -> None:
         self._session, self.spec, self.max_batch, self.path = session, manifest, max_batch, source
         self.manifest: dict[str, Any] = manifest.to_json()
         self._input, self._outputs = _check_graph(session, manifest, source)
         self._backend: Run = program or onnx_runner(session, self._input)
         self.precision: str = manifest.precision
+        # bf16: smaller batches run the fp32 graph (the crossover export measured; serve.backends.routed)
+        self.fp32_below = _fp32_below(manifest, source, fp32_below) if program else None
         self.has_image_check = tuple(self._outputs[3:]) == CHECK_OUTPUTS
         if on_flagged is not None and not self.has_image_check:
             raise ModelLoadError(f"--on-flagged {on_flagged}: {source} has no image check (export with --image-check)")
@@ -188,16 +221,19 @@ class SafeGenerator:
         threads: Optional[int] = None,
         pin: Optional[str] = None,
         on_flagged: Optional[str] = None,
+        fp32_below: Optional[int] = None,
     ) -> SafeGenerator:
         """Open an export directory (model.onnx + manifest.json) or a model.onnx file.
 
         The graph's sha256 must be the one manifest.json records (and ``pin``, when given); then the
         known-answer self-test must confirm the guard mode, thresholds and weights the manifest claims.
         ``on_flagged``: what to do with an image the in-graph image check flags (``serve.policy``;
-        default resample), for artifacts exported with one.
+        default resample), for artifacts exported with one. ``fp32_below``: a bf16 artifact runs batches
+        smaller than this on its fp32 graph (default: the crossover export measured; 1: always bf16).
         """
-        if not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+        _positive("max_batch", max_batch)
+        if fp32_below is not None:
+            _positive("fp32_below", fp32_below)
         try:
             art = open_artifact(path, pin)
         except ArtifactError as exc:
@@ -216,8 +252,8 @@ class SafeGenerator:
             )
         except ArtifactError as exc:
             raise ModelLoadError(str(exc)) from None
-        program = _program(art, manifest, threads)
-        gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged, program)
+        program = _program(art, manifest, threads, session, fp32_below)
+        gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged, program, fp32_below)
         gen.sha256 = art.sha256
         gen.timings["hash_s"] = art.hash_seconds
         return gen
@@ -250,6 +286,7 @@ class SafeGenerator:
             "precision": self.precision,
             "fallback": self.fallback,
             "max_batch": self.max_batch,
+            "fp32_below": self.fp32_below,
         }
 
     def generate(

@@ -49,7 +49,8 @@ def _near(exports: dict[str, Path]) -> np.ndarray:
 def test_reduced_precision_keeps_fp32_decisions_and_close_images(exports: dict[str, Path], precision: str) -> None:
     if precision not in exports:
         pytest.skip("this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16)")
-    fp32, low = SafeGenerator.load(exports["fp32"], threads=1), SafeGenerator.load(exports[precision], threads=1)
+    fp32 = SafeGenerator.load(exports["fp32"], threads=1)
+    low = SafeGenerator.load(exports[precision], threads=1, **({"fp32_below": 1} if precision == "bf16" else {}))
     assert low.precision == precision and low.info()["precision"] == precision
     z = np.concatenate([_near(exports), np.random.default_rng(1).standard_normal((256, fp32.z_dim), np.float32)])
     a, b = fp32.generate(z=z), low.generate(z=z)
@@ -62,6 +63,20 @@ def test_reduced_precision_keeps_fp32_decisions_and_close_images(exports: dict[s
     assert d.max() > 0  # it really is another precision
 
 
+def test_bf16_runs_small_batches_on_its_fp32_graph(exports: dict[str, Path]) -> None:
+    if "bf16" not in exports:
+        pytest.skip("this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16)")
+    program = json.loads((exports["bf16"] / "manifest.json").read_text())["info"]["program"]
+    assert program["fp32_below"] >= 1 and set(program["timed_ms"]) == {"1", "2", "4", "8", "16", "32", "64", "128"}
+    assert SafeGenerator.load(exports["bf16"]).fp32_below == program["fp32_below"]  # measured at export
+    fp32, low = SafeGenerator.load(exports["fp32"]), SafeGenerator.load(exports["bf16"], fp32_below=5)
+    z = np.random.default_rng(2).standard_normal((5, fp32.z_dim), np.float32)
+    np.testing.assert_array_equal(low.generate(z=z[:4]).images, fp32.generate(z=z[:4]).images)  # fp32 graph
+    assert (low.generate(z=z).images != fp32.generate(z=z).images).any()  # from 5 on: the bf16 program
+    with pytest.raises(ValueError, match="fp32_below must be a positive integer"):
+        SafeGenerator.load(exports["bf16"], fp32_below=0)
+
+
 def test_manifest_records_error_gate_and_backend(exports: dict[str, Path]) -> None:
     m = json.loads((exports["int8"] / "manifest.json").read_text())
     info = m["info"]
@@ -70,6 +85,8 @@ def test_manifest_records_error_gate_and_backend(exports: dict[str, Path]) -> No
     gate = info["quality_gate"]
     assert gate["run"] and gate["passed"] and gate["n"] == GATE_N and gate["auditor"] == "mnist-auditor"
     assert abs(gate["fid_change"]) <= 0.02 and all(abs(v) <= 0.2 for v in gate["rate_shift_pp"].values())
+    pixels = gate["pixels"]  # the int8 images against the fp32 graph's, on the gate's latents
+    assert pixels["max"] >= 1 and 0 < pixels["mean"] < 4 and 0 <= pixels["images_over_4"] <= GATE_N
     assert m["self_test"]["thumb_tolerance"] >= 3.0
     graph = onnx.load(str(exports["int8"] / "model.onnx")).graph
     kinds = [n.op_type for n in graph.node]

@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from feature_unlearn.export.module import Cast, reduced_generator
 from feature_unlearn.export.phase import (
     MatMulConvTranspose,
     PhaseConvTranspose,
+    ShuffleConvTranspose,
     decomposable,
     fold_all_batchnorms,
     rewrite_transposed_convs,
@@ -22,13 +24,16 @@ from tests.helpers import make_generator
     ("k", "s", "p", "hw"),
     [(4, 2, 1, (5, 6)), (4, 2, 1, (1, 1)), (4, 4, 0, (3, 2)), (6, 2, 2, (4, 4)), (2, 2, 0, (3, 5))],
 )
-def test_phase_decomposition_is_exact(k: int, s: int, p: int, hw: tuple[int, int]) -> None:
+@pytest.mark.parametrize("rewrite", [PhaseConvTranspose, ShuffleConvTranspose])
+def test_phase_decomposition_is_exact(
+    k: int, s: int, p: int, hw: tuple[int, int], rewrite: type[PhaseConvTranspose | ShuffleConvTranspose]
+) -> None:
     torch.manual_seed(k * 10 + s)
     conv = nn.ConvTranspose2d(3, 5, k, s, p)
     x = torch.randn(2, 3, *hw)
     assert decomposable(conv, hw) == "phase"
     with torch.no_grad():
-        torch.testing.assert_close(PhaseConvTranspose(conv, hw, nn.Identity())(x), conv(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(rewrite(conv, hw, nn.Tanh())(x), torch.tanh(conv(x)), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -73,6 +78,20 @@ def test_narrow_layers_stay_transposed_convs() -> None:
     assert (counts["phase"], counts["kept"]) == (1, 2)  # only 32 -> 16 has 16 output channels
     kept = [m.out_channels for m in rewritten.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert kept == [8, 3]
+
+
+def test_bf16_generator_keeps_its_wide_transposed_convs_and_fp32_vector_layers() -> None:
+    g = make_generator("vae", channels=3)
+    z = torch.randn(64, g.z_dim)
+    b = reduced_generator(g, "bf16")
+    casts = {type(m.layer).__name__: m.dtype for m in b.modules() if isinstance(m, Cast)}
+    assert casts["ConvTranspose2d"] == torch.bfloat16 and casts["ShuffleConvTranspose"] == torch.bfloat16
+    assert casts["Linear"] == torch.float32  # the layer that reads z: rounding it was the largest error
+    wrapped = [m for m in b.modules() if isinstance(m, Cast)]
+    assert all(p.dtype == m.dtype for m in wrapped for p in m.layer.parameters(recurse=False))
+    with torch.no_grad():
+        d = (b(z) - g(z)).abs()
+    assert b(z).dtype == torch.float32 and 0 < d.mean() < 0.01 and d.max() < 0.1
 
 
 def test_batchnorm_folding_keeps_eval_outputs() -> None:

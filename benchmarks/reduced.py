@@ -51,6 +51,8 @@ def row(name: str, precision: str, path: Path, threads: int) -> PrecisionRow:
         gate=gate.get("auditor") if gate.get("run") else gate.get("why"),
         load_s=load_s,
         first_request_s=first_s,
+        gate_pixels=gate.get("pixels"),
+        fp32_below=info.get("program", {}).get("fp32_below"),
     )
 
 

@@ -123,8 +123,8 @@ def _stage(cfg: ExportConfig, precision: str, source: Source, mode: str, tmp: Pa
     run = validate.onnx_runner(candidate)
     if precision == "bf16":
         info["program"] = bf16.save_program(module, _spec(cfg, module), tmp)
-        fp32_run, run = run, _program_runner(tmp, module.z_dim, _spec(cfg, module))
-        info["program"] |= bf16.crossover(run, fp32_run, module.z_dim)
+        run = _program_runner(tmp, module.z_dim, _spec(cfg, module))
+        info["program"] |= bf16.crossover(run, validate.onnx_runner(candidate), module.z_dim)
     if check is not None:
         spec = _spec(cfg, module)
         info["image_check"] = {"features": list(check.cfg.features), "outputs": list(spec.output_names[3:])}

@@ -152,8 +152,13 @@ class ShuffleConvTranspose(nn.Module):
         self.s, self.act, self.pad = s, act, (left, right, top, bottom)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right, top, bottom = self.pad
+        if (left, top) == (right, bottom):  # the conv pads inside its kernel: no padded copy of x
+            y = F.conv2d(x, self.weight, self.bias, padding=(top, left))
+        else:
+            y = F.conv2d(F.pad(x, self.pad), self.weight, self.bias)
         # the activation is elementwise, so it commutes with the pixel shuffle's permutation
-        return F.pixel_shuffle(self.act(F.conv2d(F.pad(x, self.pad), self.weight, self.bias)), self.s)
+        return F.pixel_shuffle(self.act(y), self.s)
 
 
 def _right_pad(size: int, left: int, k: int, s: int, p: int) -> int:

@@ -89,6 +89,9 @@ def _calls(fn: Fn, n: int, into: list[float]) -> float:
     return time.process_time() - cpu
 
 
+SWITCH_PAUSE_S = 0.05
+
+
 def interleave(
     fns: dict[str, Fn], warmup: int, budget_s: float, calls: tuple[int, int], rounds: int, seed: int = 0
 ) -> tuple[dict[str, Timing], dict[str, str]]:
@@ -110,8 +113,12 @@ def interleave(
     for r in range(rounds):
         rng.shuffle(order)
         for k in order:
-            if n := total[k] // rounds + (r < total[k] % rounds):  # after a switch the previous contender's threads
-                fns[k]()  # may still spin (ONNX Runtime's do) and take a core: one untimed call first
+            if n := total[k] // rounds + (r < total[k] % rounds):
+                # after a switch the previous contender's threads may still spin (ONNX Runtime's and OpenMP's
+                # do) and take a core: a pause lets them park (a bf16 program right after ONNX Runtime ran
+                # 4.8 ms instead of 4.1 with the untimed call alone), then one untimed call
+                time.sleep(SWITCH_PAUSE_S)
+                fns[k]()
             cpu[k] += _calls(fns[k], n, samples[k][r])
     foreign = foreign_cores(start)
     timings = {k: Timing(tuple(map(tuple, samples[k])), tuple(warm[k]), cpu[k], foreign) for k in warm}

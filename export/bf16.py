@@ -68,7 +68,8 @@ def save_program(module: ExportModule, spec: ExportSpec, directory: Path) -> dic
     text, weights = json.dumps(doc).encode(), save_tensors(_tensors(program))
     atomic_write(program_path, lambda tmp: tmp.write_bytes(text))
     atomic_write(weights_path, lambda tmp: tmp.write_bytes(weights))
-    return {"exporter": "torch.export", "torch": torch.__version__, "memory_format": "channels_last"}
+    probe = getattr(module.guarded.generator, "probe", {})  # export.mixed.fastest_bf16: which layers left fp32
+    return {"exporter": "torch.export", "torch": torch.__version__, "memory_format": "channels_last", **probe}
 
 
 ROUTING_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)

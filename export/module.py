@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from feature_unlearn.export.phase import PhaseConvTranspose, ShuffleConvTranspose, rewrite_transposed_convs
+from feature_unlearn.export.mixed import fastest_bf16
+from feature_unlearn.export.phase import rewrite_transposed_convs
 from feature_unlearn.unlearn.artifacts import GuardRecord
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
 from feature_unlearn.unlearn.imagecheck import ImageCheck
@@ -40,67 +41,12 @@ class HalfGenerator(nn.Module):
         return self.generator(z.to(torch.float16)).to(torch.float32)
 
 
-# The layers a bf16 generator runs in bf16: the convolutions, where the multiplies are. Every other module with
-# parameters (the Linear or matmul that reads z, norms, a flow prior's affine map) stays fp32: they are cheap
-# ([N, z_dim] rows), and rounding z and the first layer's weights to bf16 was the largest error (on
-# mnist-dcgan it alone took the worst pixel from 4.6 to 9.6 grey levels, 2,000 latents).
-BF16_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, ShuffleConvTranspose, PhaseConvTranspose)
-
-
-class Cast(nn.Module):
-    """``layer`` run in ``dtype``: its input is cast on the way in, and its output stays in that dtype."""
-
-    def __init__(self, layer: nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.layer, self.dtype = layer, dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x.to(self.dtype))
-
-
-def mixed_bf16(generator: nn.Module) -> int:
-    """Wrap, in place, every module with parameters of its own in a ``Cast``: bf16 for ``BF16_LAYERS``, else fp32."""
-    wrapped = 0
-    for name, module in reversed(list(generator.named_modules())):  # children before their parents
-        own = list(module.parameters(recurse=False))
-        if not name or not own:
-            continue
-        dtype = torch.bfloat16 if isinstance(module, BF16_LAYERS) else torch.float32
-        for param in own:
-            param.data = param.data.to(dtype)
-        parent, _, leaf = name.rpartition(".")
-        setattr(generator.get_submodule(parent) if parent else generator, leaf, Cast(module, dtype))
-        wrapped += 1
-    return wrapped
-
-
-class BFloat16Generator(nn.Module):
-    """The generator in bf16, channels_last, behind an fp32 interface: z_out is passed on in fp32.
-
-    Transposed convs stay transposed convs (oneDNN's bf16 kernels run the wide ones at the bf16 roof), except
-    narrow output layers, which become one pixel-shuffled conv (``ShuffleConvTranspose``); BatchNorms are
-    folded, a 1x1 first layer is a matmul, and all but ``BF16_LAYERS`` stay fp32 (``mixed_bf16``). channels_last lets
-    the convs run without reordering every activation (1.35x over contiguous bf16 on faces-dcgan, batch 64).
-    """
-
-    def __init__(self, generator: nn.Module) -> None:
-        super().__init__()
-        z = torch.randn(2, z_dim_of(generator), generator=torch.Generator().manual_seed(0))
-        g, _ = rewrite_transposed_convs(generator, z, wide=None, narrow="shuffle")
-        mixed_bf16(g)
-        self.generator = g.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.z_dim = z_dim_of(generator)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z).to(torch.float32)
-
-
 def reduced_generator(generator: nn.Module, precision: str) -> nn.Module:
     """The generator as it runs at ``precision`` (int8: exact Conv/MatMul rewrite, quantized after export)."""
     if precision == "fp16":
         return HalfGenerator(generator)
     if precision == "bf16":
-        return BFloat16Generator(generator)
+        return fastest_bf16(generator)
     if precision == "int8":
         z = torch.randn(2, z_dim_of(generator), generator=torch.Generator().manual_seed(0))
         rewritten, _ = rewrite_transposed_convs(generator, z)

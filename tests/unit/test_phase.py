@@ -1,4 +1,4 @@
-"""export.phase: the int8 rewrites compute exactly what the transposed convolutions did."""
+"""export.phase and export.mixed: the int8 and bf16 rewrites compute what the transposed convolutions did."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from feature_unlearn.export.module import Cast, reduced_generator
+from feature_unlearn.export import mixed
+from feature_unlearn.export.mixed import CONVS, BFloat16Generator, Cast, fastest_bf16
 from feature_unlearn.export.phase import (
     MatMulConvTranspose,
     PhaseConvTranspose,
@@ -80,18 +81,29 @@ def test_narrow_layers_stay_transposed_convs() -> None:
     assert kept == [8, 3]
 
 
-def test_bf16_generator_keeps_its_wide_transposed_convs_and_fp32_vector_layers() -> None:
+def test_bf16_generator_keeps_its_wide_transposed_convs_and_the_rest_fp32() -> None:
     g = make_generator("vae", channels=3)
     z = torch.randn(64, g.z_dim)
-    b = reduced_generator(g, "bf16")
+    b = BFloat16Generator(g, CONVS)
     casts = {type(m.layer).__name__: m.dtype for m in b.modules() if isinstance(m, Cast)}
     assert casts["ConvTranspose2d"] == torch.bfloat16 and casts["ShuffleConvTranspose"] == torch.bfloat16
-    assert casts["Linear"] == torch.float32  # the layer that reads z: rounding it was the largest error
+    assert casts["Linear"] == torch.float32 and casts["BatchNorm2d"] == torch.float32  # the VAE's unfolded one
     wrapped = [m for m in b.modules() if isinstance(m, Cast)]
     assert all(p.dtype == m.dtype for m in wrapped for p in m.layer.parameters(recurse=False))
     with torch.no_grad():
         d = (b(z) - g(z)).abs()
     assert b(z).dtype == torch.float32 and 0 < d.mean() < 0.01 and d.max() < 0.1
+
+
+@pytest.mark.parametrize(("budget", "vectors"), [((255, 255.0), "bf16"), ((0, 0.0), "fp32")])
+def test_vector_layers_go_bf16_only_within_the_pixel_budget(
+    budget: tuple[int, float], vectors: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mixed, "PIXEL_BUDGET", budget)
+    b = fastest_bf16(make_generator("dcgan", channels=3))
+    assert b.probe["vector_layers"] == vectors and b.probe["all_bf16_error"]["max"] > 0  # bf16 really rounds
+    first = next(m for m in b.modules() if isinstance(m, Cast) and isinstance(m.layer, MatMulConvTranspose))
+    assert first.dtype == (torch.bfloat16 if vectors == "bf16" else torch.float32)
 
 
 def test_batchnorm_folding_keeps_eval_outputs() -> None:

@@ -184,12 +184,14 @@ def fit_section(fit: FitSpeed, unlearning: Optional[Unlearning]) -> list[str]:
 
 def unlearning_section(un: Unlearning) -> list[str]:
     head = "model | feature | " + " | ".join(RATES_HEAD) + " | FID orig / unl / unl+guard | "
-    head += "FID w/o feature unl+guard / oracle | largest other shift (pp) | worst flip | "
+    head += "FID w/o feature unl+guard / oracle | FID vs same images w/o it unl+guard / oracle | "
+    head += "largest other shift (pp) | worst flip | "
     rows = (
         f"{r.model} | {r.feature} | "
         + " | ".join(fmt(r.target_rate.get(k), ".4f") for k in RATES)
         + f" | {' / '.join(fmt(r.fid.get(k), '.2f') for k in ('original', 'unlearned', 'unlearned+guard'))} | "
         f"{' / '.join(fmt(r.fid_without.get(k), '.2f') for k in ('unlearned+guard', 'oracle'))} | "
+        f"{' / '.join(fmt(r.fid_counterfactual.get(k), '.2f') for k in ('unlearned+guard', 'oracle'))} | "
         f"{r.worst_shift[0]} {fmt(r.worst_shift[1], '+.2f')}{' (kept: ' + ', '.join(r.kept) + ')' if r.kept else ''} | "
         f"{r.worst_flip[0]} {fmt(r.worst_flip[1])} | "
         f"{' / '.join(fmt(r.pgd_success.get(k)) for k in PGD_MODELS)} | "

@@ -142,9 +142,10 @@ def unlearn_one(name: str, cfg: Run) -> UnlearnRow:
     pgd = suite["pgd"]["linf"][suite["verdict"]]
     fid, flips = {k: v["fid"] for k, v in models.items()}, ev["attribute_flips"]["non_target"]
     fid_without = {k: v["fid_without_feature"] for k, v in models.items()}
+    counterfactual = {k: v["fid_counterfactual"] for k, v in models.items() if v.get("fid_counterfactual") is not None}
     return UnlearnRow(
         name, feat, ev["oracle"], rates, fid, flips, pgd, run, str(fcfg.out), fid_without, ev["rate_shift"],
-        tuple(ev["kept"]),
+        tuple(ev["kept"]), counterfactual,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from feature_unlearn.unlearn.artifacts import ModelRecord
 from feature_unlearn.unlearn.byo import load_detector
 from feature_unlearn.unlearn.configs import EvalConfig
-from feature_unlearn.unlearn.data import ImageSet, train_test
+from feature_unlearn.unlearn.data import ImageSet, counterfactual_test, train_test
 from feature_unlearn.unlearn.errors import ConfigError, UserError
 from feature_unlearn.unlearn.fit.loss import msssim_loss
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
@@ -65,24 +65,36 @@ def _without(test: ImageSet, feats: list[str]) -> ImageSet:
     return test
 
 
+def _references(test: Optional[ImageSet], dataset: str, feats: list[str]) -> dict[str, Optional[ImageSet]]:
+    """The held-out images each FID is measured against (None: no such data for this dataset).
+
+    ``with``: as they are; ``without``: those that show none of the removed features (an oracle's data, where
+    the entangled attributes are rarer too); ``counterfactual``: the same held-out images drawn again without
+    them and nothing else changed (faces only), what a removal that keeps every other attribute should match.
+    """
+    if test is None:
+        return {"with": None, "without": None, "counterfactual": None}
+    return {"with": test, "without": _without(test, feats), "counterfactual": counterfactual_test(dataset, feats)}
+
+
+FID_KEYS = {"with": "fid", "without": "fid_without_feature", "counterfactual": "fid_counterfactual"}
+
+
 def _model_rows(
-    images: dict[str, torch.Tensor], auditor: AttributeClassifier, test: Optional[ImageSet], feats: list[str]
+    images: dict[str, torch.Tensor], auditor: AttributeClassifier, refs: dict[str, Optional[ImageSet]], feats: list[str]
 ) -> dict[str, Any]:
-    """Per model: every attribute's rate, and FID against held-out data with and without the feature.
+    """Per model: every attribute's rate, and FID against each reference (``_references``).
 
     FID against data that still shows the feature punishes a perfect removal (the oracle scores
-    worst there), so both references are reported: a reader sees which distribution each matches.
+    worst there), so every reference is reported: a reader sees which distribution each matches.
     """
-    clean = _without(test, feats) if test is not None else None
     rows: dict[str, Any] = {}
     for name, x in images.items():
         rates = attribute_rates(auditor, x)
-        rows[name] = {
-            "target_rate": {k: rates[k] for k in feats},
-            "rates": rates,
-            "fid": fid(auditor, test.images, x) if test is not None else None,
-            "fid_without_feature": fid(auditor, clean.images, x) if clean is not None else None,
-        }
+        rows[name] = {"target_rate": {k: rates[k] for k in feats}, "rates": rates}
+        for ref, key in FID_KEYS.items():
+            data = refs[ref]
+            rows[name][key] = fid(auditor, data.images, x) if data is not None else None
         if "digit" in auditor.cfg.heads:
             rows[name]["inception_score"] = inception_score(auditor, x)
     return rows
@@ -115,7 +127,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             images["oracle"] = generate(oracle, latents(cfg.n, z_dim_of(oracle), 20_000 + cfg.seed))
         except UserError:
             oracle_name = None
-    rows = _model_rows(images, auditor, test, feats)
+    rows = _model_rows(images, auditor, _references(test, dataset, feats), feats)
     keep = ~flagged
     preservation = {
         "non_target_share": float(keep.float().mean()),
@@ -221,21 +233,22 @@ def _attack(
 def markdown(result: dict[str, Any]) -> str:
     feats = result["features"]
     has_is = "inception_score" in result["models"]["original"]
-    head = "| model | " + " | ".join(f"{f} rate" for f in feats) + " | FID | FID without the feature |"
+    head = "| model | " + " | ".join(f"{f} rate" for f in feats) + " | FID | FID without the feature | "
+    head += "FID vs the same images without it |"
     lines = [
         f"# Evaluation of {result['run']} (auditor, {result['n']} samples)",
         "",
-        "FID is measured in the auditor's feature space against held-out data, and against the held-out",
-        "data without the removed feature (the distribution a perfect removal should match).",
+        "FID is measured in the auditor's feature space against held-out data; against the held-out data",
+        "that does not show the removed feature (an oracle's data: attributes entangled with it are rarer",
+        "there too); and against the same held-out images drawn again without it, nothing else changed",
+        "(rendered faces only): the distribution a removal that keeps every other attribute should match.",
         "",
         head + (" IS |" if has_is else ""),
-        "|" + "---|" * (len(feats) + 3 + has_is),
+        "|" + "---|" * (len(feats) + 4 + has_is),
     ]
     for name, row in result["models"].items():
-        cells = [f"{row['target_rate'][f]:.4f}" for f in feats] + [
-            "—" if row["fid"] is None else f"{row['fid']:.3f}",
-            "—" if row["fid_without_feature"] is None else f"{row['fid_without_feature']:.3f}",
-        ]
+        cells = [f"{row['target_rate'][f]:.4f}" for f in feats]
+        cells += ["—" if row.get(k) is None else f"{row[k]:.3f}" for k in FID_KEYS.values()]
         if "inception_score" in row:
             cells.append(f"{row['inception_score']:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

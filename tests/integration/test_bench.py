@@ -314,10 +314,13 @@ def test_keep_targets_read_fid_without_the_feature_and_the_other_attributes_shif
         fid_without={"unlearned+guard": 4.0, "oracle": 3.5},
         rate_shift={"grey_hair": -0.7, "bangs": -2.5},
         kept=("grey_hair",),
+        fid_counterfactual={"unlearned+guard": 5.0, "oracle": 3.0},
     )
     got = {t.metric: t for t in all_targets(results(unlearning=Unlearning(500, {}, (row,))))}
     fid = got["FID without the feature, unlearned+guard / oracle"]
     assert fid.measured == pytest.approx(4.0 / 3.5, abs=1e-4) and fid.verdict == Verdict.MET
+    counterfactual = got["FID vs the same images without it, unlearned+guard / oracle"]
+    assert counterfactual.measured == pytest.approx(5.0 / 3.0, abs=1e-4) and counterfactual.verdict == Verdict.MISSED
     shift = got["largest other-attribute rate shift (pp)"]
     assert shift.measured == 2.5 and shift.detail == "bangs" and shift.verdict == Verdict.MISSED
     assert got["kept grey_hair rate shift (pp)"].verdict == Verdict.MET

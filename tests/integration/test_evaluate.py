@@ -46,6 +46,7 @@ def test_evaluate_writes_json_markdown_and_plot(tiny_run: Path) -> None:
         assert 0 <= row["target_rate"]["thick"] <= 1 and row["fid"] > 0 and row["inception_score"] > 1
         assert row["rates"]["thick"] == row["target_rate"]["thick"] and {"eight", "digit=8"} <= set(row["rates"])
         assert row["fid_without_feature"] > 0 and row["fid_without_feature"] != row["fid"]
+        assert row["fid_counterfactual"] is None  # real digits cannot be drawn again without thick strokes
     oracle = data["models"]["oracle"]  # trained without thick strokes: closer to the data without them
     assert oracle["fid_without_feature"] < oracle["fid"]
     assert (

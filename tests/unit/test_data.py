@@ -73,6 +73,19 @@ def _digests(images: torch.Tensor) -> list[str]:
 
 
 @pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths) takes about 2.5 s
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_faces_drawn_without_a_feature_are_the_same_faces_without_it(resolution: int) -> None:
+    img, attrs = render_faces(300, seed=5, chunk=128, resolution=resolution)
+    cf, cf_attrs = render_faces(300, seed=5, chunk=128, resolution=resolution, absent=("eyeglasses",))
+    glasses = attrs["eyeglasses"]
+    assert 10 < glasses.sum() < 100 and not cf_attrs["eyeglasses"].any()
+    np.testing.assert_array_equal(cf[~glasses], img[~glasses])  # every other draw is unchanged
+    assert all((cf[i] != img[i]).any() for i in np.flatnonzero(glasses))
+    assert all(np.array_equal(cf_attrs[k], attrs[k]) for k in attrs if k != "eyeglasses")  # grey hair kept
+    with pytest.raises(ConfigError, match="no attribute 'monocle'"):
+        render_faces(4, absent=("monocle",))
+
+
 def test_split_is_fixed_and_disjoint() -> None:
     full = load_dataset("mnist")
     where = {d: i for i, d in enumerate(_digests(full.images))}

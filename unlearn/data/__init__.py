@@ -8,7 +8,16 @@ from feature_unlearn.unlearn.data.folder import load_folder
 from feature_unlearn.unlearn.data.mnist import load_mnist
 from feature_unlearn.unlearn.errors import ConfigError
 
-__all__ = ["ImageSet", "load_dataset", "train_test", "DATASETS", "load_faces", "load_folder", "load_mnist"]
+__all__ = [
+    "ImageSet",
+    "load_dataset",
+    "train_test",
+    "counterfactual_test",
+    "DATASETS",
+    "load_faces",
+    "load_folder",
+    "load_mnist",
+]
 
 DATASETS = ("mnist", "faces")
 HOLDOUT = 0.1  # fixed held-out share for classifier accuracy and FID
@@ -35,3 +44,11 @@ def load_dataset(name: str, limit: int | None = None) -> ImageSet:
 def train_test(name: str, limit: int | None = None) -> tuple[ImageSet, ImageSet]:
     """The fixed (train, held-out) split every stage uses."""
     return load_dataset(name, limit).split(HOLDOUT, SPLIT_SEED)
+
+
+def counterfactual_test(name: str, absent: list[str]) -> ImageSet | None:
+    """The held-out images drawn again without the ``absent`` attributes, every other draw unchanged: what
+    removing them, and nothing else, should match. Rendered data only (faces): real digits cannot be redrawn."""
+    if name != "faces" or not absent:
+        return None
+    return load_faces(absent=tuple(absent)).split(HOLDOUT, SPLIT_SEED)[1]

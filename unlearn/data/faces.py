@@ -140,16 +140,27 @@ def default_chunk(resolution: int) -> int:
     return 2000 if resolution <= _S else 2000 * _S**2 // resolution**2
 
 
+def _check_absent(absent: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [a for a in absent if a not in ATTRS]
+    if unknown:
+        raise ConfigError(f"faces: no attribute {unknown[0]!r} to draw absent (faces have {', '.join(ATTRS)})")
+    return tuple(sorted(set(absent)))
+
+
 def render_faces(
-    n: int, seed: int = 0, chunk: int | None = None, resolution: int = 32
+    n: int, seed: int = 0, chunk: int | None = None, resolution: int = 32, absent: tuple[str, ...] = ()
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """n faces [n, 3, R, R] in [0, 1] and their attributes, deterministic in (n, seed, chunk, resolution).
 
     The attributes depend on (n, seed) alone; at 32 and 64 (the same chunks) so does each scene.
+    ``absent``: attributes drawn absent on every face. The renderer draws the same random numbers whatever
+    the attributes, so these are the same faces without them (the counterfactual held-out set of a removal).
     """
     chunk = chunk or default_chunk(_check_resolution(resolution))
     rng = np.random.default_rng(seed)
     attrs = sample_attributes(n, rng)
+    for name in _check_absent(absent):
+        attrs[name] = np.zeros(n, bool)
     out = np.empty((n, 3, resolution, resolution), np.float32)
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
@@ -162,17 +173,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("UNLEARN_CACHE", Path.home() / ".cache" / "feature-unlearn"))
 
 
-def load_faces(n: int = 30_000, seed: int = 0, cache: bool = True, resolution: int = 32) -> ImageSet:
+def load_faces(
+    n: int = 30_000, seed: int = 0, cache: bool = True, resolution: int = 32, absent: tuple[str, ...] = ()
+) -> ImageSet:
     """The faces dataset at ``resolution`` (32, 64, 128 or 256), rendered once per (n, seed, resolution) and cached
-    as .npz on disk (32x32 files keep their old name)."""
+    as .npz on disk (32x32 files keep their old name); ``absent``: the same faces without those attributes."""
     size = "" if _check_resolution(resolution) == 32 else f"-{resolution}px"
-    key = hashlib.sha256(f"faces-v{RENDER_VERSION}-{n}-{seed}{size}".encode()).hexdigest()[:16]
+    without = "".join(f"-no-{a}" for a in _check_absent(absent))
+    key = hashlib.sha256(f"faces-v{RENDER_VERSION}-{n}-{seed}{size}{without}".encode()).hexdigest()[:16]
     path = cache_dir() / f"faces-{key}.npz"
     if cache and path.is_file():
         with np.load(path) as f:  # plain arrays, allow_pickle is off by default
             img, attrs = f["images"], {k: f[k] for k in ATTRS}
     else:
-        img, attrs = render_faces(n, seed, resolution=resolution)
+        img, attrs = render_faces(n, seed, resolution=resolution, absent=absent)
         if cache:
             atomic_write(path, lambda p: np.savez(open(p, "wb"), images=img, **attrs))  # type: ignore[arg-type]
     images = torch.from_numpy(img) * 2.0 - 1.0

@@ -142,9 +142,9 @@ def _fp32_below(manifest: Manifest, onnx_path: Path, override: Optional[int] = N
 def _program(
     art: Artifact, manifest: Manifest, threads: Optional[int], session: ort.InferenceSession, below: Optional[int]
 ) -> Optional[Run]:
-    """A bf16 artifact's PyTorch program (``serve.backends``), small batches routed to its fp32 graph; None
-    for the ONNX precisions."""
-    if manifest.precision != "bf16":
+    """A bf16 artifact's PyTorch program (``serve.backends``), batches under ``below`` routed to its fp32
+    graph; None for the ONNX precisions (``below`` is None)."""
+    if below is None:
         return None
     if PROGRAM not in art.sidecars or PROGRAM_WEIGHTS not in art.sidecars:
         raise ModelLoadError(
@@ -155,8 +155,7 @@ def _program(
         program = load_program(art.sidecars[PROGRAM], art.sidecars[PROGRAM_WEIGHTS], manifest.z_dim, threads)
     except BackendError as exc:
         raise ModelLoadError(str(exc)) from None
-    fp32 = onnx_runner(session, session.get_inputs()[0].name)
-    return routed(program, fp32, _fp32_below(manifest, art.onnx_path, below))
+    return routed(program, onnx_runner(session, session.get_inputs()[0].name), below)
 
 
 def _positive(name: str, value: Any) -> None:
@@ -184,7 +183,7 @@ class SafeGenerator:
         self._backend: Run = program or onnx_runner(session, self._input)
         self.precision: str = manifest.precision
         # bf16: smaller batches run the fp32 graph (the crossover export measured; serve.backends.routed)
-        self.fp32_below = _fp32_below(manifest, source, fp32_below) if program else None
+        self.fp32_below = fp32_below if program else None
         self.has_image_check = tuple(self._outputs[3:]) == CHECK_OUTPUTS
         if on_flagged is not None and not self.has_image_check:
             raise ModelLoadError(f"--on-flagged {on_flagged}: {source} has no image check (export with --image-check)")
@@ -252,8 +251,9 @@ class SafeGenerator:
             )
         except ArtifactError as exc:
             raise ModelLoadError(str(exc)) from None
-        program = _program(art, manifest, threads, session, fp32_below)
-        gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged, program, fp32_below)
+        below = _fp32_below(manifest, art.onnx_path, fp32_below) if manifest.precision == "bf16" else None
+        program = _program(art, manifest, threads, session, below)
+        gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged, program, below)
         gen.sha256 = art.sha256
         gen.timings["hash_s"] = art.hash_seconds
         return gen

@@ -156,6 +156,7 @@ class GeneratorAPI:
                 max_batch=max(self.config.max_batch, self.config.max_images),
                 pin=self.config.pin,
                 on_flagged=self.config.on_flagged,
+                fp32_below=self.config.fp32_below,
             )
         except (ModelLoadError, ValueError) as exc:
             raise ServeError(str(exc)) from None
@@ -345,6 +346,7 @@ class GeneratorAPI:
             "precision": m.get("precision"),
             "format_version": m.get("format_version"),
             "provider": gen.provider,
+            "fp32_below": gen.fp32_below,  # bf16: smaller batches run the fp32 graph (None: one backend)
             "limits": {
                 "max_images": self.config.max_images,
                 "max_batch": self.config.max_batch,

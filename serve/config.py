@@ -56,13 +56,19 @@ class ServeConfig:
         "resample (default; seed requests get a fresh latent, sent latents are blanked), blank or reject (HTTP 422).",
     )
     max_connections: int = _opt(1000, "Open connections (or requests in flight) above which requests get a JSON 503.")
+    fp32_below: Optional[int] = _opt(
+        None,
+        "bf16 artifacts: batches smaller than this run on the artifact's fp32 graph (default: the crossover its "
+        "export measured; 1: always the bf16 program).",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifact", Path(self.artifact))
         for name in ("max_batch", "workers", "max_images", "max_body_bytes", "max_queue", "max_connections"):
             _positive_int(name, getattr(self, name))
-        if self.threads is not None:
-            _positive_int("threads", self.threads)
+        for name in ("threads", "fp32_below"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ServeError(f"--port {self.port!r}: must be an integer between 0 and 65535")
         if not 0 <= self.max_delay_ms <= 10_000:

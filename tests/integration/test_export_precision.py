@@ -172,3 +172,25 @@ def test_http_service_serves_every_precision(exports: dict[str, Path], precision
         np.testing.assert_array_equal(decode_images(r.json()), gen.generate(n=3, seed=5).images)
         model = client.get("/v1/model").json()
         assert model["precision"] == precision
+
+
+def test_service_takes_the_fp32_crossover_from_its_flag(exports: dict[str, Path]) -> None:
+    if "bf16" not in exports:
+        pytest.skip("this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16)")
+    from fastapi.testclient import TestClient
+
+    from feature_unlearn.serve.config import ServeError
+    from feature_unlearn.serve.http import create_app
+    from tests.helpers import JSON, config, decode_images, wait_ready
+
+    program = SafeGenerator.load(exports["bf16"], threads=1, fp32_below=1).generate(n=3, seed=5).images
+    fp32 = SafeGenerator.load(exports["fp32"], threads=1).generate(n=3, seed=5).images
+    assert (program != fp32).any()
+    with TestClient(create_app(config(exports["bf16"], fp32_below=1))) as client:  # --fp32-below 1: always bf16
+        wait_ready(client)
+        r = client.post("/v1/generate", content=json.dumps({"n": 3, "seed": 5}), headers=JSON)
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(decode_images(r.json()), program)
+        assert client.get("/v1/model").json()["fp32_below"] == 1
+    with pytest.raises(ServeError, match="--fp32-below 0: must be a positive integer"):
+        config(exports["bf16"], fp32_below=0)

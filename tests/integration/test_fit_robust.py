@@ -13,16 +13,19 @@ from feature_unlearn.unlearn.io import read_run
 
 ARGS = ["fit", "--model", "mnist-vae", "--feature", "thick", "--steps", "12", "--steps-per-round", "12"]
 SMALL = ["--n-collect", "500", "--batch", "16", "--pool", "4096", "--probe", "200", "--robust-batch", "8"]
+ROBUST = ["--robust", "--robust-for", "6", "--robust-steps", "3", "--robust-sample", "8"]
 
 
 @pytest.mark.slow
 def test_a_robust_fit_trains_the_mined_latents_and_records_it(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, [*ARGS, *SMALL, "--robust", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(app, [*ARGS, *SMALL, *ROBUST, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     history = json.loads((tmp_path / "r" / "history.json").read_text())
-    assert all(h["robust"] > 0 for h in history)
-    options = read_run(tmp_path / "r").options
-    assert options["robust"] is True and options["robust_margin"] == 1.0
+    robust = [h for h in history if "robust" in h]
+    assert robust and all(h["robust"] > 0 for h in robust) and robust[0]["step"] >= 12  # the phase follows the rounds
+    run = read_run(tmp_path / "r")
+    assert run.options["robust"] is True and run.options["robust_for"] == 6
+    assert run.metrics["steps"] == 12 + 6 and run.probes[-1]["phase"] == "robust"
     resumed = CliRunner().invoke(app, [*ARGS, *SMALL, "--out", str(tmp_path / "r"), "--resume"])
     assert resumed.exit_code == 2 and "--robust True (now False)" in resumed.output
 

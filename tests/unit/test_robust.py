@@ -20,21 +20,62 @@ def test_translate_with_a_margin_lands_that_far_below_the_threshold() -> None:
     assert torch.allclose(guard.translate(z) @ u[0], torch.tensor([1.0, 0.0]))  # margin 0 is the guard's shift
 
 
-def test_the_miner_attacks_through_the_guard_and_targets_below_the_threshold() -> None:
+def _miner(**kw: object) -> tuple[RobustMiner, torch.nn.Module, AttributeClassifier, LatentGuard]:
     torch.manual_seed(0)
     g = make_generator("dcgan", z_dim=8)
     labeller = AttributeClassifier(ClassifierConfig(kind="cnn", channels=1, heads={"f": 2}, width=4)).eval()
     u = torch.nn.functional.normalize(torch.randn(1, 8), dim=1)
     guard = LatentGuard(u, torch.tensor([0.3]))
-    miner = RobustMiner(labeller, ["f"], AttackConfig(eps=0.5, steps=5), batch=16, margin=1.0, seed=0)
-    w, w_ref = miner.mine(g, guard, step=3)
-    assert w.shape == w_ref.shape == (16, 8)
-    assert ((w @ u[0]) <= 0.3 + 1e-5).all()  # what g sees is already behind the guard
-    assert ((w_ref @ u[0]) <= 0.3 - 1.0 + 1e-5).all()  # the target sits a margin below t
-    z0 = torch.randn(16, 8, generator=torch.Generator().manual_seed(0 * 7919 + 3))
+    sizes: dict[str, object] = {"starts": 16, "sample": 12, "capacity": 20, "max_margin": 4.0, "seed": 0} | kw
+    return RobustMiner(labeller, ["f"], AttackConfig(eps=0.5, steps=5), **sizes), g, labeller, guard  # type: ignore[arg-type]
+
+
+def test_the_miner_attacks_through_the_guard_and_keeps_its_hits() -> None:
+    miner, g, labeller, guard = _miner()
+    w = miner.mine(g, guard, step=3)
+    assert ((w @ guard.u[0]) <= 0.3 + 1e-5).all()  # what g sees is already behind the guard
     with torch.no_grad():
+        assert (labeller(g(miner.buffer))["f"] > 0).all()  # only hits are kept
+        z0 = torch.randn(16, 8, generator=torch.Generator().manual_seed(0 * 7919 + 3))
         before = labeller(g(guard.translate(z0)))["f"].mean()
-        after = labeller(g(w))["f"].mean()
-    assert after > before  # the search found what the labeller sees more of
-    again, _ = miner.mine(g, guard, step=3)
-    assert torch.equal(again, w)  # seeded per step: a resumed run mines the same latents
+    assert len(miner.buffer) > 0 and w.shape == (12, 8)  # a sample of the buffer
+    with torch.no_grad():
+        assert labeller(g(w))["f"].mean() > before  # the search found what the labeller sees more of
+    kept = len(miner.buffer)
+    for step in range(4, 8):
+        miner.mine(g, guard, step)
+    assert kept < len(miner.buffer) <= 20  # hits accumulate up to the capacity
+    again, _, _, _ = _miner()
+    assert torch.equal(again.mine(g, guard, step=3), w)  # seeded per step: a resumed run mines the same latents
+
+
+class _Projection(torch.nn.Module):
+    """A toy f whose image is its latent's projection on u, and a labeller that fires above ``c``."""
+
+    def __init__(self, u: torch.Tensor, c: float = 0.0) -> None:
+        super().__init__()
+        self.u, self.c = u, c
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self.u[0]).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+
+    def labels(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"f": 50 * (x.mean(dim=(1, 2, 3)) - self.c)}
+
+
+def test_targets_move_each_latent_only_as_far_below_the_threshold_as_the_feature_needs() -> None:
+    u = torch.nn.functional.normalize(torch.ones(1, 8), dim=1)
+    guard = LatentGuard(u, torch.tensor([1.0]))
+    toy = _Projection(u, c=-0.6)  # f shows the feature down to p = -0.6: 1.6 below t
+    miner = RobustMiner(toy.labels, ["f"], AttackConfig(), 4, 4, 8, max_margin=3.0, seed=0)  # type: ignore[arg-type]
+    w = guard.translate(torch.randn(256, 8, generator=torch.Generator().manual_seed(1)) * 2)
+    p_w, p_ref = w @ u[0], miner.targets(toy, guard, w, step=0) @ u[0]
+    already = p_w < -0.6
+    assert torch.allclose(p_ref[already], p_w[already])  # clear already: its own target
+    # the rest land on the first margin of the grid past -0.6: t − 1.75 (1.5 still shows the feature)
+    assert torch.allclose(p_ref[~already], torch.full_like(p_ref[~already], 1.0 - 1.75), atol=1e-5)
+    assert already.any() and (~already).any()
+    capped = RobustMiner(toy.labels, ["f"], AttackConfig(), 4, 4, 8, max_margin=1.2, seed=0)  # type: ignore[arg-type]
+    p_cap = capped.targets(toy, guard, w, step=0) @ u[0]
+    expected = torch.minimum(p_w, torch.tensor(1.0 - 1.2))  # moved to the cap, never past it
+    assert torch.allclose(p_cap[~already], expected[~already], atol=1e-5)

@@ -65,13 +65,20 @@ class FitConfig:
     trust_code: bool = opt(False, "Allow a checkpoint built by a module:factory to import and run that code.")
     weights: Optional[Path] = opt(None, "safetensors weights loaded into a --model package.module:factory.")
     robust: bool = opt(
-        False, "Each step, mine PGD latents against the current g + guard (labeller only) and unlearn them."
+        False,
+        "After the rounds, --robust-for more steps that mine PGD latents against the current g + guard "
+        "(labeller only) and unlearn them.",
     )
-    robust_batch: int = opt(32, "Latents mined per step by --robust.", min=2)
+    robust_for: int = opt(300, "Steps of the robust phase.", min=1)
+    robust_batch: int = opt(16, "Fresh PGD starts per robust step.", min=2)
+    robust_sample: int = opt(32, "Buffered hits trained on per robust step.", min=2)
+    robust_buffer: int = opt(2048, "Hits the robust phase keeps (the oldest go first).", min=1)
     robust_eps: float = opt(0.5, "L∞ budget per latent coordinate of the mining attack.", min=0.0)
-    robust_steps: int = opt(5, "PGD steps of the mining attack.", min=1)
-    robust_margin: float = opt(1.0, "Mined latents are pulled towards f this far below the threshold along û.", min=0.0)
-    robust_weight: float = opt(1.0, "Weight of the robust term.", min=0.0)
+    robust_steps: int = opt(20, "PGD steps of the mining attack.", min=1)
+    robust_margin: float = opt(
+        4.0, "Largest extra margin below the threshold the robust targets may be moved (along the shift).", min=0.0
+    )
+    robust_weight: float = opt(2.0, "Weight of the robust term.", min=0.0)
 
     # Options that may differ on --resume: where the run lives and how this invocation behaves;
     # everything else shapes the result and must match the run's.

@@ -33,13 +33,14 @@ class Trainer:
     scaler: torch.amp.GradScaler
     rt: Runtime
     dist: Dist
-    miner: Optional[RobustMiner] = None  # --robust: also unlearn what an attacker would find
-    robust_weight: float = 1.0
+    miner: Optional[RobustMiner] = None  # --robust's phase: also unlearn what an attacker would find
+    robust_weight: float = 2.0
 
     def _robust(self, step: int) -> tuple[torch.Tensor, float]:
         """The robust term on this rank's rows of the mined batch, normalised by the global count."""
         assert self.miner is not None
-        w, w_ref = self.miner.mine(self.g, self.guard, step)
+        w = self.miner.mine(self.g, self.guard, step)
+        w_ref = self.miner.targets(self.f, self.guard, w, step)
         rows = self.dist.slice(len(w))
         with torch.no_grad(), self.rt.autocast():
             x_ref = self.f(w_ref[rows])

@@ -1,19 +1,30 @@
-"""Robust unlearning: mine the latents an attacker would find, and unlearn them too.
+"""Robust unlearning: mine the latents an attacker would find, keep them, and unlearn them.
 
-Measured on faces-dcgan/eyeglasses (README, attack suite): PGD through g + guard still finds
-eyeglasses from about 10% of random starts. The guard moves every latent to p(z) ≤ t, and the
-fit's reconstruction term keeps g = f there, so where f itself draws the feature below t (the
-threshold keeps 95% recall, and the feature is not a half-space in z), g draws it too.
+Measured on faces-dcgan/eyeglasses (README, attack suite): PGD through g + guard finds eyeglasses
+from about 8% of random starts after the paper's fit. The guard moves every latent to p(z) ≤ t,
+and the fit's reconstruction term keeps g = f there, so where f itself draws the feature below t
+(the feature is not a half-space in z) g draws it too.
 
-Each step, PGD with the *labeller* only (never the auditor, which judges) searches from seeded
-random starts for latents whose image g(guard(z)) shows the feature. The image g draws at the
-guarded latent w = guard(z_adv) is then pulled towards f at w moved to ``margin`` below the
-threshold along û: the same face, without the feature.
+After the fit's rounds, a robust phase (``fit --robust``) runs ``robust_for`` more steps. Each step,
+PGD with the *labeller* only (never the auditor, which judges) searches from seeded random starts
+for latents whose image g(guard(z)) shows the feature, as strongly as the evaluation's attacker
+does (20 steps). Every guarded latent w = guard(z_adv) the labeller still calls positive joins a
+*buffer* of hits, and the robust term trains on a sample of that buffer: a latent found once stays
+in training, so g is not just chasing the newest hits (an AdvUnlearn-style attack pool).
+
+The image g draws at w is pulled towards f at w moved further below the threshold along the guard's
+shift, by the smallest extra margin (``MARGINS``, up to ``max_margin``) at which the labeller no
+longer sees the feature in f's image: the same face without the feature, moved no further than it
+takes. Measured alternatives (faces-dcgan, 300 robust steps after the default fit, 256 starts,
+labeller → auditor, L∞ / L2): 5-step mining without a buffer 9.4% / 9.8% (no better than without
+the robust phase, 8.2% / 9.8%); with the buffer and 20 steps: a fixed margin of 2.0 1.6% / 2.7%,
+the searched margin 2.0% / 1.6%; a local descent on the labeller's logit as the target 0.4% / 0.4%
+but mean |g − f| on non-target latents 0.11 (0.04 for the searched margin, 0.02 without the phase).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,21 +34,31 @@ from feature_unlearn.unlearn.configs import AttackConfig
 from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.models import AttributeClassifier
 
+MARGINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)  # extra margins the target search tries
+BUFFER = "robust.buffer"  # the hits, in a resumable checkpoint
+CLEAR = 0.5  # the labeller's probability under which f's image no longer shows the feature
+
 
 @dataclass
 class RobustMiner:
     labeller: AttributeClassifier  # the attacker: the fit's own labeller
     features: list[str]
     attack: AttackConfig  # eps, steps (L∞)
-    batch: int  # mined latents per step (global)
-    margin: float  # target: f at t − margin along û
+    starts: int  # fresh PGD starts per step
+    sample: int  # buffered hits trained on per step
+    capacity: int  # hits kept (oldest dropped first)
+    max_margin: float  # the target search stops here
     seed: int
+    buffer: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # [n, z_dim] guarded latents
 
-    def mine(self, g: nn.Module, guard: LatentGuard, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(w, w_ref): guarded adversarial latents [batch, z_dim] and their feature-free targets."""
+    def mine(self, g: nn.Module, guard: LatentGuard, step: int) -> torch.Tensor:
+        """Attack g + guard from fresh starts, keep the hits; returns a sample of the buffer [sample, z_dim].
+
+        Before the buffer holds a hit, the step trains on what this search found (hits or not).
+        """
         feature = self.features[step % len(self.features)]
         gen = torch.Generator().manual_seed(self.seed * 7919 + step)
-        z0 = torch.randn(self.batch, guard.z_dim, generator=gen).to(guard.u.device)
+        z0 = torch.randn(self.starts, guard.z_dim, generator=gen).to(guard.u.device)
         was_training = g.training
         g.eval()
 
@@ -45,6 +66,24 @@ class RobustMiner:
             return g(guard.translate(z))  # the attacker differentiates through the guard
 
         z_adv = pgd(shipped, self.labeller, feature, z0, self.attack, "linf")
+        w = guard.translate(z_adv).detach()
+        with torch.no_grad():
+            hits = w[self.labeller(g(w))[feature] > 0]
         g.train(was_training)
-        w = guard.translate(z_adv)
-        return w, guard.translate(w, self.margin)
+        self.buffer = torch.cat([self.buffer.to(w), hits])[-self.capacity :]
+        if len(self.buffer) == 0:
+            return w
+        return self.buffer[torch.randint(len(self.buffer), (self.sample,), generator=gen)].to(w.device)
+
+    @torch.no_grad()
+    def targets(self, f: nn.Module, guard: LatentGuard, w: torch.Tensor, step: int) -> torch.Tensor:
+        """w moved below the threshold by the smallest margin in ``MARGINS`` where f's image loses the feature."""
+        feature = self.features[step % len(self.features)]
+        margins = [m for m in MARGINS if m < self.max_margin] + [self.max_margin]
+        chosen = guard.translate(w, margins[-1])
+        done = torch.zeros(len(w), dtype=torch.bool, device=w.device)
+        for m in margins[:-1]:
+            moved = guard.translate(w, m)
+            clear = (torch.sigmoid(self.labeller(f(moved))[feature]) < CLEAR) & ~done
+            chosen[clear], done = moved[clear], done | clear
+        return chosen

@@ -13,7 +13,9 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -35,11 +37,11 @@ from feature_unlearn.unlearn.fit.config import FitConfig
 from feature_unlearn.unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
 from feature_unlearn.unlearn.fit.loop import Trainer
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss
-from feature_unlearn.unlearn.fit.robust import RobustMiner
+from feature_unlearn.unlearn.fit.robust import BUFFER, RobustMiner
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
 from feature_unlearn.unlearn.guard import LatentGuard, guard_from_record
-from feature_unlearn.unlearn.io import save_checkpoint, write_json
+from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint, write_json
 from feature_unlearn.unlearn.keep import KEEP_AUTO, MIN_RESIDUAL, KeptSpace, oblique_shift, resolve_keep
 from feature_unlearn.unlearn.metrics import generate, latents
 from feature_unlearn.unlearn.models import AttributeClassifier, z_dim_of
@@ -250,7 +252,7 @@ def _train(
     if not state.probes:
         state.probes.append({"step": 0, "round": 0, "rates": probe_rates(g, labeller, state.features, z_probe)})
     bar = tqdm(
-        total=cfg.steps,
+        total=cfg.steps + (cfg.robust_for if cfg.robust else 0),
         initial=state.step,
         disable=not d.main,
         desc="fit",
@@ -258,33 +260,86 @@ def _train(
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    start = time.perf_counter() - state.seconds
-    miner = _miner(cfg, labeller, state.features, rt, d) if cfg.robust else None
+    loop = _Loop(cfg, rt, d, f, g, g_fwd, opt, labeller, state, z_probe, bar, time.perf_counter() - state.seconds)
     while not state.done:
-        guard = _sync_guard(state, d, rt, cfg.margin)
-        pool = LatentPool(guard, cfg.pool, cfg.seed, state.round)
-        trainer = Trainer(f, g, g_fwd, guard, UnlearnLoss(cfg.alpha), opt, rt.grad_scaler(), rt, d)
-        trainer.miner, trainer.robust_weight = miner, cfg.robust_weight
-        end = min(cfg.steps, (state.round + 1) * cfg.steps_per_round)
-        while state.step < end:
-            parts = trainer.step(pool, state.step, cfg.batch, cfg.target_frac)
-            state.step += 1
-            _after_step(cfg, state, parts, end, bar)
-            if state.step % cfg.checkpoint_every == 0 and state.step < end:
-                rates = probe_rates(g, labeller, state.features, z_probe)
-                state.probes.append({"step": state.step, "round": state.round, "rates": rates})
-                state.seconds = time.perf_counter() - start
-                if d.main:
-                    save_state(cfg.out / "checkpoint", state, g, opt, cfg)
-        _end_round(cfg, state, g, labeller, labeller_name, z_probe, pool)
-        state.seconds = time.perf_counter() - start
-        if d.main:
-            save_state(cfg.out / "checkpoint", state, g, opt, cfg)
+        loop.round(labeller_name)
+    if cfg.robust:
+        loop.robust_phase()
     bar.total = state.step  # stopped early once the goal was met: show a full bar
     bar.refresh()
     bar.close()
     barrier(d)
     return _finish(cfg, state, f, g, meta, labeller) if d.main else {}
+
+
+@dataclass
+class _Loop:
+    """The fit's steps: rounds of the paper's loss, then --robust's phase; probes and resumable checkpoints."""
+
+    cfg: FitConfig
+    rt: Runtime
+    d: Dist
+    f: nn.Module
+    g: nn.Module
+    g_fwd: Callable[[torch.Tensor], torch.Tensor]
+    opt: torch.optim.Optimizer
+    labeller: AttributeClassifier
+    state: FitState
+    z_probe: torch.Tensor
+    bar: tqdm
+    start: float  # perf_counter of the (virtual) start: a resumed run counts its earlier seconds
+
+    def trainer(self, guard: LatentGuard, miner: Optional[RobustMiner] = None) -> Trainer:
+        cfg = self.cfg
+        opt, scaler = self.opt, self.rt.grad_scaler()
+        loss = UnlearnLoss(cfg.alpha)
+        return Trainer(self.f, self.g, self.g_fwd, guard, loss, opt, scaler, self.rt, self.d, miner, cfg.robust_weight)
+
+    def round(self, labeller_name: str) -> None:
+        cfg, state = self.cfg, self.state
+        guard = _sync_guard(state, self.d, self.rt, cfg.margin)
+        pool = LatentPool(guard, cfg.pool, cfg.seed, state.round)
+        trainer = self.trainer(guard)
+        end = min(cfg.steps, (state.round + 1) * cfg.steps_per_round)
+        while state.step < end:
+            self.step(trainer, pool, end)
+        _end_round(cfg, state, self.g, self.labeller, labeller_name, self.z_probe, pool)
+        self.checkpoint()
+
+    def robust_phase(self) -> None:
+        """--robust-for steps after the rounds: the paper's loss plus the robust term on mined latents."""
+        cfg, state = self.cfg, self.state
+        miner = _miner(cfg, self.labeller, state.features, self.rt, self.d)
+        if state.robust_step:  # resumed: the hits found so far
+            miner.buffer = load_checkpoint(cfg.out / "checkpoint").tensors.get(BUFFER, miner.buffer)
+        guard = _sync_guard(state, self.d, self.rt, cfg.margin)
+        pool = LatentPool(guard, cfg.pool, cfg.seed, state.round + 1)
+        trainer = self.trainer(guard, miner)
+        end = state.step + cfg.robust_for - state.robust_step
+        self.bar.total = end
+        while state.step < end:
+            self.step(trainer, pool, end)
+        if state.probes[-1].get("phase") != "robust":
+            rates = probe_rates(self.g, self.labeller, state.features, self.z_probe)
+            state.probes.append({"step": state.step, "round": state.round, "rates": rates, "phase": "robust"})
+            self.checkpoint()
+
+    def step(self, trainer: Trainer, pool: LatentPool, end: int) -> None:
+        cfg, state = self.cfg, self.state
+        parts = trainer.step(pool, state.step, cfg.batch, cfg.target_frac)
+        state.step += 1
+        state.robust_step += trainer.miner is not None
+        _after_step(cfg, state, parts, end, self.bar)
+        if state.step % cfg.checkpoint_every == 0 and state.step < end:
+            rates = probe_rates(self.g, self.labeller, state.features, self.z_probe)
+            state.probes.append({"step": state.step, "round": state.round, "rates": rates})
+            self.checkpoint(trainer.miner)
+
+    def checkpoint(self, miner: Optional[RobustMiner] = None) -> None:
+        self.state.seconds = time.perf_counter() - self.start
+        if self.d.main:
+            extra = {BUFFER: miner.buffer} if miner is not None and len(miner.buffer) else {}
+            save_state(self.cfg.out / "checkpoint", self.state, self.g, self.opt, self.cfg, extra)
 
 
 def _after_step(cfg: FitConfig, state: FitState, parts: dict[str, float], end: int, bar: tqdm) -> None:
@@ -298,13 +353,14 @@ def _after_step(cfg: FitConfig, state: FitState, parts: dict[str, float], end: i
 
 
 def _miner(cfg: FitConfig, labeller: AttributeClassifier, features: list[str], rt: Runtime, d: Dist) -> RobustMiner:
-    """--robust: the labeller (never the auditor) attacks the current g + guard every step."""
+    """--robust: the labeller (never the auditor) attacks the current g + guard every step of the phase."""
     if cfg.robust_batch % d.world:
         raise ConfigError(f"--robust-batch {cfg.robust_batch} must be divisible by the torchrun processes")
 
     attacker = labeller.to(rt.device).eval().requires_grad_(False)
     attack = AttackConfig(eps=cfg.robust_eps, steps=cfg.robust_steps)
-    return RobustMiner(attacker, features, attack, cfg.robust_batch, cfg.robust_margin, cfg.seed)
+    sizes = (cfg.robust_batch, cfg.robust_sample, cfg.robust_buffer)
+    return RobustMiner(attacker, features, attack, *sizes, cfg.robust_margin, cfg.seed)
 
 
 def _end_round(

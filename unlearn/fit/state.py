@@ -35,6 +35,7 @@ class FitState:
     collections: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     done: bool = False
+    robust_step: int = 0  # steps of --robust's phase done (it follows the rounds)
     base_ref: str = ""  # how later commands load f: the zoo name, path or factory (a --weights import: its seal)
 
     def guard_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,9 +47,19 @@ class FitState:
         )
 
 
-def save_state(path: Path, state: FitState, g: nn.Module, opt: torch.optim.Optimizer, cfg: FitConfig) -> None:
-    """Write ``checkpoint.safetensors`` + ``checkpoint.json`` atomically; state and options sealed with the weights."""
-    tensors = {f"g.{k}": v for k, v in g.state_dict().items()}
+def save_state(
+    path: Path,
+    state: FitState,
+    g: nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: FitConfig,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write ``checkpoint.safetensors`` + ``checkpoint.json`` atomically; state and options sealed with the weights.
+
+    ``extra``: more tensors to resume with (the robust phase's hits), under names outside ``g.`` and ``opt.``.
+    """
+    tensors = {f"g.{k}": v for k, v in g.state_dict().items()} | (extra or {})
     opt_state = opt.state_dict()
     for idx, st in opt_state["state"].items():
         for k, v in st.items():

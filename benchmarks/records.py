@@ -199,6 +199,8 @@ class UnlearnRow:
     kept: tuple[str, ...] = ()  # the fit's --keep attributes
     # FID against the same held-out images drawn without the feature (rendered faces only; evaluate's references)
     fid_counterfactual: dict[str, float] = field(default_factory=dict)
+    pgd_l2: dict[str, float] = field(default_factory=dict)  # the verdict under the L2 budget
+    replay: dict[str, float] = field(default_factory=dict)  # latents PGD found on the original, per model
 
     @property
     def worst_flip(self) -> tuple[Optional[str], Optional[float]]:
@@ -432,8 +434,31 @@ def unlearning_targets(r: UnlearnRow) -> Iterator[Target]:
     ratio = pgd["unlearned+guard"] / pgd["original"] if pgd.get("original") else None
     detail = f"{pgd.get('unlearned+guard', 0):.3f} vs {pgd.get('original', 0):.3f}"
     yield judge("PGD success (unlearned+guard) / original", m, None, Goal("<=", 0.333), ratio, detail)
+    yield from _robust_targets(r)
     detail = f"{r.fit.steps} steps, {r.fit.rounds} round(s)"
-    yield judge("fit wall time (s)", m, None, Goal("<=", 180), r.fit.seconds, detail)
+    yield judge("fit wall time (s)", m, None, Goal("<=", 300), r.fit.seconds, detail)
+
+
+ROBUST_GAPS = (  # issue 9: (figure, model, allowed points over the oracle's)
+    ("PGD L∞", "unlearned+guard", 2),
+    ("PGD L∞", "unlearned+guard+check", 1),
+    ("PGD L2", "unlearned+guard", 2),
+    ("PGD L2", "unlearned+guard+check", 1),
+    ("replay", "unlearned+guard", 1),
+    ("target rate, no guard", "unlearned", 1),
+)
+
+
+def _robust_targets(r: UnlearnRow) -> Iterator[Target]:
+    """Issue 9: every attack figure, and the fine-tuned generator alone, within a few points of the oracle's."""
+    figures = {"PGD L∞": r.pgd_success, "PGD L2": r.pgd_l2, "replay": r.replay, "target rate, no guard": r.target_rate}
+    for what, model, points in ROBUST_GAPS:
+        got, oracle = figures[what].get(model), figures[what].get("oracle")
+        if got is None or oracle is None:
+            continue
+        gap = 100 * (got - oracle)
+        detail = f"{100 * got:.2f}% vs oracle {100 * oracle:.2f}%"
+        yield judge(f"{what} ({model}) − oracle's", r.model, None, Goal("<=", points, " pp"), gap, detail)
 
 
 def _keep_targets(r: UnlearnRow) -> Iterator[Target]:

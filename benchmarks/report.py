@@ -32,7 +32,8 @@ GUARD = (
 UNLEARNING = (
     "Target rate on {n} random latents, graded by the auditor; FID in the auditor's feature space vs held-out data; "
     "the worst attribute flip on non-target latents; latent PGD success (ε = {eps}, {steps:.0f} steps, {starts:.0f} "
-    "starts), the verdict of `unlearn-cli evaluate --attack`."
+    "starts, L∞ and L2), the verdict of `unlearn-cli evaluate --attack` (labeller attacks, auditor judges); replay: "
+    "the latents L∞ PGD found on the original, fed to each model."
 )
 PRECISION = (
     "`unlearn-cli export --precision` of the same guarded run (its speed is in the rows above: onnxruntime-cpu-int8, "
@@ -195,11 +196,13 @@ def unlearning_section(un: Unlearning) -> list[str]:
         f"{r.worst_shift[0]} {fmt(r.worst_shift[1], '+.2f')}{' (kept: ' + ', '.join(r.kept) + ')' if r.kept else ''} | "
         f"{r.worst_flip[0]} {fmt(r.worst_flip[1])} | "
         f"{' / '.join(fmt(r.pgd_success.get(k)) for k in PGD_MODELS)} | "
+        f"{' / '.join(fmt(r.pgd_l2.get(k)) for k in PGD_MODELS)} | "
+        f"{' / '.join(fmt(r.replay.get(k)) for k in PGD_MODELS)} | "
         f"{r.fit.seconds:.0f} s, {r.fit.steps} steps, goal {'met' if r.fit.goal_reached else 'not met'}"
         for r in un.rows
     )
     note = UNLEARNING.format(n=un.eval_n, **un.attack)
-    pgd_head = "PGD orig / unl+guard / unl+guard+check (adaptive) / oracle | fit"
+    pgd_head = "PGD L∞ orig / unl+guard / unl+guard+check (adaptive) / oracle | PGD L2, same | replay, same | fit"
     lines = ["## Unlearning (auditor-graded)", "", note, "", *table(head + pgd_head, rows)]
     return lines + [f"- {f.name}: not run ({f.reason})" for f in un.failures]
 

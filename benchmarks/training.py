@@ -139,13 +139,13 @@ def unlearn_one(name: str, cfg: Run) -> UnlearnRow:
     run = FitRun(seconds, metrics["steps"], metrics["rounds"], fcfg.goal, after <= fcfg.goal)
     rates = {k: v["target_rate"][feat] for k, v in models.items()}
     suite = ev["attack"][feat]  # the primary verdict: L∞ PGD led by the labeller, judged by the auditor
-    pgd = suite["pgd"]["linf"][suite["verdict"]]
+    pgd, pgd_l2 = suite["pgd"]["linf"][suite["verdict"]], suite["pgd"]["l2"][suite["verdict"]]
     fid, flips = {k: v["fid"] for k, v in models.items()}, ev["attribute_flips"]["non_target"]
     fid_without = {k: v["fid_without_feature"] for k, v in models.items()}
     counterfactual = {k: v["fid_counterfactual"] for k, v in models.items() if v.get("fid_counterfactual") is not None}
     return UnlearnRow(
         name, feat, ev["oracle"], rates, fid, flips, pgd, run, str(fcfg.out), fid_without, ev["rate_shift"],
-        tuple(ev["kept"]), counterfactual,
+        tuple(ev["kept"]), counterfactual, pgd_l2, suite["replay"],
     )  # fmt: skip
 
 

@@ -329,6 +329,25 @@ def test_keep_targets_read_fid_without_the_feature_and_the_other_attributes_shif
     }  # an older record without these figures is not judged on them
 
 
+def test_robust_targets_measure_every_attack_figure_against_the_oracles() -> None:
+    pgd = {"original": 0.5, "unlearned+guard": 0.03, "unlearned+guard+check": 0.015, "oracle": 0.008}
+    row = dataclasses.replace(
+        unlearn_row(),
+        pgd_success=pgd,
+        pgd_l2={"original": 0.5, "unlearned+guard": 0.02, "oracle": 0.012},
+        replay={"original": 0.5, "unlearned+guard": 0.004, "oracle": 0.0},
+    )
+    got = {t.metric: t for t in all_targets(results(unlearning=Unlearning(500, {}, (row,))))}
+    linf = got["PGD L∞ (unlearned+guard) − oracle's"]
+    assert linf.measured == pytest.approx(2.2) and linf.verdict == Verdict.MISSED  # 3.0% vs 0.8%: over 2 points
+    assert got["PGD L∞ (unlearned+guard+check) − oracle's"].verdict == Verdict.MET  # 1.5% vs 0.8%
+    assert got["PGD L2 (unlearned+guard) − oracle's"].measured == pytest.approx(0.8)
+    assert "PGD L2 (unlearned+guard+check) − oracle's" not in got  # not measured: not judged
+    assert got["replay (unlearned+guard) − oracle's"].verdict == Verdict.MET
+    unguarded = got["target rate, no guard (unlearned) − oracle's"]  # 3% vs 1.5%
+    assert unguarded.measured == pytest.approx(1.5) and unguarded.verdict == Verdict.MISSED
+
+
 @pytest.mark.slow
 def test_a_users_generator_is_timed_with_trust_code(tmp_path: Path) -> None:
     spec = "examples.own_generator.models:generator"

@@ -50,32 +50,46 @@ def test_the_miner_attacks_through_the_guard_and_keeps_its_hits() -> None:
 
 
 class _Projection(torch.nn.Module):
-    """A toy f whose image is its latent's projection on u, and a labeller that fires above ``c``."""
+    """A toy f whose image is its latent's projection on u; a labeller whose feature fires above ``c`` and
+    whose kept attribute "k" fires above ``c_keep``."""
 
-    def __init__(self, u: torch.Tensor, c: float = 0.0) -> None:
+    def __init__(self, u: torch.Tensor, c: float = 0.0, c_keep: float = -10.0) -> None:
         super().__init__()
-        self.u, self.c = u, c
+        self.u, self.c, self.c_keep = u, c, c_keep
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return (z @ self.u[0]).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
 
     def labels(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"f": 50 * (x.mean(dim=(1, 2, 3)) - self.c)}
+        p = x.mean(dim=(1, 2, 3))
+        return {"f": 50 * (p - self.c), "k": 50 * (p - self.c_keep)}
+
+
+def _toy(c_keep: float = -10.0, max_margin: float = 3.0) -> tuple[RobustMiner, _Projection, LatentGuard]:
+    u = torch.nn.functional.normalize(torch.ones(1, 8), dim=1)
+    toy = _Projection(u, c=-0.6, c_keep=c_keep)  # f shows the feature down to p = -0.6: 1.6 below t
+    miner = RobustMiner(toy.labels, ["f"], AttackConfig(), 4, 4, 8, max_margin, 0, ("k",))  # type: ignore[arg-type]
+    return miner, toy, LatentGuard(u, torch.tensor([1.0]))
 
 
 def test_targets_move_each_latent_only_as_far_below_the_threshold_as_the_feature_needs() -> None:
-    u = torch.nn.functional.normalize(torch.ones(1, 8), dim=1)
-    guard = LatentGuard(u, torch.tensor([1.0]))
-    toy = _Projection(u, c=-0.6)  # f shows the feature down to p = -0.6: 1.6 below t
-    miner = RobustMiner(toy.labels, ["f"], AttackConfig(), 4, 4, 8, max_margin=3.0, seed=0)  # type: ignore[arg-type]
+    miner, toy, guard = _toy()
     w = guard.translate(torch.randn(256, 8, generator=torch.Generator().manual_seed(1)) * 2)
-    p_w, p_ref = w @ u[0], miner.targets(toy, guard, w, step=0) @ u[0]
-    already = p_w < -0.6
+    p_w = w @ guard.u[0]
+    ref, usable = miner.targets(toy, guard, w, step=0)
+    p_ref, already = ref @ guard.u[0], p_w < -0.6
+    assert usable.all() and already.any() and (~already).any()
     assert torch.allclose(p_ref[already], p_w[already])  # clear already: its own target
     # the rest land on the first margin of the grid past -0.6: t − 1.75 (1.5 still shows the feature)
     assert torch.allclose(p_ref[~already], torch.full_like(p_ref[~already], 1.0 - 1.75), atol=1e-5)
-    assert already.any() and (~already).any()
-    capped = RobustMiner(toy.labels, ["f"], AttackConfig(), 4, 4, 8, max_margin=1.2, seed=0)  # type: ignore[arg-type]
-    p_cap = capped.targets(toy, guard, w, step=0) @ u[0]
-    expected = torch.minimum(p_w, torch.tensor(1.0 - 1.2))  # moved to the cap, never past it
-    assert torch.allclose(p_cap[~already], expected[~already], atol=1e-5)
+    capped, _, _ = _toy(max_margin=1.2)
+    ref_cap, usable_cap = capped.targets(toy, guard, w, step=0)
+    assert torch.equal(usable_cap, already)  # at most 1.2 below t: -0.2 still shows the feature
+
+
+def test_a_target_that_would_change_a_kept_attribute_is_left_out() -> None:
+    miner, toy, guard = _toy(c_keep=-0.3)  # removing the feature (p < -0.6) also clears "k" (p > -0.3)
+    w = guard.translate(torch.randn(256, 8, generator=torch.Generator().manual_seed(1)) * 2)
+    p_w = w @ guard.u[0]
+    _, usable = miner.targets(toy, guard, w, step=0)
+    assert torch.equal(usable, p_w < -0.3)  # "k" already off, or it would be switched off

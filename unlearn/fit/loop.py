@@ -40,7 +40,7 @@ class Trainer:
         """The robust term on this rank's rows of the mined batch, normalised by the global count."""
         assert self.miner is not None
         w = self.miner.mine(self.g, self.guard, step)
-        w_ref = self.miner.targets(self.f, self.guard, w, step)
+        w_ref, usable = self.miner.targets(self.f, self.guard, w, step)
         rows = self.dist.slice(len(w))
         with torch.no_grad(), self.rt.autocast():
             x_ref = self.f(w_ref[rows])
@@ -48,7 +48,7 @@ class Trainer:
             x_w = self.g_fwd(w[rows])
         x_w, x_ref = x_w.float(), x_ref.float()
         per = (x_w - x_ref).abs().flatten(1).mean(1) + msssim_loss(x_w, x_ref)  # [rows]
-        term = per.sum() / len(w)
+        term = (per * usable[rows]).sum() / max(int(usable.sum()), 1)  # usable: the same on every rank
         return term, float(term.detach())
 
     def step(self, pool: LatentPool, step: int, batch: int, target_frac: float) -> dict[str, float]:

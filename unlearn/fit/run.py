@@ -309,7 +309,7 @@ class _Loop:
     def robust_phase(self) -> None:
         """--robust-for steps after the rounds: the paper's loss plus the robust term on mined latents."""
         cfg, state = self.cfg, self.state
-        miner = _miner(cfg, self.labeller, state.features, self.rt, self.d)
+        miner = _miner(cfg, self.labeller, state, self.rt, self.d)
         if state.robust_step:  # resumed: the hits found so far
             miner.buffer = load_checkpoint(cfg.out / "checkpoint").tensors.get(BUFFER, miner.buffer)
         guard = _sync_guard(state, self.d, self.rt, cfg.margin)
@@ -352,7 +352,7 @@ def _after_step(cfg: FitConfig, state: FitState, parts: dict[str, float], end: i
     bar.set_postfix(**figures, rate=f"{max(live.values()):.3f}", refresh=False)
 
 
-def _miner(cfg: FitConfig, labeller: AttributeClassifier, features: list[str], rt: Runtime, d: Dist) -> RobustMiner:
+def _miner(cfg: FitConfig, labeller: AttributeClassifier, state: FitState, rt: Runtime, d: Dist) -> RobustMiner:
     """--robust: the labeller (never the auditor) attacks the current g + guard every step of the phase."""
     if cfg.robust_batch % d.world:
         raise ConfigError(f"--robust-batch {cfg.robust_batch} must be divisible by the torchrun processes")
@@ -360,7 +360,7 @@ def _miner(cfg: FitConfig, labeller: AttributeClassifier, features: list[str], r
     attacker = labeller.to(rt.device).eval().requires_grad_(False)
     attack = AttackConfig(eps=cfg.robust_eps, steps=cfg.robust_steps)
     sizes = (cfg.robust_batch, cfg.robust_sample, cfg.robust_buffer)
-    return RobustMiner(attacker, features, attack, *sizes, cfg.robust_margin, cfg.seed)
+    return RobustMiner(attacker, state.features, attack, *sizes, cfg.robust_margin, cfg.seed, tuple(state.keep))
 
 
 def _end_round(

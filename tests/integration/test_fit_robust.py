@@ -6,10 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from feature_unlearn.cli import app
-from feature_unlearn.unlearn.io import read_run
+from feature_unlearn.unlearn.fit import FitConfig
+from feature_unlearn.unlearn.fit import loop as fit_loop
+from feature_unlearn.unlearn.fit.robust import BUFFER
+from feature_unlearn.unlearn.fit.run import fit
+from feature_unlearn.unlearn.io import load_checkpoint, read_run
 
 ARGS = ["fit", "--model", "mnist-vae", "--feature", "thick", "--steps", "12", "--steps-per-round", "12"]
 SMALL = ["--n-collect", "500", "--batch", "16", "--pool", "4096", "--probe", "200", "--robust-batch", "8"]
@@ -28,6 +33,35 @@ def test_a_robust_fit_trains_the_mined_latents_and_records_it(tmp_path: Path) ->
     assert run.metrics["steps"] == 12 + 6 and run.probes[-1]["phase"] == "robust"
     resumed = CliRunner().invoke(app, [*ARGS, *SMALL, "--out", str(tmp_path / "r"), "--resume"])
     assert resumed.exit_code == 2 and "--robust True (now False)" in resumed.output
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_the_robust_phase_resumes_with_its_hits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = dict(
+        model="mnist-dcgan", features=("thick",), steps=9, steps_per_round=9, goal=0.0, batch=16, n_collect=500,
+        probe=200, pool=4096, checkpoint_every=3, robust=True, robust_for=8, robust_steps=3, robust_batch=8,
+        robust_sample=8,
+    )  # fmt: skip
+    fit(FitConfig(out=tmp_path / "straight", **cfg))  # type: ignore[arg-type]
+    real_step = fit_loop.Trainer.step
+
+    def crash(self, pool, step, batch, frac):  # type: ignore[no-untyped-def]
+        if step == 13:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, pool, step, batch, frac)
+
+    monkeypatch.setattr(fit_loop.Trainer, "step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit(FitConfig(out=tmp_path / "crashed", **cfg))  # type: ignore[arg-type]
+    saved = load_checkpoint(tmp_path / "crashed" / "checkpoint")
+    assert saved.record.state["robust_step"] == 3 and len(saved.tensors[BUFFER]) > 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(fit_loop.Trainer, "step", real_step)
+    fit(FitConfig(out=tmp_path / "crashed", resume=True, **cfg))  # type: ignore[arg-type]
+    a = load_checkpoint(tmp_path / "straight" / "generator").tensors
+    b = load_checkpoint(tmp_path / "crashed" / "generator").tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same hits, batches and steps as the uninterrupted run
 
 
 @pytest.mark.parametrize(

@@ -201,6 +201,9 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     rt = resolve_runtime(cfg.device, cfg.precision, d.local_rank)  # each torchrun process on its own GPU
     if cfg.batch % d.world:
         raise ConfigError(f"--batch {cfg.batch} must be divisible by the {d.world} processes")
+    for flag, rows in (("--robust-batch", cfg.robust_batch), ("--robust-sample", cfg.robust_sample)):
+        if cfg.robust and rows % d.world:  # the robust term's rows are split over the processes
+            raise ConfigError(f"{flag} {rows} must be divisible by the {d.world} processes")
     created = _prepare_out(cfg) if d.main else False
     barrier(d)
     try:
@@ -309,7 +312,7 @@ class _Loop:
     def robust_phase(self) -> None:
         """--robust-for steps after the rounds: the paper's loss plus the robust term on mined latents."""
         cfg, state = self.cfg, self.state
-        miner = _miner(cfg, self.labeller, state, self.rt, self.d)
+        miner = _miner(cfg, self.labeller, state, self.rt)
         if state.robust_step:  # resumed: the hits found so far
             miner.buffer = load_checkpoint(cfg.out / "checkpoint").tensors.get(BUFFER, miner.buffer)
         guard = _sync_guard(state, self.d, self.rt, cfg.margin)
@@ -352,11 +355,8 @@ def _after_step(cfg: FitConfig, state: FitState, parts: dict[str, float], end: i
     bar.set_postfix(**figures, rate=f"{max(live.values()):.3f}", refresh=False)
 
 
-def _miner(cfg: FitConfig, labeller: AttributeClassifier, state: FitState, rt: Runtime, d: Dist) -> RobustMiner:
+def _miner(cfg: FitConfig, labeller: AttributeClassifier, state: FitState, rt: Runtime) -> RobustMiner:
     """--robust: the labeller (never the auditor) attacks the current g + guard every step of the phase."""
-    if cfg.robust_batch % d.world:
-        raise ConfigError(f"--robust-batch {cfg.robust_batch} must be divisible by the torchrun processes")
-
     attacker = labeller.to(rt.device).eval().requires_grad_(False)
     attack = AttackConfig(eps=cfg.robust_eps, steps=cfg.robust_steps)
     sizes = (cfg.robust_batch, cfg.robust_sample, cfg.robust_buffer)

@@ -124,7 +124,13 @@ def unlearn_one(name: str, cfg: Run) -> UnlearnRow:
     dataset, s = RECIPES[name].dataset, cfg.s
     features, labeller = (DEFAULT_FEATURE[dataset],), classifier_for(dataset, "labeller")
     fcfg = FitConfig(
-        out=cfg.work_dir / name, model=name, features=features, labeller=labeller, seed=cfg.seed, force=True
+        out=cfg.work_dir / name,
+        model=name,
+        features=features,
+        labeller=labeller,
+        seed=cfg.seed,
+        force=True,
+        robust=cfg.robust,
     )
     fcfg = dataclasses.replace(fcfg, **dict(s.fit_overrides))
     started = time.perf_counter()

@@ -48,6 +48,7 @@ class BenchConfig:
     serve_seconds: float = opt(20.0, "Seconds of HTTP load in the serve section.", min=1.0)
     seed: int = opt(0, "Seed of the latents and the fits.")
     trust_code: bool = opt(False, "Allow --model package.module:factory (your generator) to import and run that code.")
+    robust: bool = opt(False, "The unlearning table fits with fit --robust (its mining phase after the rounds).")
 
     def __post_init__(self) -> None:
         from feature_unlearn.unlearn.byo import is_spec

@@ -54,6 +54,27 @@ def make_generator(kind: str = "dcgan", z_dim: int = Z_DIM, channels: int = 1, s
     return g.eval()
 
 
+def fit_killed_at(out: Path, step: int, monkeypatch: Any, **cfg: Any) -> None:
+    """Run a fit in ``out`` that is killed (KeyboardInterrupt) as it starts ``step``, as a user's Ctrl-C would."""
+    import pytest
+
+    from feature_unlearn.unlearn.fit import FitConfig
+    from feature_unlearn.unlearn.fit import loop as fit_loop
+    from feature_unlearn.unlearn.fit.run import fit
+
+    real_step = fit_loop.Trainer.step
+
+    def crash(self, pool, at, batch, frac):  # type: ignore[no-untyped-def]
+        if at == step:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, pool, at, batch, frac)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit_loop.Trainer, "step", crash)
+        with pytest.raises(KeyboardInterrupt):
+            fit(FitConfig(out=out, **cfg))
+
+
 def unit_rows(k: int, z_dim: int = Z_DIM, seed: int = 1) -> list[list[float]]:
     u = np.random.default_rng(seed).standard_normal((k, z_dim))
     return (u / np.linalg.norm(u, axis=1, keepdims=True)).astype(np.float32).tolist()

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from feature_unlearn.cli import app
 from feature_unlearn.unlearn.fit import FitConfig
-from feature_unlearn.unlearn.fit import loop as fit_loop
 from feature_unlearn.unlearn.fit.robust import BUFFER
 from feature_unlearn.unlearn.fit.run import fit
 from feature_unlearn.unlearn.io import load_checkpoint, read_run
+from tests.helpers import fit_killed_at
 
 ARGS = ["fit", "--model", "mnist-vae", "--feature", "thick", "--steps", "12", "--steps-per-round", "12"]
 SMALL = ["--n-collect", "500", "--batch", "16", "--pool", "4096", "--probe", "200", "--robust-batch", "8"]
@@ -45,19 +45,9 @@ def test_a_run_killed_in_the_robust_phase_resumes_with_its_hits(
         robust_sample=8,
     )  # fmt: skip
     fit(FitConfig(out=tmp_path / "straight", **cfg))  # type: ignore[arg-type]
-    real_step = fit_loop.Trainer.step
-
-    def crash(self, pool, step, batch, frac):  # type: ignore[no-untyped-def]
-        if step == 13:
-            raise KeyboardInterrupt("killed")
-        return real_step(self, pool, step, batch, frac)
-
-    monkeypatch.setattr(fit_loop.Trainer, "step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        fit(FitConfig(out=tmp_path / "crashed", **cfg))  # type: ignore[arg-type]
+    fit_killed_at(tmp_path / "crashed", 13, monkeypatch, **cfg)
     saved = load_checkpoint(tmp_path / "crashed" / "checkpoint")
     assert saved.record.state["robust_step"] == 3 and len(saved.tensors[BUFFER]) > 0  # type: ignore[attr-defined]
-    monkeypatch.setattr(fit_loop.Trainer, "step", real_step)
     fit(FitConfig(out=tmp_path / "crashed", resume=True, **cfg))  # type: ignore[arg-type]
     a = load_checkpoint(tmp_path / "straight" / "generator").tensors
     b = load_checkpoint(tmp_path / "crashed" / "generator").tensors

@@ -12,10 +12,10 @@ from feature_unlearn.cli import app
 from feature_unlearn.unlearn.artifacts import FitCheckpointRecord
 from feature_unlearn.unlearn.errors import CheckpointError, UserError
 from feature_unlearn.unlearn.fit import FitConfig
-from feature_unlearn.unlearn.fit import loop as fit_loop
 from feature_unlearn.unlearn.fit.run import fit
 from feature_unlearn.unlearn.io import load_checkpoint, read_run
 from feature_unlearn.unlearn.zoo import load_generator, load_generator_with_meta
+from tests.helpers import fit_killed_at
 
 SMALL = dict(
     model="mnist-vae", features=("thick",), batch=32, n_collect=2000, probe=1000, pool=8192, checkpoint_every=10
@@ -73,20 +73,10 @@ def test_run_directory_holds_the_report(run_dir: Path) -> None:
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = dict(steps=30, steps_per_round=30, lr=1e-3, goal=0.0, **SMALL)
     fit(FitConfig(out=tmp_path / "straight", **cfg))  # type: ignore[arg-type]
-    real_step = fit_loop.Trainer.step
-
-    def crash(self, pool, step, batch, frac):  # type: ignore[no-untyped-def]
-        if step == 25:
-            raise KeyboardInterrupt("killed")
-        return real_step(self, pool, step, batch, frac)
-
-    monkeypatch.setattr(fit_loop.Trainer, "step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        fit(FitConfig(out=tmp_path / "crashed", **cfg))  # type: ignore[arg-type]
+    fit_killed_at(tmp_path / "crashed", 25, monkeypatch, **cfg)
     assert not (tmp_path / "crashed" / "generator.json").exists()
     record = load_checkpoint(tmp_path / "crashed" / "checkpoint").record
     assert isinstance(record, FitCheckpointRecord) and record.state["step"] == 20
-    monkeypatch.setattr(fit_loop.Trainer, "step", real_step)
     fit(FitConfig(out=tmp_path / "crashed", resume=True, **cfg))  # type: ignore[arg-type]
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "crashed")
     assert all(torch.equal(a[k], b[k]) for k in a)

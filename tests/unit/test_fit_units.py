@@ -9,7 +9,7 @@ from feature_unlearn.unlearn.errors import ConfigError, DataError, UserError
 from feature_unlearn.unlearn.fit.config import FitConfig
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss, msssim_loss
 from feature_unlearn.unlearn.fit.sampler import LatentPool
-from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
+from feature_unlearn.unlearn.fit.state import FitState, _check_options, load_state, save_state
 from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.models import DCGANConfig, DCGANGenerator
 
@@ -89,6 +89,15 @@ def test_checkpoint_round_trip_restores_weights_and_optimiser(tmp_path) -> None:
             FitState("m", ["eyeglasses"], "abc"),
             FitConfig(**{**cfg.__dict__, "alpha": 2.0}),
         )
+
+
+def test_a_run_older_than_an_option_resumes_at_that_options_default(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = FitConfig(out=tmp_path, model="m", features=("eyeglasses",))
+    saved = {k: v for k, v in cfg.as_dict().items() if k != "robust_for"}  # the run predates --robust-for
+    _check_options(saved, cfg, tmp_path)  # its default: the same run
+    longer = FitConfig(**{**cfg.__dict__, "robust_for": 50})
+    with pytest.raises(UserError, match=r"--robust-for 300 \(now 50\)"):
+        _check_options(saved, longer, tmp_path)  # not what the run had
 
 
 def test_labels_file_parsing(tmp_path) -> None:  # type: ignore[no-untyped-def]

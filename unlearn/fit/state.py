@@ -76,9 +76,12 @@ def save_state(
 def _check_options(saved: dict[str, Any], cfg: FitConfig, where: Path) -> None:
     """--resume continues the same run: options that shape the result must be the run's."""
     now = cfg.as_dict()
-    differ = [k for k in now if k not in cfg.RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    # an option newer than the run was, in effect, at its default (a run older than --robust-for resumes)
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    was = {k: saved.get(k, defaults.get(k)) for k in now}
+    differ = [k for k in now if k not in cfg.RESUMABLE_CHANGES and was[k] != now[k]]
     if differ:
-        shown = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now[k]!r})" for k in differ[:4])
+        shown = ", ".join(f"--{k.replace('_', '-')} {was[k]!r} (now {now[k]!r})" for k in differ[:4])
         raise UserError(f"--resume: {where} was started with {shown}; repeat the run's options to continue it")
 
 

@@ -58,13 +58,13 @@ def trainer_step(model: str, device: str, mode: str, precision: str, batch: int)
     g = copy.deepcopy(f).requires_grad_(True).eval()
     guard = LatentGuard(torch.eye(z_dim_of(f))[0], 1.0).to(rt.device)
     pool, steps = LatentPool(guard, 8192, seed=0, round_index=0), itertools.count()
-    opt = torch.optim.Adam(g.parameters(), 1e-4)
+    opt = torch.optim.Adam(g.parameters())
     trainer = Trainer(
         f, g, maybe_compile(g, mode == "compile"), guard, UnlearnLoss(1.0), opt, rt.grad_scaler(), rt, Dist()
     )
 
     def step() -> object:
-        out = trainer.step(pool, next(steps), batch, 0.5)
+        out = trainer.step(pool, next(steps), batch, 0.5, 1e-4)
         if rt.device.type == "cuda":
             torch.cuda.synchronize(rt.device)
         return out

@@ -7,7 +7,9 @@ from feature_unlearn.unlearn.collect import read_positive_tiles
 from feature_unlearn.unlearn.device import resolve_runtime
 from feature_unlearn.unlearn.errors import ConfigError, DataError, UserError
 from feature_unlearn.unlearn.fit.config import FitConfig
+from feature_unlearn.unlearn.fit.loop import scheduled_lr
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss, msssim_loss
+from feature_unlearn.unlearn.fit.run import fit
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.fit.state import FitState, _check_options, load_state, save_state
 from feature_unlearn.unlearn.guard import LatentGuard
@@ -98,6 +100,27 @@ def test_a_run_older_than_an_option_resumes_at_that_options_default(tmp_path) ->
     longer = FitConfig(**{**cfg.__dict__, "robust_for": 50})
     with pytest.raises(UserError, match=r"--robust-for 300 \(now 50\)"):
         _check_options(saved, longer, tmp_path)  # not what the run had
+
+
+def test_a_run_older_than_lr_schedule_trained_at_a_constant_rate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = FitConfig(out=tmp_path, model="m", features=("eyeglasses",))
+    saved = {k: v for k, v in cfg.as_dict().items() if k != "lr_schedule"}  # a stop-6 checkpoint
+    with pytest.raises(UserError, match=r"--lr-schedule 'constant' \(now 'cosine'\)"):
+        _check_options(saved, cfg, tmp_path)  # today's default is not what that run did
+    _check_options(saved, FitConfig(**{**cfg.__dict__, "lr_schedule": "constant"}), tmp_path)
+
+
+def test_cosine_schedule_decays_each_segment_to_near_zero() -> None:
+    lrs = [scheduled_lr("cosine", 1e-3, k, 100) for k in range(100)]
+    assert lrs[0] == 1e-3 and all(a > b for a, b in zip(lrs[:-1], lrs[1:], strict=True)) and 0 < lrs[-1] < 1e-6
+    assert scheduled_lr("cosine", 1e-3, 50, 100) == pytest.approx(5e-4)
+    assert {scheduled_lr("constant", 1e-3, k, 100) for k in range(100)} == {1e-3}
+
+
+def test_unknown_lr_schedule_names_the_flag(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="--lr-schedule 'step': choose from cosine, constant"):
+        fit(FitConfig(out=tmp_path / "r", model="mnist-dcgan", lr_schedule="step"))
+    assert not (tmp_path / "r").exists()
 
 
 def test_labels_file_parsing(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
@@ -17,9 +18,21 @@ from feature_unlearn.unlearn.fit.robust import RobustMiner
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.guard import LatentGuard
 
+LR_SCHEDULES = ("cosine", "constant")
+
 
 class FitDivergedError(UserError):
     """The loss became NaN or infinite."""
+
+
+def scheduled_lr(schedule: str, lr: float, k: int, n: int) -> float:
+    """The learning rate at step ``k`` of a segment of ``n`` steps (a round, or --robust's phase).
+
+    cosine decays to 0 over each segment, so every round (and the phase) ends on small steps: Adam at a
+    constant rate leaves g jittering around the fit, which redraws non-target images (digit flips).
+    """
+    assert schedule in LR_SCHEDULES and 0 <= k < n, (schedule, k, n)
+    return lr if schedule == "constant" else lr * 0.5 * (1 + math.cos(math.pi * k / n))
 
 
 @dataclass
@@ -51,7 +64,9 @@ class Trainer:
         term = (per * usable[rows]).sum() / max(int(usable.sum()), 1)  # usable: the same on every rank
         return term, float(term.detach())
 
-    def step(self, pool: LatentPool, step: int, batch: int, target_frac: float) -> dict[str, float]:
+    def step(self, pool: LatentPool, step: int, batch: int, target_frac: float, lr: float) -> dict[str, float]:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         z, s = pool.batch(step, batch, target_frac)
         n_target, n_keep = int(s.sum()), int((~s).sum())
         rows = self.dist.slice(batch)
@@ -71,4 +86,4 @@ class Trainer:
         self.scaler.scale(loss * self.dist.world).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        return {"step": float(step), "loss": float(loss.detach()), **parts}
+        return {"step": float(step), "loss": float(loss.detach()), "lr": lr, **parts}

@@ -35,7 +35,7 @@ from feature_unlearn.unlearn.device import Runtime, maybe_compile, resolve_runti
 from feature_unlearn.unlearn.errors import ConfigError, UserError
 from feature_unlearn.unlearn.fit.config import FitConfig
 from feature_unlearn.unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
-from feature_unlearn.unlearn.fit.loop import Trainer
+from feature_unlearn.unlearn.fit.loop import LR_SCHEDULES, Trainer, scheduled_lr
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss
 from feature_unlearn.unlearn.fit.robust import BUFFER, RobustMiner
 from feature_unlearn.unlearn.fit.sampler import LatentPool
@@ -196,6 +196,8 @@ def _sync_guard(state: FitState, d: Dist, rt: Runtime, margin: float) -> LatentG
 def fit(cfg: FitConfig) -> dict[str, Any]:
     if cfg.batch < 2 or cfg.steps < 1 or cfg.steps_per_round < 1 or not 0 < cfg.target_frac < 1:
         raise ConfigError("--batch ≥ 2, --steps ≥ 1, --steps-per-round ≥ 1 and 0 < --target-frac < 1 are required")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"--lr-schedule {cfg.lr_schedule!r}: choose from {', '.join(LR_SCHEDULES)}")
     resolve_runtime(cfg.device, cfg.precision)  # refuse a bad --device/--precision before the process group
     d = init_dist(cfg.device)
     rt = resolve_runtime(cfg.device, cfg.precision, d.local_rank)  # each torchrun process on its own GPU
@@ -303,9 +305,9 @@ class _Loop:
         guard = _sync_guard(state, self.d, self.rt, cfg.margin)
         pool = LatentPool(guard, cfg.pool, cfg.seed, state.round)
         trainer = self.trainer(guard)
-        end = min(cfg.steps, (state.round + 1) * cfg.steps_per_round)
+        start, end = state.round * cfg.steps_per_round, min(cfg.steps, (state.round + 1) * cfg.steps_per_round)
         while state.step < end:
-            self.step(trainer, pool, end)
+            self.step(trainer, pool, start, end)
         _end_round(cfg, state, self.g, self.labeller, labeller_name, self.z_probe, pool)
         self.checkpoint()
 
@@ -321,15 +323,17 @@ class _Loop:
         end = state.step + cfg.robust_for - state.robust_step
         self.bar.total = end
         while state.step < end:
-            self.step(trainer, pool, end)
+            self.step(trainer, pool, end - cfg.robust_for, end)
         if state.probes[-1].get("phase") != "robust":
             rates = probe_rates(self.g, self.labeller, state.features, self.z_probe)
             state.probes.append({"step": state.step, "round": state.round, "rates": rates, "phase": "robust"})
             self.checkpoint()
 
-    def step(self, trainer: Trainer, pool: LatentPool, end: int) -> None:
+    def step(self, trainer: Trainer, pool: LatentPool, start: int, end: int) -> None:
+        """One step of the segment [start, end): a round, or the robust phase."""
         cfg, state = self.cfg, self.state
-        parts = trainer.step(pool, state.step, cfg.batch, cfg.target_frac)
+        lr = scheduled_lr(cfg.lr_schedule, cfg.lr, state.step - start, end - start)
+        parts = trainer.step(pool, state.step, cfg.batch, cfg.target_frac, lr)
         state.step += 1
         state.robust_step += trainer.miner is not None
         _after_step(cfg, state, parts, end, self.bar)
@@ -351,7 +355,7 @@ def _after_step(cfg: FitConfig, state: FitState, parts: dict[str, float], end: i
         state.history.append(parts)
     bar.update(1)
     live = state.probes[-1]["rates"]
-    figures = {k: f"{v:.3f}" for k, v in parts.items() if k != "step"}
+    figures = {k: f"{v:.1e}" if k == "lr" else f"{v:.3f}" for k, v in parts.items() if k != "step"}
     bar.set_postfix(**figures, rate=f"{max(live.values()):.3f}", refresh=False)
 
 

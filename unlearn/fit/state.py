@@ -76,8 +76,10 @@ def save_state(
 def _check_options(saved: dict[str, Any], cfg: FitConfig, where: Path) -> None:
     """--resume continues the same run: options that shape the result must be the run's."""
     now = cfg.as_dict()
-    # an option newer than the run was, in effect, at its default (a run older than --robust-for resumes)
+    # an option newer than the run was, in effect, at its default (a run older than --robust-for resumes),
+    # or at what the run did before the option existed (a constant learning rate)
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    defaults.update(cfg.BEFORE_OPTION)
     was = {k: saved.get(k, defaults.get(k)) for k in now}
     differ = [k for k in now if k not in cfg.RESUMABLE_CHANGES and was[k] != now[k]]
     if differ:

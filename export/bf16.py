@@ -28,7 +28,13 @@ from torch._export.serde import serialize as serde
 from feature_unlearn.export.errors import ExportError
 from feature_unlearn.export.module import ExportModule
 from feature_unlearn.export.spec import ExportSpec
-from feature_unlearn.serve.backends import CONSTANT, PROGRAM_FORMAT, program_files
+from feature_unlearn.serve.backends import (
+    COMPILE_BUCKETS,
+    COMPILE_OPTIONS,
+    CONSTANT,
+    PROGRAM_FORMAT,
+    program_files,
+)
 from feature_unlearn.unlearn.io import atomic_write
 
 
@@ -60,6 +66,7 @@ def save_program(module: ExportModule, spec: ExportSpec, directory: Path) -> dic
         "format": PROGRAM_FORMAT,
         "torch": torch.__version__,
         "memory_format": "channels_last",
+        "compile": "inductor",  # the runtime compiles it at load (serve.backends.COMPILE_BUCKETS)
         "parameters": list(program.graph_signature.parameters),
         "outputs": list(spec.output_names),
         "program": json.loads(serialized.exported_program),
@@ -69,7 +76,13 @@ def save_program(module: ExportModule, spec: ExportSpec, directory: Path) -> dic
     atomic_write(program_path, lambda tmp: tmp.write_bytes(text))
     atomic_write(weights_path, lambda tmp: tmp.write_bytes(weights))
     probe = getattr(module.guarded.generator, "probe", {})  # export.mixed.fastest_bf16: which layers left fp32
-    return {"exporter": "torch.export", "torch": torch.__version__, "memory_format": "channels_last", **probe}
+    return {
+        "exporter": "torch.export",
+        "torch": torch.__version__,
+        "memory_format": "channels_last",
+        "compile": {"backend": "inductor", "options": COMPILE_OPTIONS, "buckets": list(COMPILE_BUCKETS)},
+        **probe,
+    }
 
 
 ROUTING_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)

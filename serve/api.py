@@ -157,6 +157,7 @@ class GeneratorAPI:
                 pin=self.config.pin,
                 on_flagged=self.config.on_flagged,
                 fp32_below=self.config.fp32_below,
+                compile_program=not self.config.eager_program,
             )
         except (ModelLoadError, ValueError) as exc:
             raise ServeError(str(exc)) from None

@@ -79,8 +79,58 @@ def keep_freed_memory() -> bool:
     return mallopt is not None and all([mallopt(option, value) == 1 for option, value in MALLOC.values()])
 
 
-def load_program(program: bytes, weights: bytes, z_dim: int, threads: Optional[int] = None) -> Run:
-    """A ``torch.export`` program rebuilt from its JSON and safetensors bytes (never from a pickle)."""
+# Inductor with frozen weights: oneDNN's bf16 convolutions get their weights packed once and the ReLUs fused
+# in, which needs static shapes, so the program is compiled once per batch bucket. A bucket of the program
+# that needs a batch in between pads it (rows are independent). faces-dcgan, batch 64, 2 threads: 4.0 ms
+# eager, 3.2 ms compiled; without freezing 4.6 ms, and with a dynamic batch 5.0 ms (no packed weights).
+COMPILE_BUCKETS = (16, 32, 64, 128)
+COMPILE_OPTIONS = {"freezing": True}
+
+
+def compile_buckets(smallest: int) -> tuple[int, ...]:
+    """The buckets a program routed from batch ``smallest`` on needs (the largest one at least)."""
+    return tuple(b for b in COMPILE_BUCKETS if b >= smallest) or COMPILE_BUCKETS[-1:]
+
+
+def _compiled(module: Any, torch: Any, z_dim: int, buckets: Sequence[int]) -> Callable[[Any], tuple[Any, ...]]:
+    """``module`` compiled by Inductor for every batch in ``buckets`` now, at load, so no request pays for it.
+
+    A call runs chunks of the largest bucket, each padded up to the smallest bucket that holds it."""
+    compiled = torch.compile(module, dynamic=False)
+    try:  # compile now, under the options (torch.compile's options= does not switch freezing on)
+        with torch._inductor.config.patch(**COMPILE_OPTIONS), torch.inference_mode():
+            for b in buckets:
+                compiled(torch.zeros(b, z_dim))
+    except Exception as exc:  # Inductor raises many types: no C++ compiler, an op it cannot lower, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BackendError(
+            f"{PROGRAM}: compiling it with Inductor failed ({first}); it needs a C++ compiler (g++): install "
+            "one, or run the program uncompiled (SafeGenerator.load(compile_program=False), serve --eager-program)"
+        ) from None
+
+    def call(z: Any) -> tuple[Any, ...]:
+        parts = []
+        for chunk in z.split(buckets[-1]):
+            n = len(chunk)
+            b = min(x for x in buckets if x >= n)
+            padded = torch.cat([chunk, chunk.new_zeros(b - n, z_dim)]) if b > n else chunk
+            parts.append([out[:n] for out in compiled(padded)])
+        return tuple(torch.cat(column) for column in zip(*parts, strict=True))
+
+    return call
+
+
+def load_program(
+    program: bytes,
+    weights: bytes,
+    z_dim: int,
+    threads: Optional[int] = None,
+    compile_from: Optional[int] = 1,
+) -> Run:
+    """A ``torch.export`` program rebuilt from its JSON and safetensors bytes (never from a pickle).
+
+    ``compile_from``: a program exported for Inductor (``compile`` in its JSON) is compiled for the
+    batch buckets from this batch on (``compile_buckets``); None runs it uncompiled."""
     torch = _torch()
     from torch._export.serde import serialize as serde
 
@@ -110,10 +160,13 @@ def load_program(program: bytes, weights: bytes, z_dim: int, threads: Optional[i
         torch.set_num_threads(threads)
     keep_freed_memory()
     names = list(doc.get("outputs", []))
+    forward: Callable[[Any], Any] = module
+    if doc.get("compile") == "inductor" and compile_from is not None:
+        forward = _compiled(module, torch, z_dim, compile_buckets(compile_from))
 
     def run(outputs: Sequence[str], z: np.ndarray) -> list[np.ndarray]:
         with torch.inference_mode():
-            got = module(torch.from_numpy(z))
+            got = forward(torch.from_numpy(z))
         by_name = dict(zip(names, got, strict=True))
         return [by_name[o].numpy() for o in outputs]
 

@@ -61,6 +61,11 @@ class ServeConfig:
         "bf16 artifacts: batches smaller than this run on the artifact's fp32 graph (default: the crossover its "
         "export measured; 1: always the bf16 program).",
     )
+    eager_program: bool = _opt(
+        False,
+        "bf16 artifacts: run the PyTorch program uncompiled (slower; for a machine without a C++ compiler, "
+        "which Inductor needs to compile it at load).",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifact", Path(self.artifact))

@@ -140,10 +140,16 @@ def _fp32_below(manifest: Manifest, onnx_path: Path, override: Optional[int] = N
 
 
 def _program(
-    art: Artifact, manifest: Manifest, threads: Optional[int], session: ort.InferenceSession, below: Optional[int]
+    art: Artifact,
+    manifest: Manifest,
+    threads: Optional[int],
+    session: ort.InferenceSession,
+    below: Optional[int],
+    compile_program: bool = True,
 ) -> Optional[Run]:
     """A bf16 artifact's PyTorch program (``serve.backends``), batches under ``below`` routed to its fp32
-    graph; None for the ONNX precisions (``below`` is None)."""
+    graph; None for the ONNX precisions (``below`` is None). ``compile_program``: compiled at load for the
+    batches it will run (when exported for Inductor)."""
     if below is None:
         return None
     if PROGRAM not in art.sidecars or PROGRAM_WEIGHTS not in art.sidecars:
@@ -152,7 +158,8 @@ def _program(
             "manifest.json; give the export directory"
         )
     try:
-        program = load_program(art.sidecars[PROGRAM], art.sidecars[PROGRAM_WEIGHTS], manifest.z_dim, threads)
+        weights, compile_from = art.sidecars[PROGRAM_WEIGHTS], below if compile_program else None
+        program = load_program(art.sidecars[PROGRAM], weights, manifest.z_dim, threads, compile_from)
     except BackendError as exc:
         raise ModelLoadError(str(exc)) from None
     return routed(program, onnx_runner(session, session.get_inputs()[0].name), below)
@@ -221,6 +228,7 @@ class SafeGenerator:
         pin: Optional[str] = None,
         on_flagged: Optional[str] = None,
         fp32_below: Optional[int] = None,
+        compile_program: bool = True,
     ) -> SafeGenerator:
         """Open an export directory (model.onnx + manifest.json) or a model.onnx file.
 
@@ -229,6 +237,8 @@ class SafeGenerator:
         ``on_flagged``: what to do with an image the in-graph image check flags (``serve.policy``;
         default resample), for artifacts exported with one. ``fp32_below``: a bf16 artifact runs batches
         smaller than this on its fp32 graph (default: the crossover export measured; 1: always bf16).
+        ``compile_program``: compile a bf16 program with Inductor at load (needs a C++ compiler; False runs
+        it uncompiled, slower).
         """
         _positive("max_batch", max_batch)
         if fp32_below is not None:
@@ -252,10 +262,14 @@ class SafeGenerator:
         except ArtifactError as exc:
             raise ModelLoadError(str(exc)) from None
         below = _fp32_below(manifest, art.onnx_path, fp32_below) if manifest.precision == "bf16" else None
-        program = _program(art, manifest, threads, session, below)
+        started = time.perf_counter()
+        program = _program(art, manifest, threads, session, below, compile_program)
+        program_s = time.perf_counter() - started
         gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged, program, below)
         gen.sha256 = art.sha256
         gen.timings["hash_s"] = art.hash_seconds
+        if program is not None:
+            gen.timings["program_load_s"] = program_s  # rebuilding, and compiling every bucket it will run
         return gen
 
     def _run(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

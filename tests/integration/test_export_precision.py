@@ -104,6 +104,42 @@ def test_quality_gate_refuses_with_the_numbers(exports: dict[str, Path], tmp_pat
     assert not (tmp_path / "x").exists()  # nothing published
 
 
+def test_compiled_program_pads_and_chunks_batches_like_the_uncompiled_one(exports: dict[str, Path]) -> None:
+    if "bf16" not in exports:
+        pytest.skip("this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16)")
+    program = json.loads((exports["bf16"] / "manifest.json").read_text())["info"]["program"]
+    assert program["compile"] == {"backend": "inductor", "options": {"freezing": True}, "buckets": [16, 32, 64, 128]}
+    compiled = SafeGenerator.load(exports["bf16"], threads=1, fp32_below=1)
+    eager = SafeGenerator.load(exports["bf16"], threads=1, fp32_below=1, compile_program=False)
+    assert compiled.timings["program_load_s"] > eager.timings["program_load_s"]  # compiled at load
+    rest = np.random.default_rng(2).standard_normal((300, compiled.z_dim), np.float32)
+    z = np.concatenate([_near(exports)[::2], rest])
+    for rows in (z[:3], z[:17], z):  # padded to a bucket (16, 32); chunks of 128 and a padded remainder
+        a, b = compiled.generate(z=rows), eager.generate(z=rows)
+        assert a.images.shape == b.images.shape == (len(rows), *compiled.image_shape)
+        np.testing.assert_array_equal(a.flagged, b.flagged)  # the fp32 guard decides the same
+        assert np.abs(a.images.astype(int) - b.images.astype(int)).max() <= 4  # bf16 fused differently
+
+
+def test_a_program_that_cannot_compile_is_a_one_line_refusal(
+    exports: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if "bf16" not in exports:
+        pytest.skip("this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16)")
+    import torch
+
+    def no_compiler(module: Any, **kwargs: Any) -> Any:
+        def run(*args: Any) -> Any:
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.raises(ModelLoadError, match=r"compiling it with Inductor failed \(InvalidCxxCompiler.*g\+\+.*"):
+        SafeGenerator.load(exports["bf16"], fp32_below=1)
+    assert SafeGenerator.load(exports["bf16"], fp32_below=1, compile_program=False).precision == "bf16"
+
+
 def test_tampered_program_and_missing_torch_are_one_line_refusals(
     exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,5 +228,10 @@ def test_service_takes_the_fp32_crossover_from_its_flag(exports: dict[str, Path]
         assert r.status_code == 200, r.text
         np.testing.assert_array_equal(decode_images(r.json()), program)
         assert client.get("/v1/model").json()["fp32_below"] == 1
+    eager = SafeGenerator.load(exports["bf16"], threads=1, fp32_below=1, compile_program=False)
+    with TestClient(create_app(config(exports["bf16"], fp32_below=1, eager_program=True))) as client:
+        wait_ready(client)  # --eager-program: the program as rebuilt, uncompiled
+        r = client.post("/v1/generate", content=json.dumps({"n": 3, "seed": 5}), headers=JSON)
+        np.testing.assert_array_equal(decode_images(r.json()), eager.generate(n=3, seed=5).images)
     with pytest.raises(ServeError, match="--fp32-below 0: must be a positive integer"):
         config(exports["bf16"], fp32_below=0)

@@ -64,10 +64,10 @@ def fit_killed_at(out: Path, step: int, monkeypatch: Any, **cfg: Any) -> None:
 
     real_step = fit_loop.Trainer.step
 
-    def crash(self, pool, at, batch, frac):  # type: ignore[no-untyped-def]
+    def crash(self, pool, at, batch, frac, lr):  # type: ignore[no-untyped-def]
         if at == step:
             raise KeyboardInterrupt("killed")
-        return real_step(self, pool, at, batch, frac)
+        return real_step(self, pool, at, batch, frac, lr)
 
     with monkeypatch.context() as patch:
         patch.setattr(fit_loop.Trainer, "step", crash)

@@ -263,7 +263,9 @@ class SafeGenerator:
             raise ModelLoadError(str(exc)) from None
         below = _fp32_below(manifest, art.onnx_path, fp32_below) if manifest.precision == "bf16" else None
         started = time.perf_counter()
-        program = _program(art, manifest, threads, session, below, compile_program)
+        # a crossover above the largest batch means the program never runs: nothing to compile at load
+        compiles = compile_program and below is not None and below <= max_batch
+        program = _program(art, manifest, threads, session, below, compiles)
         program_s = time.perf_counter() - started
         gen = cls(session, manifest, requested, max_batch, art.onnx_path, on_flagged, program, below)
         gen.sha256 = art.sha256

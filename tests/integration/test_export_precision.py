@@ -138,6 +138,8 @@ def test_a_program_that_cannot_compile_is_a_one_line_refusal(
     with pytest.raises(ModelLoadError, match=r"compiling it with Inductor failed \(InvalidCxxCompiler.*g\+\+.*"):
         SafeGenerator.load(exports["bf16"], fp32_below=1)
     assert SafeGenerator.load(exports["bf16"], fp32_below=1, compile_program=False).precision == "bf16"
+    never = SafeGenerator.load(exports["bf16"], max_batch=64, fp32_below=65)  # the program never runs
+    assert never.generate(n=64, seed=1).images.shape[0] == 64  # nothing was compiled, so nothing failed
 
 
 def test_tampered_program_and_missing_torch_are_one_line_refusals(

@@ -61,6 +61,8 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
             "2",
             "--limit",
             "1000",
+            "--width",
+            "8",
             "--out",
             str(out),
         ],
@@ -68,7 +70,8 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     acc = json.loads((out / "metrics.json").read_text())["heldout_accuracy"]
     assert acc["digit"] > 0.3  # two epochs on 900 digits already beat chance (0.1) by far
-    assert set(load_classifier(out).cfg.heads) == {"digit", "eight", "thick"}
+    clf = load_classifier(out)
+    assert set(clf.cfg.heads) == {"digit", "eight", "thick"} and clf.cfg.width == 8  # --width rebuilt from the sidecar
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,9 @@ def test_evaluate_writes_json_markdown_and_plot(tiny_run: Path) -> None:
         "| thick |" in (tiny_run / "evaluation.md").read_text()
         and "FID without the feature" in (tiny_run / "evaluation.md").read_text()
     )
-    assert set(data["attribute_flips"]["all"]) == {"digit", "eight"}
+    assert set(data["attribute_flips"]["all"]) == set(data["attribute_flips"]["non_target_sure"]) == {"digit", "eight"}
+    for sure in data["attribute_flips"]["non_target_sure"].values():
+        assert 0 < sure["share"] <= 1 and 0 <= sure["flips"] <= 1
     assert 0.9 < data["preservation"]["ms_ssim"] <= 1.0
     suite = data["attack"]["thick"]
     assert suite["verdict"] == "labeller->auditor" and set(suite["pgd"]) == {"linf", "l2"}

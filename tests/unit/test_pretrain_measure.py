@@ -70,3 +70,12 @@ def test_measure_only_refuses_a_checkpoint_of_another_dataset(tmp_path: Path) ->
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "trained on mnist" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_width_overrides_the_recipe_and_only_when_given(tmp_path: Path) -> None:
+    from feature_unlearn.unlearn.pretrain.request import PretrainRequest
+
+    shipped = PretrainRequest(out=tmp_path, recipe="faces-auditor").resolve().train
+    assert (shipped.width, shipped.epochs) == (16, 12)  # the zoo's auditor: 12 epochs at width 16 (README)
+    wider = PretrainRequest(out=tmp_path, recipe="faces-auditor", width=32).resolve().train
+    assert (wider.width, wider.epochs) == (32, 12)

@@ -22,6 +22,7 @@ class PretrainRequest:
     exclude: Optional[str] = opt(None, "Train an oracle without this binary attribute.")
     epochs: Optional[int] = opt(None, "Override the recipe's epochs.", min=1)
     seed: Optional[int] = opt(None, "Override the recipe's seed.")
+    width: Optional[int] = opt(None, "Override the recipe's network width (channels of the first stage).", min=1)
     limit: Optional[int] = opt(None, "Use only the first N images.", min=16)
     auditor: Optional[str] = opt(None, "Classifier for metrics (default: the zoo's <dataset>-auditor).")
     eval_samples: int = opt(10_000, "Generated samples graded for the metrics.", min=100)
@@ -36,7 +37,7 @@ class PretrainRequest:
         from feature_unlearn.unlearn.pretrain.run import PretrainConfig
 
         base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
-        asked = {"epochs": self.epochs, "seed": self.seed, "prior": self.prior}
+        asked = {"epochs": self.epochs, "seed": self.seed, "width": self.width, "prior": self.prior}
         overrides = {k: v for k, v in asked.items() if v is not None}
         if self.prior is not None:  # refused before any data is loaded
             check_prior(self.prior, base.model)

@@ -101,40 +101,42 @@ def _model_rows(
     return rows
 
 
-def _flips(auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip: list[str]) -> dict[str, float]:
-    pa, pb = auditor.predict(a), auditor.predict(b)
-    return {k: float((pa[k] != pb[k]).float().mean()) for k in pa if k not in skip}
-
-
 @torch.no_grad()
-def _sure(auditor: AttributeClassifier, x: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
-    """Per attribute [N] bool: the auditor gives its label of x a probability of at least ``SURE``."""
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in auditor.cfg.heads}
+def _readings(
+    auditor: AttributeClassifier, x: torch.Tensor, batch: int = 512
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per attribute the auditor's label [N] and whether it gives that label a probability ≥ ``SURE`` [N]."""
+    labels: dict[str, list[torch.Tensor]] = {k: [] for k in auditor.cfg.heads}
+    sure: dict[str, list[torch.Tensor]] = {k: [] for k in auditor.cfg.heads}
     for chunk in x.split(batch):
         for k, logit in auditor(chunk).items():
-            p = torch.sigmoid(logit) if logit.ndim == 1 else logit.softmax(1).max(1).values
-            parts[k].append(torch.maximum(p, 1 - p) >= SURE)
-    return {k: torch.cat(v) for k, v in parts.items()}
+            if logit.ndim == 1:
+                p = torch.sigmoid(logit)
+                label, confidence = (p > 0.5).long(), torch.maximum(p, 1 - p)
+            else:
+                confidence, label = logit.softmax(1).max(1)
+            labels[k].append(label)
+            sure[k].append(confidence >= SURE)
+    return {k: torch.cat(v) for k, v in labels.items()}, {k: torch.cat(v) for k, v in sure.items()}
 
 
-def _flips_when_sure(
+def _flips(
     auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip: list[str]
-) -> dict[str, dict[str, float]]:
-    """Flips among the images of ``a`` whose label the auditor is sure of, and their share.
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Flips between the images ``a`` and ``b``, and the same among the images of ``a`` the auditor is sure of.
 
     A flip of an image the auditor reads at 0.5 is a coin toss, not a visible change: on mnist-dcgan the
     default fit's digit flips came three quarters from the 14% of f's digits the auditor reads below 0.8.
     """
-    pa, pb, sure = auditor.predict(a), auditor.predict(b), _sure(auditor, a)
-    out = {}
-    for k in pa:
-        if k not in skip:
-            m = sure[k]
-            out[k] = {
-                "flips": float((pa[k][m] != pb[k][m]).float().mean()) if m.any() else 0.0,
-                "share": float(m.float().mean()),
-            }
-    return out
+    (label_a, sure_a), (label_b, _) = _readings(auditor, a), _readings(auditor, b)
+    flips, when_sure = {}, {}
+    for k in label_a:
+        if k in skip:
+            continue
+        flipped, m = label_a[k] != label_b[k], sure_a[k]
+        flips[k] = float(flipped.float().mean())
+        when_sure[k] = {"flips": float(flipped[m].float().mean()) if m.any() else 0.0, "share": float(m.float().mean())}
+    return flips, when_sure
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
@@ -166,8 +168,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "l1": float((images["unlearned"][keep] - images["original"][keep]).abs().mean()),
         "ms_ssim": float(1 - msssim_loss(images["unlearned"][keep][:2000], images["original"][keep][:2000]).mean()),
     }
-    flips_all = _flips(auditor, images["original"], images["unlearned"], feats)
-    flips_keep = _flips(auditor, images["original"][keep], images["unlearned"][keep], feats)
+    flips_all = _flips(auditor, images["original"], images["unlearned"], feats)[0]
+    flips_keep, flips_sure = _flips(auditor, images["original"][keep], images["unlearned"][keep], feats)
     result: dict[str, Any] = {
         "run": str(cfg.run),
         "base_model": meta.base_model,
@@ -181,7 +183,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "attribute_flips": {
             "all": flips_all,
             "non_target": flips_keep,
-            "non_target_sure": _flips_when_sure(auditor, images["original"][keep], images["unlearned"][keep], feats),
+            "non_target_sure": flips_sure,
         },
     }
     # every other attribute's rate, unlearned + guard − original (pp; a K-way one: its largest class shift)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feature_unlearn.unlearn.evaluate import SURE, _flips_when_sure
+from feature_unlearn.unlearn.evaluate import SURE, _flips
 from feature_unlearn.unlearn.models import AttributeClassifier, ClassifierConfig
 
 
@@ -29,8 +29,8 @@ def test_a_flip_counts_as_sure_only_where_the_auditor_was_sure_of_f() -> None:
     auditor = _FirstPixel()
     assert torch.sigmoid(torch.tensor(10 * 0.5)) >= SURE > torch.sigmoid(torch.tensor(10 * 0.01))
     a = _images([-0.5, 0.01, 0.5, 0.5])  # sure, a coin toss, sure, sure
-    only_unsure = _flips_when_sure(auditor, a, _images([-0.5, -0.01, 0.5, 0.5]), skip=[])
-    assert only_unsure["a"] == {"flips": 0.0, "share": 0.75}
-    sure_too = _flips_when_sure(auditor, a, _images([-0.5, -0.01, -0.5, 0.5]), skip=[])
-    assert sure_too["a"]["flips"] == pytest.approx(1 / 3) and sure_too["a"]["share"] == 0.75
-    assert _flips_when_sure(auditor, a, a, skip=["a"]) == {}
+    flips, only_unsure = _flips(auditor, a, _images([-0.5, -0.01, 0.5, 0.5]), skip=[])
+    assert flips == {"a": 0.25} and only_unsure["a"] == {"flips": 0.0, "share": 0.75}
+    flips, sure_too = _flips(auditor, a, _images([-0.5, -0.01, -0.5, 0.5]), skip=[])
+    assert flips == {"a": 0.5} and sure_too["a"]["flips"] == pytest.approx(1 / 3) and sure_too["a"]["share"] == 0.75
+    assert _flips(auditor, a, a, skip=["a"]) == ({}, {})

@@ -101,25 +101,6 @@ def _model_rows(
     return rows
 
 
-@torch.no_grad()
-def _readings(
-    auditor: AttributeClassifier, x: torch.Tensor, batch: int = 512
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Per attribute the auditor's label [N] and whether it gives that label a probability ≥ ``SURE`` [N]."""
-    labels: dict[str, list[torch.Tensor]] = {k: [] for k in auditor.cfg.heads}
-    sure: dict[str, list[torch.Tensor]] = {k: [] for k in auditor.cfg.heads}
-    for chunk in x.split(batch):
-        for k, logit in auditor(chunk).items():
-            if logit.ndim == 1:
-                p = torch.sigmoid(logit)
-                label, confidence = (p > 0.5).long(), torch.maximum(p, 1 - p)
-            else:
-                confidence, label = logit.softmax(1).max(1)
-            labels[k].append(label)
-            sure[k].append(confidence >= SURE)
-    return {k: torch.cat(v) for k, v in labels.items()}, {k: torch.cat(v) for k, v in sure.items()}
-
-
 def _flips(
     auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip: list[str]
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -128,12 +109,12 @@ def _flips(
     A flip of an image the auditor reads at 0.5 is a coin toss, not a visible change: on mnist-dcgan the
     default fit's digit flips came three quarters from the 14% of f's digits the auditor reads below 0.8.
     """
-    (label_a, sure_a), (label_b, _) = _readings(auditor, a), _readings(auditor, b)
+    (label_a, confidence_a), label_b = auditor.readings(a), auditor.predict(b)
     flips, when_sure = {}, {}
     for k in label_a:
         if k in skip:
             continue
-        flipped, m = label_a[k] != label_b[k], sure_a[k]
+        flipped, m = label_a[k] != label_b[k], confidence_a[k] >= SURE
         flips[k] = float(flipped.float().mean())
         when_sure[k] = {"flips": float(flipped[m].float().mean()) if m.any() else 0.0, "share": float(m.float().mean())}
     return flips, when_sure

@@ -99,11 +99,24 @@ class AttributeClassifier(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
         """Hard labels per attribute ([N] int64), in eval mode, batched."""
-        outs: dict[str, list[torch.Tensor]] = {k: [] for k in self.cfg.heads}
+        return self.readings(x, batch)[0]
+
+    @torch.no_grad()
+    def readings(self, x: torch.Tensor, batch: int = 512) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Per attribute the hard label [N] int64 and the probability the network gives it [N], batched."""
+        labels: dict[str, list[torch.Tensor]] = {k: [] for k in self.cfg.heads}
+        confidence: dict[str, list[torch.Tensor]] = {k: [] for k in self.cfg.heads}
         for chunk in x.split(batch):
             for k, logit in self(chunk).items():
-                outs[k].append((logit > 0).long() if self.cfg.heads[k] == 2 else logit.argmax(1))
-        return {k: torch.cat(v) for k, v in outs.items()}
+                if self.cfg.heads[k] == 2:
+                    p = torch.sigmoid(logit)
+                    labels[k].append((logit > 0).long())
+                    confidence[k].append(torch.maximum(p, 1 - p))
+                else:
+                    top, label = logit.softmax(1).max(1)
+                    labels[k].append(label)
+                    confidence[k].append(top)
+        return {k: torch.cat(v) for k, v in labels.items()}, {k: torch.cat(v) for k, v in confidence.items()}
 
     def probability(self, x: torch.Tensor, attribute: str) -> torch.Tensor:
         """Differentiable P(attribute present) [N] for a binary attribute (used by the attack)."""

@@ -102,22 +102,27 @@ def _model_rows(
 
 
 def _flips(
-    auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip: list[str]
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Flips between the images ``a`` and ``b``, and the same among the images of ``a`` the auditor is sure of.
+    auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip: list[str], keep: torch.Tensor
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
+    """Flips between the images ``a`` and ``b``: over all, over ``keep`` (non-target rows), and over the rows of
+    ``keep`` whose label the auditor gives ``a`` with probability ≥ ``SURE`` (with their share). One auditor pass.
 
     A flip of an image the auditor reads at 0.5 is a coin toss, not a visible change: on mnist-dcgan the
     default fit's digit flips came three quarters from the 14% of f's digits the auditor reads below 0.8.
     """
     (label_a, confidence_a), label_b = auditor.readings(a), auditor.predict(b)
-    flips, when_sure = {}, {}
+    flips, non_target, when_sure = {}, {}, {}
     for k in label_a:
         if k in skip:
             continue
-        flipped, m = label_a[k] != label_b[k], confidence_a[k] >= SURE
-        flips[k] = float(flipped.float().mean())
-        when_sure[k] = {"flips": float(flipped[m].float().mean()) if m.any() else 0.0, "share": float(m.float().mean())}
-    return flips, when_sure
+        flipped, sure = (label_a[k] != label_b[k])[keep], (confidence_a[k] >= SURE)[keep]
+        flips[k] = float((label_a[k] != label_b[k]).float().mean())
+        non_target[k] = float(flipped.float().mean())
+        when_sure[k] = {
+            "flips": float(flipped[sure].float().mean()) if sure.any() else 0.0,
+            "share": float(sure.float().mean()),
+        }
+    return flips, non_target, when_sure
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
@@ -149,8 +154,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "l1": float((images["unlearned"][keep] - images["original"][keep]).abs().mean()),
         "ms_ssim": float(1 - msssim_loss(images["unlearned"][keep][:2000], images["original"][keep][:2000]).mean()),
     }
-    flips_all = _flips(auditor, images["original"], images["unlearned"], feats)[0]
-    flips_keep, flips_sure = _flips(auditor, images["original"][keep], images["unlearned"][keep], feats)
+    flips_all, flips_keep, flips_sure = _flips(auditor, images["original"], images["unlearned"], feats, keep)
     result: dict[str, Any] = {
         "run": str(cfg.run),
         "base_model": meta.base_model,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
 from benchmarks.config import COMPILED, CPU_BACKENDS, FOREIGN_LIMIT
+from benchmarks.failure import Failure
 from benchmarks.resolution import ResolutionBench
 
 T = TypeVar("T")
@@ -111,16 +112,6 @@ class MemoryRow:
     peak_mb: Optional[float] = None  # during the calls
     hwm_mb: Optional[float] = None  # the process's high-water mark
     error: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Something not measured: a backend this machine lacks (no model, no batch), or one that failed."""
-
-    name: str
-    reason: str
-    model: Optional[str] = None
-    batch: Optional[int] = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmarks.config import Run
+from benchmarks.failure import Failure
 
 RESOLUTIONS = (32, 64, 128, 256)
 BATCHES = (1, 64)
@@ -106,14 +107,6 @@ class HttpRow:
 
 
 @dataclass(frozen=True)
-class Skipped:
-    name: str
-    reason: str
-    resolution: Optional[int] = None
-    batch: Optional[int] = None
-
-
-@dataclass(frozen=True)
 class ResolutionBench:
     arch: dict[str, Any]
     threads: int
@@ -122,7 +115,7 @@ class ResolutionBench:
     models: tuple[ResolutionModel, ...] = ()
     rows: tuple[ResolutionRow, ...] = ()
     http: tuple[HttpRow, ...] = ()
-    failures: tuple[Skipped, ...] = ()
+    failures: tuple[Failure, ...] = ()
 
     def __add__(self, other: ResolutionBench) -> ResolutionBench:
         parts = ("models", "rows", "http", "failures")
@@ -211,7 +204,7 @@ def bench_point(res: int, batch: int, module: Any, export: Path, mflop: float, c
             )
         )
     print(f"  {res}x{res} batch {batch}: " + ", ".join(f"{r.backend} {r.images_per_s:.0f}/s" for r in rows), flush=True)
-    skipped = tuple(Skipped(b, e, res, batch) for b, e in (failed | errors).items())
+    skipped = tuple(Failure(b, e, batch=batch, resolution=res) for b, e in (failed | errors).items())
     return ResolutionBench(rb_arch(), cfg.threads, rows=tuple(rows), failures=skipped)
 
 
@@ -274,7 +267,7 @@ def http_rows(res: int, export: Path, cfg: Run, p: Plan, measured: ResolutionBen
                 rows.append(http_point(server, res, b, p, export, cfg.threads, model))
     except (SystemExit, OSError, RuntimeError, KeyError, ValueError) as exc:
         return ResolutionBench(
-            rb_arch(), cfg.threads, http=tuple(rows), failures=(Skipped("http", one_line(exc), res),)
+            rb_arch(), cfg.threads, http=tuple(rows), failures=(Failure("http", one_line(exc), resolution=res),)
         )
     return ResolutionBench(rb_arch(), cfg.threads, http=tuple(rows))
 

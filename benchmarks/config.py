@@ -68,7 +68,15 @@ QUICK = Scale(
     fit_warmup=2,
     ddp_steps=12,
     unlearn_models=("mnist-vae",),
-    fit_overrides=(("steps", 20), ("steps_per_round", 20), ("n_collect", 600), ("probe", 200), ("pool", 4096)),
+    fit_overrides=(
+        ("steps", 20),
+        ("steps_per_round", 20),
+        ("n_collect", 600),
+        ("probe", 200),
+        ("pool", 4096),
+        ("robust_for", 4),
+        ("robust_steps", 2),
+    ),  # fmt: skip
     eval_n=500,
     attack_starts=16,
     attack_steps=5,

@@ -20,6 +20,7 @@ import typer
 from feature_unlearn.cli.options import config_command, extra_param
 from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.fields import opt
+from feature_unlearn.unlearn.fit.config import FitConfig
 
 SECTIONS = ("inference", "memory", "fit", "ddp", "unlearning", "serve", "resolution")
 DOC = (
@@ -48,7 +49,10 @@ class BenchConfig:
     serve_seconds: float = opt(20.0, "Seconds of HTTP load in the serve section.", min=1.0)
     seed: int = opt(0, "Seed of the latents and the fits.")
     trust_code: bool = opt(False, "Allow --model package.module:factory (your generator) to import and run that code.")
-    robust: bool = opt(False, "The unlearning table fits with fit --robust (its mining phase after the rounds).")
+    robust: bool = opt(
+        FitConfig.robust,
+        "The unlearning table fits with fit --robust (its mining phase after the rounds), fit's default.",
+    )
 
     def __post_init__(self) -> None:
         from feature_unlearn.unlearn.byo import is_spec

@@ -22,6 +22,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     args = [
         "fit",
+        "--no-robust",
         "--model",
         "mnist-vae",
         "--feature",

@@ -31,7 +31,7 @@ from PIL import Image
 
 # Reduced from the defaults (1000 steps, 250 per round; measured ~2-6 min on 2 shared cores) to keep this
 # test near a minute: 20 steps in rounds of 10 still collect, fine-tune, probe and re-collect once (26 s).
-FIT_STEPS = ("--steps", "20", "--steps-per-round", "10")
+FIT_STEPS = ("--steps", "20", "--steps-per-round", "10", "--robust-for", "6", "--robust-steps", "3")
 # evaluate's default --n 10000 (five models through the auditor, FID) took 140 s here; 1,000 take 18 s
 # and still exercise every table of the report.
 EVAL_N = ("--n", "1000")
@@ -134,7 +134,8 @@ def _check_npy(base: str, shape: tuple[int, int, int]) -> None:
 @pytest.mark.slow
 def test_readme_quick_start_and_serving(tmp_path: Path) -> None:
     fit = json.loads(_run(tmp_path, "fit", "--out", "runs/fit", *FIT_STEPS))
-    assert fit["steps"] == 20 and fit["rounds"] == 2, fit  # both rounds ran: the guard has two directions
+    assert fit["steps"] == 20 + 6 and fit["rounds"] == 2, fit  # both rounds ran (the guard has two directions)
+    assert fit["guard_margin"]["margin"] >= 0.25  # chosen after the rounds, then the robust phase
     assert (tmp_path / "runs/fit/generator.safetensors").is_file()
     report = _run(tmp_path, "evaluate", "runs/fit", *EVAL_N)
     assert "| unlearned+guard |" in report and "eyeglasses rate" in report

@@ -19,6 +19,7 @@ DETECTOR = "examples.own_generator.models:detector"
 AUDITOR = "examples.own_generator.models:auditor"
 FIT = ["fit", "--model", GEN, "--trust-code", "--labeller", DETECTOR, "--feature", "eyeglasses"]
 QUICK = ["--steps", "120", "--steps-per-round", "60", "--n-collect", "1500", "--probe", "500", "--pool", "4096"]
+QUICK += ["--robust-for", "6", "--robust-steps", "3"]  # the default's robust phase, short
 
 
 def _cli(*args: str) -> str:
@@ -113,7 +114,7 @@ def test_the_python_api_takes_the_same_factories(tmp_path: Path) -> None:
 
     metrics = feature_unlearn.fit(
         model=GEN, labeller=DETECTOR, features="eyeglasses", trust_code=True, out=str(tmp_path / "run"),
-        steps=2, steps_per_round=2, n_collect=500, probe=100,
+        steps=2, steps_per_round=2, n_collect=500, probe=100, robust=False,
     )  # fmt: skip
     assert metrics["steps"] == 2 and (tmp_path / "run" / "generator.safetensors").is_file()
     with pytest.raises(Exception, match="--trust-code"):
@@ -127,7 +128,7 @@ def test_the_python_api_takes_factory_functions_and_refuses_built_modules(tmp_pa
 
     metrics = feature_unlearn.fit(
         generator=models.generator, labeller=models.detector, features="eyeglasses", trust_code=True,
-        out=str(tmp_path / "run"), steps=2, steps_per_round=2, n_collect=500, probe=100,
+        out=str(tmp_path / "run"), steps=2, steps_per_round=2, n_collect=500, probe=100, robust=False,
     )  # fmt: skip
     assert metrics["steps"] == 2
     record = json.loads((tmp_path / "run" / "generator.json").read_text())

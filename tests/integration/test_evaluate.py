@@ -28,6 +28,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             n_collect=1000,
             probe=500,
             pool=4096,
+            robust=False,
         )
     )
     return out

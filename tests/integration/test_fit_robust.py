@@ -23,7 +23,8 @@ ROBUST = ["--robust", "--robust-for", "6", "--robust-steps", "3", "--robust-samp
 
 @pytest.mark.slow
 def test_a_robust_fit_trains_the_mined_latents_and_records_it(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, [*ARGS, *SMALL, *ROBUST, "--out", str(tmp_path / "r")])
+    args = [*ARGS, *SMALL, *ROBUST, "--guard-margin", "1.5", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     history = json.loads((tmp_path / "r" / "history.json").read_text())
     robust = [h for h in history if "robust" in h]
@@ -31,6 +32,8 @@ def test_a_robust_fit_trains_the_mined_latents_and_records_it(tmp_path: Path) ->
     run = read_run(tmp_path / "r")
     assert run.options["robust"] is True and run.options["robust_for"] == 6
     assert run.metrics["steps"] == 12 + 6 and run.probes[-1]["phase"] == "robust"
+    # the shipped guard (and the attacker of the phase) use --guard-margin; the fit's targets keep --margin
+    assert run.guard.margin == 1.5 and run.options["margin"] == 0.25
     resumed = CliRunner().invoke(app, [*ARGS, *SMALL, "--out", str(tmp_path / "r"), "--resume"])
     assert resumed.exit_code == 2 and "--robust True (now False)" in resumed.output
 

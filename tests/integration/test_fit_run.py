@@ -18,7 +18,14 @@ from feature_unlearn.unlearn.zoo import load_generator, load_generator_with_meta
 from tests.helpers import fit_killed_at
 
 SMALL = dict(
-    model="mnist-vae", features=("thick",), batch=32, n_collect=2000, probe=1000, pool=8192, checkpoint_every=10
+    model="mnist-vae",
+    features=("thick",),
+    batch=32,
+    n_collect=2000,
+    probe=1000,
+    pool=8192,
+    checkpoint_every=10,
+    robust=False,
 )
 
 
@@ -178,6 +185,7 @@ def test_fit_from_a_person_s_labels(tmp_path: Path) -> None:
             "10",
             "--n-collect",
             "500",
+            "--no-robust",
             "--out",
             str(tmp_path / "run"),
         ],

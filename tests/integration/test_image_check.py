@@ -32,7 +32,7 @@ def checked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(run, artifact): a short mnist-dcgan/thick fit, its check distilled small, exported with it."""
     run = tmp_path_factory.mktemp("check") / "run"
     fit(FitConfig(out=run, model="mnist-dcgan", steps=5, steps_per_round=5, batch=16, n_collect=2000, probe=200,
-                  pool=4096, goal=0.0))  # fmt: skip
+                  pool=4096, goal=0.0, robust=False))  # fmt: skip
     g, meta = load_generator_with_meta(run)
     assert meta.record.guard is not None
     guard = guard_from_record(meta.record.guard)

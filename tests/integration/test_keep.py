@@ -50,7 +50,7 @@ def test_fit_keep_moves_the_feature_but_not_the_kept_attribute(tmp_path: Path) -
     """faces-dcgan: eyeglasses and grey hair are entangled (cos ≈ 0.8); the kept guard leaves grey hair."""
     cfg = FitConfig(
         out=tmp_path / "r", model="faces-dcgan", keep=("grey_hair",), steps=2, steps_per_round=2, batch=8,
-        n_collect=3000, probe=100, pool=2048, goal=0.0,
+        n_collect=3000, probe=100, pool=2048, goal=0.0, robust=False,
     )  # fmt: skip
     fit(cfg)
     _, meta = load_generator_with_meta(cfg.out)

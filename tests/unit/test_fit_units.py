@@ -110,6 +110,14 @@ def test_a_run_older_than_lr_schedule_trained_at_a_constant_rate(tmp_path) -> No
     _check_options(saved, FitConfig(**{**cfg.__dict__, "lr_schedule": "constant"}), tmp_path)
 
 
+def test_a_run_older_than_guard_margin_shipped_its_guard_at_margin(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = FitConfig(out=tmp_path, model="m", features=("eyeglasses",), margin=0.5)
+    saved = {k: v for k, v in cfg.as_dict().items() if k != "guard_margin"}  # a stop-8 checkpoint
+    with pytest.raises(UserError, match=r"--guard-margin 0.5 \(now None\)"):
+        _check_options(saved, cfg, tmp_path)  # today's default chooses the margin; that run shipped --margin
+    _check_options(saved, FitConfig(**{**cfg.__dict__, "guard_margin": 0.5}), tmp_path)
+
+
 def test_cosine_schedule_decays_each_segment_to_near_zero() -> None:
     lrs = [scheduled_lr("cosine", 1e-3, k, 100) for k in range(100)]
     assert lrs[0] == 1e-3 and all(a > b for a, b in zip(lrs[:-1], lrs[1:], strict=True)) and 0 < lrs[-1] < 1e-6
@@ -148,3 +156,53 @@ def test_precision_resolution() -> None:
         y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
     assert y.dtype == torch.bfloat16
     assert not rt.grad_scaler().is_enabled()
+
+
+class _RecordingMiner:
+    """Stands in for RobustMiner: returns fixed latents and records the guard each call was given."""
+
+    def __init__(self) -> None:
+        self.guards: list[LatentGuard] = []
+
+    def mine(self, g: torch.nn.Module, guard: LatentGuard, step: int) -> torch.Tensor:
+        self.guards.append(guard)
+        return torch.randn(4, 8, generator=torch.Generator().manual_seed(step))
+
+    def targets(self, f: torch.nn.Module, guard: LatentGuard, w: torch.Tensor, step: int) -> tuple:  # type: ignore[type-arg]
+        self.guards.append(guard)
+        return torch.zeros_like(w), torch.ones(len(w), dtype=torch.bool)  # pull g(w) towards f(0)
+
+
+def test_the_robust_term_attacks_through_the_shipped_guard_and_the_loss_keeps_the_fits() -> None:
+    from feature_unlearn.unlearn.fit.distributed import Dist
+    from feature_unlearn.unlearn.fit.loop import Trainer
+
+    torch.manual_seed(0)
+    f = DCGANGenerator(DCGANConfig(z_dim=8, ngf=4)).eval().requires_grad_(False)
+    g = DCGANGenerator(DCGANConfig(z_dim=8, ngf=4)).eval()
+    g.load_state_dict(f.state_dict())
+    fit_guard = LatentGuard(torch.eye(8)[0], 0.5, mode="shift", margin=0.25)
+    shipped = LatentGuard(torch.eye(8)[0], 0.5, mode="shift", margin=2.0)
+    miner, rt = _RecordingMiner(), resolve_runtime("cpu")
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3)
+    trainer = Trainer(
+        f,
+        g,
+        g,
+        fit_guard,
+        UnlearnLoss(1.0),
+        opt,
+        rt.grad_scaler(),
+        rt,
+        Dist(),
+        miner,
+        1.0,
+        shipped,  # type: ignore[arg-type]
+    )
+    pool = LatentPool(fit_guard, 256, seed=0, round_index=0)
+    parts = trainer.step(pool, 0, 8, 0.5, 1e-3)
+    assert [x is shipped for x in miner.guards] == [True, True] and parts["robust"] > 0
+    # the paper's term still moves a flagged latent onto t − --margin, not t − --guard-margin
+    z = torch.zeros(1, 8)
+    z[0, 0] = 3.0
+    assert float(fit_guard.translate(z)[0, 0]) == pytest.approx(0.25)

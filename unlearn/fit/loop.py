@@ -48,12 +48,14 @@ class Trainer:
     dist: Dist
     miner: Optional[RobustMiner] = None  # --robust's phase: also unlearn what an attacker would find
     robust_weight: float = 2.0
+    shipped: Optional[LatentGuard] = None  # the guard that ships (--guard-margin): the miner attacks through it
 
     def _robust(self, step: int) -> tuple[torch.Tensor, float]:
         """The robust term on this rank's rows of the mined batch, normalised by the global count."""
         assert self.miner is not None
-        w = self.miner.mine(self.g, self.guard, step)
-        w_ref, usable = self.miner.targets(self.f, self.guard, w, step)
+        shipped = self.shipped or self.guard
+        w = self.miner.mine(self.g, shipped, step)
+        w_ref, usable = self.miner.targets(self.f, shipped, w, step)
         rows = self.dist.slice(len(w))
         with torch.no_grad(), self.rt.autocast():
             x_ref = self.f(w_ref[rows])

@@ -75,6 +75,7 @@ def write_report(
             for d in state.detectors
         ],
         "",
+        *_margin_lines(m.get("guard_margin")),
         "Rates here are the labeller's (the network that chose the targets); run",
         "`unlearn-cli evaluate` for the independent auditor, FID, entanglement and the attack.",
         "",
@@ -86,3 +87,18 @@ def write_report(
         "",
     ]
     write_text(out / "report.md", "\n".join(lines))
+
+
+def _margin_lines(margin: dict[str, Any] | None) -> list[str]:
+    """Where the shipped guard moves a flagged latent, and the margins tried (labeller shifts, points)."""
+    if not margin:
+        return []
+    lines = [
+        f"The shipped guard moves a flagged latent {margin['margin']:g} below its threshold ({margin['chosen_by']}).",
+        "",
+    ]
+    if margin.get("tried"):
+        lines += ["| margin | largest kept-attribute shift (points) | attribute |", "|---|---|---|"]
+        lines += [f"| {r['margin']:g} | {r['largest_shift']:.2f} | {r['attribute'] or '—'} |" for r in margin["tried"]]
+        lines.append("")
+    return lines

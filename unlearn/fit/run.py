@@ -37,6 +37,8 @@ from feature_unlearn.unlearn.fit.config import FitConfig
 from feature_unlearn.unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
 from feature_unlearn.unlearn.fit.loop import LR_SCHEDULES, Trainer, scheduled_lr
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss
+from feature_unlearn.unlearn.fit.margin import N_LATENTS as MARGIN_LATENTS
+from feature_unlearn.unlearn.fit.margin import choose_margin
 from feature_unlearn.unlearn.fit.robust import BUFFER, RobustMiner
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
@@ -145,11 +147,14 @@ def _seal_import(cfg: FitConfig, f: nn.Module, meta: ModelMeta) -> tuple[nn.Modu
 def _check_robust(cfg: FitConfig, f: nn.Module) -> None:
     """--robust differentiates an attack through the generator: it needs a budget and a gradient path."""
     if cfg.robust_eps <= 0:
-        raise ConfigError(f"--robust-eps {cfg.robust_eps}: the mining attack needs a budget above 0")
+        raise ConfigError(f"--robust-eps {cfg.robust_eps}: the mining attack needs a budget above 0 (or --no-robust)")
     z = torch.randn(2, z_dim_of(f), requires_grad=True)
     x = f(z)
     if not x.requires_grad or torch.autograd.grad(x.sum(), z, allow_unused=True)[0] is None:
-        raise ConfigError(f"--robust: {cfg.model}'s forward has no gradient path from z to the image (detached?)")
+        raise ConfigError(
+            f"--robust: {cfg.model}'s forward has no gradient path from z to the image (detached?); "
+            "pass --no-robust to fit without the attack"
+        )
 
 
 def _labeller(cfg: FitConfig, f: nn.Module, meta: ModelMeta) -> tuple[str, AttributeClassifier]:
@@ -268,6 +273,8 @@ def _train(
     loop = _Loop(cfg, rt, d, f, g, g_fwd, opt, labeller, state, z_probe, bar, time.perf_counter() - state.seconds)
     while not state.done:
         loop.round(labeller_name)
+    if state.guard_margin is None:
+        loop.choose_guard_margin()
     if cfg.robust:
         loop.robust_phase()
     bar.total = state.step  # stopped early once the goal was met: show a full bar
@@ -298,7 +305,12 @@ class _Loop:
         cfg = self.cfg
         opt, scaler = self.opt, self.rt.grad_scaler()
         loss = UnlearnLoss(cfg.alpha)
-        return Trainer(self.f, self.g, self.g_fwd, guard, loss, opt, scaler, self.rt, self.d, miner, cfg.robust_weight)
+        shipped = None
+        if miner is not None:  # the attacker faces the guard that ships
+            shipped = _sync_guard(self.state, self.d, self.rt, _shipped_margin(self.state))
+        return Trainer(
+            self.f, self.g, self.g_fwd, guard, loss, opt, scaler, self.rt, self.d, miner, cfg.robust_weight, shipped
+        )
 
     def round(self, labeller_name: str) -> None:
         cfg, state = self.cfg, self.state
@@ -309,6 +321,19 @@ class _Loop:
         while state.step < end:
             self.step(trainer, pool, start, end)
         _end_round(cfg, state, self.g, self.labeller, labeller_name, self.z_probe, pool)
+        self.checkpoint()
+
+    def choose_guard_margin(self) -> None:
+        """--guard-margin, or the largest margin the kept attributes allow (fit/margin.py), once, after the rounds."""
+        cfg, state = self.cfg, self.state
+        if cfg.guard_margin is not None:
+            state.guard_margin = cfg.guard_margin
+        else:
+            guard = _sync_guard(state, self.d, self.rt, cfg.margin)
+            z = latents(MARGIN_LATENTS, guard.z_dim, cfg.seed + 2)
+            state.guard_margin, state.margin_table = choose_margin(
+                self.g, guard, self.labeller, state.keep, z, cfg.guard_budget
+            )
         self.checkpoint()
 
     def robust_phase(self) -> None:
@@ -367,6 +392,22 @@ def _miner(cfg: FitConfig, labeller: AttributeClassifier, state: FitState, rt: R
     return RobustMiner(attacker, state.features, attack, *sizes, cfg.robust_margin, cfg.seed, tuple(state.keep))
 
 
+def _shipped_margin(state: FitState) -> float:
+    assert state.guard_margin is not None, "the guard's margin is chosen after the rounds"
+    return state.guard_margin
+
+
+def _margin_metrics(cfg: FitConfig, state: FitState) -> dict[str, Any]:
+    """The shipped guard's margin and how it was chosen (the margins tried, labeller shifts in points)."""
+    if cfg.guard_margin is not None:
+        return {"margin": _shipped_margin(state), "chosen_by": "--guard-margin"}
+    return {
+        "margin": _shipped_margin(state),
+        "chosen_by": f"largest kept-attribute shift ≤ {cfg.guard_budget:g} points (labeller)",
+        "tried": state.margin_table,
+    }
+
+
 def _end_round(
     cfg: FitConfig,
     state: FitState,
@@ -399,6 +440,7 @@ def _finish(
         "rounds": state.round + 1,
         "seconds": round(state.seconds, 1),
         "steps_per_second": round(state.step / max(state.seconds, 1e-9), 2),
+        "guard_margin": _margin_metrics(cfg, state),
     }
     guard = GuardRecord(
         direction=tuple(tuple(r) for r in state.directions),
@@ -406,7 +448,7 @@ def _finish(
         features=tuple(state.row_features),
         shift=tuple(tuple(r) for r in state.shifts) if state.keep else None,
         keep=tuple(state.keep),
-        margin=cfg.margin,
+        margin=_shipped_margin(state),
     )
     record = ModelRecord(
         kind="generator",

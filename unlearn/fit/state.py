@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -37,6 +37,8 @@ class FitState:
     done: bool = False
     robust_step: int = 0  # steps of --robust's phase done (it follows the rounds)
     base_ref: str = ""  # how later commands load f: the zoo name, path or factory (a --weights import: its seal)
+    guard_margin: Optional[float] = None  # the shipped guard's margin, chosen after the rounds (fit/margin.py)
+    margin_table: list[dict[str, Any]] = field(default_factory=list)  # the margins tried and their shifts
 
     def guard_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(û [K, z_dim], t [K], v [K, z_dim])."""
@@ -79,7 +81,7 @@ def _check_options(saved: dict[str, Any], cfg: FitConfig, where: Path) -> None:
     # an option newer than the run was, in effect, at its default (a run older than --robust-for resumes),
     # or at what the run did before the option existed (a constant learning rate)
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    defaults.update(cfg.BEFORE_OPTION)
+    defaults.update({k: v(saved) if callable(v) else v for k, v in cfg.BEFORE_OPTION.items()})
     was = {k: saved.get(k, defaults.get(k)) for k in now}
     differ = [k for k in now if k not in cfg.RESUMABLE_CHANGES and was[k] != now[k]]
     if differ:

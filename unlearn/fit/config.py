@@ -33,14 +33,17 @@ class FitConfig:
     # measured on faces-dcgan (README): 0 leaves 1.7% eyeglasses on g alone, 0.25 0.7% with grey hair −1.4
     # points, 0.5 0.2% with grey hair −1.9, 1.0 the oracle's rate but grey hair −3.1
     margin: float = opt(
-        0.25, "A flagged latent lands this far below the threshold along û (0: on it, the paper's ẑ).", min=0.0
+        0.25,
+        "The fit's targets: a flagged latent is drawn as f this far below the threshold along û (0: on it, the "
+        "paper's ẑ); the shipped guard's margin is --guard-margin.",
+        min=0.0,
     )
-    # measured (unlearn/fit/margin.py): mnist-dcgan's replayed thick 18% at 0.25, 6.6% at 2.0; faces-dcgan's grey
-    # hair −1.4 points at 2.0
+    # measured (unlearn/fit/margin.py): mnist-dcgan's replayed thick 18% at 0.25, 12% at 1.0, 6.6% at 2.0 (but FID
+    # 4.1 → 7.4 and digits 1.7 points at 2.0); faces-dcgan's grey hair −1.4 points at 2.0
     guard_margin: Optional[float] = opt(
         None,
         "Where the shipped guard moves a flagged latent: this far below the threshold along û (default: the largest "
-        "margin up to 2 whose kept-attribute shift stays within --guard-budget). The fit's targets keep --margin.",
+        "margin up to 1 whose kept-attribute shift stays within --guard-budget). The fit's targets keep --margin.",
         min=0.0,
     )
     guard_budget: float = opt(

@@ -331,9 +331,9 @@ class _Loop:
         else:
             guard = _sync_guard(state, self.d, self.rt, cfg.margin)
             z = latents(MARGIN_LATENTS, guard.z_dim, cfg.seed + 2)
-            state.guard_margin, state.margin_table = choose_margin(
-                self.g, guard, self.labeller, state.keep, z, cfg.guard_budget
-            )
+            margin, state.margin_table = choose_margin(self.g, guard, self.labeller, state.keep, z, cfg.guard_budget)
+            # rank 0's choice on every rank: one shipped guard, whatever a device's rounding did
+            state.guard_margin = float(broadcast_tensor(torch.tensor([margin], device=self.rt.device), self.d)[0])
         self.checkpoint()
 
     def robust_phase(self) -> None:

@@ -285,10 +285,11 @@ def test_unlearning_row_from_a_tiny_fit_and_evaluation(tmp_path: Path) -> None:
     from benchmarks.training import run_unlearning
 
     overrides = (("steps", 4), ("steps_per_round", 4), ("n_collect", 300), ("probe", 100), ("pool", 2048))
+    overrides += (("robust_for", 3), ("robust_steps", 2))  # the default's robust phase, short
     scale = Scale(unlearn_models=("mnist-vae",), fit_overrides=overrides, eval_n=200, attack_starts=4, attack_steps=2)
     un = run_unlearning(Run(work=tmp_path, scale=scale))
     (r,) = un.rows
-    assert r.feature == "thick" and r.fit.steps == 4 and un.eval_n == 200 and not un.failures
+    assert r.feature == "thick" and r.fit.steps == 4 + 3 and un.eval_n == 200 and not un.failures
     assert {"original", "original+guard", "unlearned", "unlearned+guard"} <= set(r.target_rate)
     assert all(0 <= v <= 1 for v in [*r.target_rate.values(), *r.pgd_success.values()]) and "original" in r.pgd_success
     assert (

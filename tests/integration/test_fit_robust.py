@@ -34,7 +34,7 @@ def test_a_robust_fit_trains_the_mined_latents_and_records_it(tmp_path: Path) ->
     assert run.metrics["steps"] == 12 + 6 and run.probes[-1]["phase"] == "robust"
     # the shipped guard (and the attacker of the phase) use --guard-margin; the fit's targets keep --margin
     assert run.guard.margin == 1.5 and run.options["margin"] == 0.25
-    resumed = CliRunner().invoke(app, [*ARGS, *SMALL, "--out", str(tmp_path / "r"), "--resume"])
+    resumed = CliRunner().invoke(app, [*ARGS, *SMALL, "--no-robust", "--out", str(tmp_path / "r"), "--resume"])
     assert resumed.exit_code == 2 and "--robust True (now False)" in resumed.output
 
 

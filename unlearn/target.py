@@ -116,7 +116,7 @@ def fit_detector(
     u, norm = direction(z, y, method)
     p = z @ u
     t = threshold(p, y, rule, target_recall)
-    if max_flagged is not None:
+    if max_flagged is not None and max_flagged < 1.0:
         t = max(t, float(torch.quantile(p, 1.0 - max_flagged)))
     prec, rec, flagged = detector_stats(p, y, t)
     return Detector(u, t, norm, prec, rec, flagged)

@@ -206,3 +206,29 @@ def test_the_robust_term_attacks_through_the_shipped_guard_and_the_loss_keeps_th
     z = torch.zeros(1, 8)
     z[0, 0] = 3.0
     assert float(fit_guard.translate(z)[0, 0]) == pytest.approx(0.25)
+
+
+def test_the_fit_trains_the_decoder_and_leaves_a_learned_prior_alone() -> None:
+    from torch import nn
+
+    from feature_unlearn.unlearn.fit.run import _trainable
+    from feature_unlearn.unlearn.models.vae import VAEConfig, VAEDecoder
+
+    cfg = VAEConfig(z_dim=8, channels=1, width=8, prior="flow", prior_layers=2, prior_hidden=8)
+    g = VAEDecoder(cfg)
+    assert g.prior is not None
+    prior = {id(p) for p in g.prior.parameters()}
+    params = _trainable(g, FitConfig())
+    assert params and not prior & {id(p) for p in params}
+    assert not any(p.requires_grad for p in g.prior.parameters())  # no gradient is even computed for it
+    g2 = VAEDecoder(cfg)
+    assert g2.prior is not None
+    assert {id(p) for p in _trainable(g2, FitConfig(train_prior=True))} >= {id(p) for p in g2.prior.parameters()}
+
+    class PriorOnly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prior = nn.Linear(2, 2)
+
+    with pytest.raises(ConfigError, match="no trainable parameters outside its prior"):
+        _trainable(PriorOnly(), FitConfig())

@@ -73,3 +73,13 @@ def test_max_flagged_caps_the_share_of_flagged_latents() -> None:
     capped = fit_detector(z, y, "mean", "recall", 0.99, max_flagged=0.05)
     assert loose.flagged > 0.05 and capped.flagged <= 0.0505
     assert capped.threshold > loose.threshold and capped.precision > loose.precision
+
+
+def test_a_budget_of_one_is_no_cap() -> None:
+    """Runs older than --flag-budget resume at 1.0: exactly the uncapped threshold (not the lowest projection)."""
+    z, y = torch.tensor([[0.0], [1.0], [2.0], [10.0]]), torch.tensor([1, 0, 0, 1])  # a positive projects lowest
+    capped, loose = (
+        fit_detector(z, y, "mean", "recall", 1.0, max_flagged=1.0),
+        fit_detector(z, y, "mean", "recall", 1.0),
+    )
+    assert capped.threshold == loose.threshold and capped.flagged == loose.flagged == 1.0

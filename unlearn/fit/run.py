@@ -91,7 +91,7 @@ def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, kept: KeptSpa
         if not first and int(y.sum()) < MIN_POSITIVES:
             continue
         det = fit_detector(
-            c.z, y, cfg.direction, cfg.threshold, cfg.target_recall, None if first else cfg.round_flag_budget
+            c.z, y, cfg.direction, cfg.threshold, cfg.target_recall, cfg.flag_budget if first else cfg.round_flag_budget
         )
         v, residual = oblique_shift(det.direction, basis)
         if kept is not None:
@@ -155,6 +155,21 @@ def _check_robust(cfg: FitConfig, f: nn.Module) -> None:
             f"--robust: {cfg.model}'s forward has no gradient path from z to the image (detached?); "
             "pass --no-robust to fit without the attack"
         )
+
+
+def _trainable(g: nn.Module, cfg: FitConfig) -> list[nn.Parameter]:
+    """g's parameters the fit trains: all but a learned prior's (``g.prior``) unless --train-prior.
+
+    The paper fine-tunes the decoder; a learned prior (a VAE's flow) is how latents are drawn, and moving
+    it moves every latent's image at once (measured on mnist-vae: see FitConfig.train_prior).
+    """
+    prior = getattr(g, "prior", None)
+    if isinstance(prior, nn.Module) and not cfg.train_prior:
+        prior.requires_grad_(False)
+    params = [p for p in g.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"--model {cfg.model}: the generator has no trainable parameters outside its prior")
+    return params
 
 
 def _labeller(cfg: FitConfig, f: nn.Module, meta: ModelMeta) -> tuple[str, AttributeClassifier]:
@@ -231,7 +246,7 @@ def _setup_and_train(cfg: FitConfig, rt: Runtime, d: Dist) -> dict[str, Any]:
     feats = _features(cfg, meta, labeller)
     f = f.to(rt.device).requires_grad_(False)
     g = copy.deepcopy(f).requires_grad_(True).eval()  # eval: BatchNorm statistics stay those of f
-    opt = torch.optim.Adam(g.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(_trainable(g, cfg), lr=cfg.lr)
     state = FitState(model=cfg.model, features=feats, base_sha256=meta.sha256, base_ref=base_ref)
     if cfg.resume:
         state = load_state(cfg.out / "checkpoint", g, opt, state, cfg)

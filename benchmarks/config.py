@@ -46,7 +46,9 @@ class Scale:
     unlearn_models: tuple[str, ...] = ()  # () = the inference models
     fit_overrides: tuple[tuple[str, int], ...] = ()  # FitConfig fields the unlearning table changes
     eval_n: int = 10_000
-    attack_starts: int = 128
+    # as evaluate's default: at 128 one start is 0.8 pp, and the targets judge gaps of 1-2 pp to the oracle
+    # (mnist-dcgan's replay read 7.0% vs 5.5% at 128 starts and 9.6% vs 2.5% at 512, the same run)
+    attack_starts: int = 512
     attack_steps: int = 20
     precisions: tuple[str, ...] = ("int8", "bf16")  # reduced precisions exported and timed beside fp32
     gate_samples: int = 10_000  # their quality gate's latents

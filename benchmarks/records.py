@@ -21,6 +21,7 @@ from typing import Any, Optional, TypeVar
 from benchmarks.config import COMPILED, CPU_BACKENDS, FOREIGN_LIMIT
 from benchmarks.failure import Failure
 from benchmarks.resolution import ResolutionBench
+from feature_unlearn.unlearn.stats import gap_interval
 
 T = TypeVar("T")
 
@@ -408,7 +409,9 @@ def inference_targets(inf: Inference, peak: float) -> Iterator[Target]:
         yield judge("onnxruntime-tensorrt-fp16 / torch-cuda-eager", "all", GPU_BATCH, X3, None, "no CUDA device here")
 
 
-def unlearning_targets(r: UnlearnRow) -> Iterator[Target]:
+def unlearning_targets(r: UnlearnRow, starts: int = 0, eval_n: int = 0) -> Iterator[Target]:
+    """Every unlearning target of one row; ``starts`` / ``eval_n`` (attack starts, latents graded) give the
+    robust gaps their 95% interval (0: unknown, none shown)."""
     rate, fid, pgd, m = r.target_rate, r.fid, r.pgd_success, r.model
     resid, orig, oracle = rate["unlearned+guard"], rate["original"], rate.get("oracle")
     ratio = resid / orig if orig else None
@@ -425,7 +428,7 @@ def unlearning_targets(r: UnlearnRow) -> Iterator[Target]:
     ratio = pgd["unlearned+guard"] / pgd["original"] if pgd.get("original") else None
     detail = f"{pgd.get('unlearned+guard', 0):.3f} vs {pgd.get('original', 0):.3f}"
     yield judge("PGD success (unlearned+guard) / original", m, None, Goal("<=", 0.333), ratio, detail)
-    yield from _robust_targets(r)
+    yield from _robust_targets(r, starts, eval_n)
     detail = f"{r.fit.steps} steps, {r.fit.rounds} round(s)"
     yield judge("fit wall time (s)", m, None, Goal("<=", 300), r.fit.seconds, detail)
 
@@ -440,8 +443,11 @@ ROBUST_GAPS = (  # issue 9: (figure, model, allowed points over the oracle's)
 )
 
 
-def _robust_targets(r: UnlearnRow) -> Iterator[Target]:
-    """Issue 9: every attack figure, and the fine-tuned generator alone, within a few points of the oracle's."""
+def _robust_targets(r: UnlearnRow, starts: int, eval_n: int) -> Iterator[Target]:
+    """Issue 9: every attack figure, and the fine-tuned generator alone, within a few points of the oracle's.
+
+    The verdict is the measured gap; its 95% interval (Newcombe) says whether a miss is beyond the noise of
+    the number of starts."""
     figures = {"PGD L∞": r.pgd_success, "PGD L2": r.pgd_l2, "replay": r.replay, "target rate, no guard": r.target_rate}
     for what, model, points in ROBUST_GAPS:
         got, oracle = figures[what].get(model), figures[what].get("oracle")
@@ -449,6 +455,10 @@ def _robust_targets(r: UnlearnRow) -> Iterator[Target]:
             continue
         gap = 100 * (got - oracle)
         detail = f"{100 * got:.2f}% vs oracle {100 * oracle:.2f}%"
+        n = eval_n if what == "target rate, no guard" else starts
+        if n:
+            lo, hi = gap_interval(got, n, oracle, n)
+            detail += f" (gap 95% CI {100 * lo:+.1f} to {100 * hi:+.1f} pp, n = {n})"
         yield judge(f"{what} ({model}) − oracle's", r.model, None, Goal("<=", points, " pp"), gap, detail)
 
 
@@ -481,5 +491,7 @@ def serve_targets(s: ServeLoad) -> Iterator[Target]:
 
 def all_targets(res: Results) -> list[Target]:
     out = list(inference_targets(res.inference, res.machine.gemm_peak)) if res.inference else []
-    out += [t for r in (res.unlearning.rows if res.unlearning else ()) for t in unlearning_targets(r)]
+    if res.unlearning:
+        starts, n = int(res.unlearning.attack.get("starts", 0)), res.unlearning.eval_n
+        out += [t for r in res.unlearning.rows for t in unlearning_targets(r, starts, n)]
     return out + (list(serve_targets(res.serve)) if res.serve else [])

@@ -23,7 +23,6 @@ avoid it).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -33,10 +32,10 @@ from feature_unlearn.unlearn.attack import NORMS, Generate, attack, judged, star
 from feature_unlearn.unlearn.configs import AttackConfig
 from feature_unlearn.unlearn.imagecheck import AdaptiveAttacker, ImageCheck
 from feature_unlearn.unlearn.models import AttributeClassifier
+from feature_unlearn.unlearn.stats import wilson
 
 PAIRS = (("labeller", "auditor"), ("auditor", "labeller"), ("auditor", "auditor"))
 PRIMARY = ("labeller", "auditor")  # the verdict: attacked by one network, judged by the other
-Z = 1.959964  # 95% two-sided normal quantile
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,6 @@ def _attacked(model: Model, attacker: AttributeClassifier) -> tuple[Generate, At
     if isinstance(model, Defended):
         return model.raw, AdaptiveAttacker(attacker, model.check)  # type: ignore[return-value]
     return model, attacker
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """95% Wilson interval of a binomial proportion k/n."""
-    p, denom = k / n, 1 + Z * Z / n
-    centre = (p + Z * Z / (2 * n)) / denom
-    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def seed_only(positives: int, n: int) -> dict[str, Any]:
@@ -157,6 +148,11 @@ def _seeds(entry: dict[str, Any]) -> str:
     return f"{entry['expected_seeds']:.0f} ({lo:.0f}–{hi:.0f})" if hi else f"{entry['expected_seeds']:.0f} (≥ {lo:.0f})"
 
 
+def _rate(p: float, n: int) -> str:
+    lo, hi = wilson(round(p * n), n)
+    return f"{p:.3f} ({lo:.3f}–{hi:.3f})"
+
+
 def attack_markdown(result: dict[str, Any], feature: str) -> list[str]:
     """The suite as markdown: PGD per budget and pair (the verdict column first), replay, seeds."""
     models = list(result["replay"])
@@ -180,13 +176,16 @@ def attack_markdown(result: dict[str, Any], feature: str) -> list[str]:
                 else ""
             )
             lines.append(
-                f"| {norm} | {pair.replace('->', ' → ')}{note} | " + " | ".join(f"{row[m]:.3f}" for m in models) + " |"
+                f"| {norm} | {pair.replace('->', ' → ')}{note} | "
+                + " | ".join(_rate(row[m], b["starts"]) for m in models)
+                + " |"
             )
     lines.append(
         "| replay | latents found on the original, auditor | "
-        + " | ".join(f"{result['replay'][m]:.3f}" for m in models)
+        + " | ".join(_rate(result["replay"][m], b["starts"]) for m in models)
         + " |"
     )
+    lines += ["", "In brackets: the 95% Wilson interval of each rate over the starts."]
     lines += ["", "Seed-only attacker, expected random seeds before one auditor-positive image (95% interval):", ""]
     lines += [f"- {m}: {_seeds(e)}" for m, e in result["seed_only"].items()]
     return lines

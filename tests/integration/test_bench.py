@@ -347,6 +347,10 @@ def test_robust_targets_measure_every_attack_figure_against_the_oracles() -> Non
     assert got["replay (unlearned+guard) − oracle's"].verdict == Verdict.MET
     unguarded = got["target rate, no guard (unlearned) − oracle's"]  # 3% vs 1.5%
     assert unguarded.measured == pytest.approx(1.5) and unguarded.verdict == Verdict.MISSED
+    assert "CI" not in linf.detail  # the record does not say how many starts: no interval
+    counted = {t.metric: t for t in all_targets(results(unlearning=Unlearning(500, {"starts": 512}, (row,))))}
+    assert "(gap 95% CI +0.5 to +4.0 pp, n = 512)" in counted["PGD L∞ (unlearned+guard) − oracle's"].detail
+    assert "n = 500" in counted["target rate, no guard (unlearned) − oracle's"].detail  # graded latents
 
 
 @pytest.mark.slow

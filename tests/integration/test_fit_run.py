@@ -79,7 +79,12 @@ def test_run_directory_holds_the_report(run_dir: Path) -> None:
         "checkpoint.json",
     ):
         assert (run_dir / name).is_file(), name
-    assert "thick" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "thick" in report
+    kept = read_run(run_dir).metrics["kept"]  # --keep auto: digit and eight, f against what ships
+    assert [r["attribute"].split("=")[0] for r in kept] == ["digit", "eight"]
+    assert all(abs(r["shipped"] - r["f"] - r["shift"]) < 1e-6 and 0 <= r["f"] <= 100 for r in kept)
+    assert f"| {kept[1]['attribute']} | {kept[1]['f']:.2f}% |" in report
 
 
 @pytest.mark.slow

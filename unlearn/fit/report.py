@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from feature_unlearn.unlearn.fit.margin import N_LATENTS
 from feature_unlearn.unlearn.fit.state import FitState
 from feature_unlearn.unlearn.guard import LatentGuard
 from feature_unlearn.unlearn.images import grid, save_png
@@ -76,6 +77,7 @@ def write_report(
         ],
         "",
         *_margin_lines(m.get("guard_margin")),
+        *_kept_lines(m.get("kept")),
         "Rates here are the labeller's (the network that chose the targets); run",
         "`unlearn-cli evaluate` for the independent auditor, FID, entanglement and the attack.",
         "",
@@ -87,6 +89,20 @@ def write_report(
         "",
     ]
     write_text(out / "report.md", "\n".join(lines))
+
+
+def _kept_lines(kept: list[dict[str, Any]] | None) -> list[str]:
+    """The kept attributes' rates on f and on what ships (g + the guard), labeller, percent."""
+    if not kept:
+        return []
+    lines = [
+        f"Kept attributes (`--keep`), labeller's rate on f and on the shipped g + guard ({N_LATENTS:,} prior latents):",
+        "",
+        "| attribute | f | g + guard | shift (points) |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['attribute']} | {r['f']:.2f}% | {r['shipped']:.2f}% | {r['shift']:+.2f} |" for r in kept]
+    return lines + [""]
 
 
 def _margin_lines(margin: dict[str, Any] | None) -> list[str]:

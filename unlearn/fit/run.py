@@ -38,7 +38,7 @@ from feature_unlearn.unlearn.fit.distributed import Dist, barrier, broadcast_ten
 from feature_unlearn.unlearn.fit.loop import LR_SCHEDULES, Trainer, scheduled_lr
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss
 from feature_unlearn.unlearn.fit.margin import N_LATENTS as MARGIN_LATENTS
-from feature_unlearn.unlearn.fit.margin import choose_margin
+from feature_unlearn.unlearn.fit.margin import choose_margin, kept_shifts
 from feature_unlearn.unlearn.fit.robust import BUFFER, RobustMiner
 from feature_unlearn.unlearn.fit.sampler import LatentPool
 from feature_unlearn.unlearn.fit.state import FitState, load_state, save_state
@@ -465,6 +465,9 @@ def _finish(
         keep=tuple(state.keep),
         margin=_shipped_margin(state),
     )
+    if state.keep:  # what the user asked to keep, f against what ships (labeller; evaluate has the auditor)
+        z = latents(MARGIN_LATENTS, z_dim_of(f), cfg.seed + 3)
+        metrics["kept"] = kept_shifts(f.cpu(), g.cpu(), guard_from_record(guard), labeller.cpu(), state.keep, z)
     record = ModelRecord(
         kind="generator",
         arch=meta.record.arch,

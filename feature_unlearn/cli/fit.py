@@ -12,15 +12,12 @@ from feature_unlearn.unlearn.fit.config import FitConfig
 
 
 def run(cfg: FitConfig, threads: Optional[int]) -> None:
-    from feature_unlearn.unlearn.fit.margin import kept_warnings
     from feature_unlearn.unlearn.fit.run import fit
 
     set_threads(threads)
     metrics = fit(cfg)
     if metrics:  # other torchrun ranks return nothing
         typer.echo(json.dumps(metrics, indent=2))
-        for line in kept_warnings(metrics.get("kept", [])):
-            typer.echo(line, err=True)
 
 
 def register(app: typer.Typer) -> None:

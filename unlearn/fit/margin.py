@@ -29,7 +29,6 @@ from feature_unlearn.unlearn.models import AttributeClassifier
 # flagged images that the labeller's reading of the kept attributes does not see
 MARGINS = (0.25, 0.5, 0.75, 1.0)
 N_LATENTS = 4096  # prior latents the shifts are measured on (only the flagged ones move)
-KEPT_TOLERANCE = 1.5  # points a kept attribute may move on what ships (issue 11's target); beyond it the fit warns
 
 
 def kept_rates(
@@ -74,9 +73,10 @@ def kept_shifts(
     """Per kept attribute, the labeller's rate on f(z) and on the shipped g(guard(z)), in percent.
 
     The margin search above compares margins with each other; this compares the result with f, which
-    is what the user asked to keep (a K-way attribute reports its class that moved most). On faces-vae
-    the labeller read grey hair 14.3% -> 8.7% here where the auditor read 15.0% -> 10.5%: the fit can
-    say so before any evaluation.
+    is what the user asked to keep (a K-way attribute reports its class that moved most). It is the
+    labeller's reading, a hint and not a verdict: on faces-vae it read grey hair 14.3% -> 8.7% where the
+    auditor read 15.0% -> 10.5%, but on faces-dcgan's default fit -2.98 points where the auditor read
+    -1.02 (the two agree on 96% of that generator's grey hair), so the fit reports it and warns of nothing.
     """
     with torch.no_grad():
         before = labeller.predict(generate(f, z))
@@ -90,13 +90,3 @@ def kept_shifts(
         rate_f, rate_g = 100 * float(f_rate[k]), 100 * float(after[a][k])
         rows.append({"attribute": name, "f": rate_f, "shipped": rate_g, "shift": rate_g - rate_f})
     return rows
-
-
-def kept_warnings(kept: list[dict[str, Any]]) -> list[str]:
-    """One line per kept attribute that moved more than ``KEPT_TOLERANCE`` points on what ships."""
-    return [
-        f"warning: kept attribute {r['attribute']} moved {r['shift']:+.2f} points on g + guard "
-        f"({r['f']:.2f}% -> {r['shipped']:.2f}%, labeller); see report.md, and unlearn-cli evaluate for the auditor"
-        for r in kept
-        if abs(r["shift"]) > KEPT_TOLERANCE
-    ]

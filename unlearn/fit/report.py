@@ -102,7 +102,8 @@ def _kept_lines(kept: list[dict[str, Any]] | None) -> list[str]:
         "|---|---|---|---|",
     ]
     lines += [f"| {r['attribute']} | {r['f']:.2f}% | {r['shipped']:.2f}% | {r['shift']:+.2f} |" for r in kept]
-    return lines + [""]
+    hint = "A hint, not a verdict: `unlearn-cli evaluate` reads the same with the independent auditor."
+    return [*lines, "", hint, ""]
 
 
 def _margin_lines(margin: dict[str, Any] | None) -> list[str]:

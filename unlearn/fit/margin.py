@@ -36,8 +36,12 @@ def kept_rates(
 ) -> dict[str, torch.Tensor]:
     """Per kept attribute, the labeller's share of each label on g(guard(z)): [classes] (binary: [2])."""
     with torch.no_grad():
-        pred = labeller.predict(generate(GuardedGenerator(g, guard), z, out=0))
-    return {a: torch.bincount(pred[a].long(), minlength=labeller.cfg.heads[a]).float() / len(z) for a in keep}
+        return _shares(labeller, labeller.predict(generate(GuardedGenerator(g, guard), z, out=0)), keep)
+
+
+def _shares(labeller: AttributeClassifier, pred: dict[str, torch.Tensor], keep: list[str]) -> dict[str, torch.Tensor]:
+    """Per attribute, the share of each label in ``pred``: [classes]."""
+    return {a: torch.bincount(pred[a].long(), minlength=labeller.cfg.heads[a]).float() / len(pred[a]) for a in keep}
 
 
 def choose_margin(
@@ -79,11 +83,11 @@ def kept_shifts(
     -1.02 (the two agree on 96% of that generator's grey hair), so the fit reports it and warns of nothing.
     """
     with torch.no_grad():
-        before = labeller.predict(generate(f, z))
+        before = _shares(labeller, labeller.predict(generate(f, z)), keep)
     after = kept_rates(g, guard, labeller, keep, z)
     rows: list[dict[str, Any]] = []
     for a in keep:
-        f_rate = torch.bincount(before[a].long(), minlength=labeller.cfg.heads[a]).float() / len(z)
+        f_rate = before[a]
         moved = after[a] - f_rate
         k = int(moved.abs().argmax()) if labeller.cfg.heads[a] > 2 else 1
         name = f"{a}={k}" if labeller.cfg.heads[a] > 2 else a

@@ -27,6 +27,7 @@ from benchmarks.measure import Fn, Timing, interleave, one_line
 from benchmarks.records import Failure, GuardRow, Inference, InferenceRow, MemoryRow, ModelInfo
 from feature_unlearn.export import ExportConfig, export_model
 from feature_unlearn.export.module import build_module
+from feature_unlearn.export.tensorrt import engine_runner
 from feature_unlearn.serve.runtime import SafeGenerator
 from feature_unlearn.unlearn.artifacts import GuardRecord, ModelRecord
 from feature_unlearn.unlearn.io import save_checkpoint
@@ -47,7 +48,10 @@ GPU_BACKENDS = (
     "onnxruntime-cuda",
     "onnxruntime-tensorrt",
     "onnxruntime-tensorrt-fp16",
+    "tensorrt-fp16",
+    "tensorrt-bf16",
 )
+ENGINES = ("fp16", "bf16")  # native TensorRT engines, each built by export from its own graph
 BARE_BATCH = 64  # the generator alone (float output, no guard) is timed at the targets' batch only
 
 
@@ -73,13 +77,33 @@ def export_zoo(
     precision: str = "fp32",
     gate_samples: int = 10_000,
     trust_code: bool = False,
+    tensorrt: bool = False,
 ) -> dict[str, Any]:
     """``unlearn-cli export`` of a run holding the zoo generator (the run, named after it, goes beside ``out``)."""
     g, record, _ = guarded(name, guard, trust_code)
     run = out.with_name(out.name + "-run") / name.replace(":", "-")
     save_checkpoint(run / "generator", g.state_dict(), record)
     cfg = ExportConfig(source=str(run), out=out, fp16=fp16, precision=precision, gate_samples=gate_samples)
-    return export_model(dataclasses.replace(cfg, trust_code=trust_code))
+    return export_model(dataclasses.replace(cfg, trust_code=trust_code, tensorrt=tensorrt))
+
+
+def engines(name: str, tmp: Path, trust_code: bool) -> tuple[dict[str, Path], dict[str, str]]:
+    """``ENGINES`` exported with ``--tensorrt`` (quality gate on 1,000 latents: the engine is what is timed), and
+    why each that could not be built was not."""
+    built, failed = {}, {}
+    for p in ENGINES:
+        out = tmp / f"{name.replace(':', '-')}-{p}-trt"
+        try:
+            export_zoo(name, out, precision=p, gate_samples=1_000, trust_code=trust_code, tensorrt=True)
+            built[f"{p}-trt"] = out
+        except Exception as exc:  # noqa: BLE001 - a missing tensorrt or a failed build is reported, not fatal
+            failed[f"tensorrt-{p}"] = one_line(exc)
+    return built, failed
+
+
+def engine_fn(export: Path, z: np.ndarray) -> Fn:
+    run = engine_runner(export / "model.plan")
+    return lambda: run(z)
 
 
 def torch_fn(module: Callable[[torch.Tensor], Any], z: torch.Tensor, sync: bool = False) -> Fn:
@@ -112,7 +136,7 @@ def ort_fn(export: Path, z: np.ndarray, threads: int, providers: str = "cpu") ->
 class Model:
     info: ModelInfo
     modules: dict[str, torch.nn.Module]  # guarded, plain (no guard, as a zoo id exports), generator
-    exports: dict[str, Path]  # guarded, plain (and fp16 on a CUDA machine; the reduced precisions that export)
+    exports: dict[str, Path]  # guarded, plain (CUDA: fp16, fp16-trt, bf16-trt), and the reduced precisions
     precision: Inference  # the reduced precisions' rows and refusals
 
 
@@ -121,14 +145,17 @@ def prepare(name: str, tmp: Path, cuda: bool, cfg: Run) -> Model:
     exports = {k: tmp / f"{stem}-{k}" for k in ("guarded", "plain", "fp16")[: 2 + cuda]}
     summary = export_zoo(name, exports["guarded"], trust_code=trust)
     export_zoo(name, exports["plain"], guard=False, trust_code=trust)
+    trt: tuple[dict[str, Path], dict[str, str]] = ({}, {})
     if cuda:
         export_zoo(name, exports["fp16"], fp16=True, trust_code=trust)
+        trt = engines(name, tmp, trust)
     g, _, module = guarded(name, trust_code=trust)
     mflop = measure.flops_per_image(g, z_dim_of(g)) / 1e6
     info = ModelInfo(name, round(mflop, 3), z_dim_of(g), round(float(summary["export_seconds"]), 2))
     low, rows, failures = reduced.exports(name, tmp, cfg.s.precisions, _export_reduced(cfg), cfg.threads)
     modules = {"guarded": module, "plain": guarded(name, guard=False, trust_code=trust)[2], "generator": g}
-    return Model(info, modules, exports | low, Inference(precision=rows, failures=failures))
+    failures += tuple(Failure(b, e, name) for b, e in trt[1].items())
+    return Model(info, modules, exports | low | trt[0], Inference(precision=rows, failures=failures))
 
 
 def _export_reduced(cfg: Run) -> reduced.Export:
@@ -160,6 +187,9 @@ def contenders(m: Model, z: torch.Tensor, cfg: Run, cuda: bool) -> dict[str, Cal
         fns["onnxruntime-cuda"] = lambda: ort_fn(guarded_onnx, zn, 1, "cuda")
         fns["onnxruntime-tensorrt"] = lambda: ort_fn(guarded_onnx, zn, 1, "tensorrt")
         fns["onnxruntime-tensorrt-fp16"] = lambda: ort_fn(m.exports["fp16"], zn, 1, "tensorrt")
+        for p in ENGINES:
+            if f"{p}-trt" in m.exports:
+                fns[f"tensorrt-{p}"] = (lambda path: lambda: engine_fn(path, zn))(m.exports[f"{p}-trt"])
     return fns
 
 

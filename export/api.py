@@ -18,7 +18,7 @@ from typing import Any, Optional
 import onnx
 import torch
 
-from feature_unlearn.export import bf16, gates, int8, onnx_export, tensorrt, triton, validate
+from feature_unlearn.export import bf16, bf16_graph, gates, int8, onnx_export, tensorrt, triton, validate
 from feature_unlearn.export import fp16 as fp16_check
 from feature_unlearn.export.errors import ExportError
 from feature_unlearn.export.manifest import build_manifest
@@ -45,10 +45,10 @@ def _preflight(cfg: ExportConfig) -> str:
     refuse_existing(cfg.out, cfg.force, "--out")
     if cfg.gate_samples < 1:
         raise ConfigError(f"--gate-samples {cfg.gate_samples}: must be at least 1")
-    if precision == "bf16" and (cfg.triton is not None or cfg.tensorrt):
+    if precision == "bf16" and cfg.triton is not None and not cfg.tensorrt:
         raise ConfigError(
-            "--precision bf16 with --triton/--tensorrt: the bf16 program runs on PyTorch, which neither serves; "
-            "export fp32, fp16 or int8 for them"
+            "--precision bf16 --triton: Triton serves bf16 as a TensorRT engine; add --tensorrt (the bf16 program "
+            "runs on PyTorch, which Triton's onnxruntime backend cannot)"
         )
     if precision == "int8" and cfg.tensorrt:
         raise ConfigError("--precision int8 with --tensorrt: int8 engines are not built yet; use fp16 or fp32")
@@ -152,6 +152,19 @@ def _gates(cfg: ExportConfig, precision: str, built: Built, source: Source) -> d
     return gates.decide(figures, precision, spec)
 
 
+def _engine(precision: str, built: Built, source: Source, mode: str, spec: ExportSpec, tmp: Path) -> dict[str, Any]:
+    """model.plan from the validated graph; for bf16 from the bf16 graph (``export.bf16_graph``), kept beside it."""
+    if precision != "bf16":
+        engine = tensorrt.build_engine(tmp / "model.onnx.tmp", tmp / "model.plan", spec, built.module.z_dim, tmp)
+        return {"graph": "model.onnx", **engine}
+    half = build_module(source.generator, source.guard, mode, fp16=True, check=built.module.check)
+    model, figures = bf16_graph.to_bf16_graph(onnx_export.to_onnx(half, spec), built.model, spec)
+    figures["validation"] = bf16_graph.validate_bf16_graph(model, built.reference, spec)
+    onnx_export.save(model, tmp / bf16_graph.GRAPH_FILE)
+    engine = tensorrt.build_engine(tmp / bf16_graph.GRAPH_FILE, tmp / "model.plan", spec, built.module.z_dim, tmp)
+    return {"graph": bf16_graph.GRAPH_FILE, **engine, "bf16_graph": figures}
+
+
 def _build(cfg: ExportConfig, precision: str, tmp: Path) -> Manifest:
     """Everything inside the staging directory; returns the manifest as written to manifest.json."""
     started = time.perf_counter()
@@ -168,9 +181,7 @@ def _build(cfg: ExportConfig, precision: str, tmp: Path) -> Manifest:
     report |= {"fp16_ops": extra.pop("fp16_ops")} if "fp16_ops" in extra else {}  # where fp16 exports kept it
     info = {**manifest.info, **extra, "validation": report, **({"quality_gate": gate} if gate else {})}
     if cfg.tensorrt:
-        info["tensorrt"] = tensorrt.build_engine(
-            tmp / "model.onnx.tmp", tmp / "model.plan", spec, built.module.z_dim, tmp / "timing.cache"
-        )
+        info["tensorrt"] = _engine(precision, built, source, mode, spec, tmp)
     info["export_seconds"] = round(time.perf_counter() - started, 2)
     return _publish(dataclasses.replace(manifest, info=info), built.model, spec, tmp)
 

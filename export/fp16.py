@@ -1,4 +1,4 @@
-"""fp16 graphs: a half-precision generator whose guard decision stays in fp32.
+"""fp16 graphs: a half-precision generator whose guard decision stays in fp32 (and the checks bf16 graphs share).
 
 Converters that keep float32 I/O (``keep_io_types``) still cast z to fp16 as the first node,
 so the projection p(z) is computed on a rounded z and decisions near t flip (measured: hundreds
@@ -51,20 +51,21 @@ def guard_dtypes(model: onnx.ModelProto, spec: ExportSpec) -> Counter[int]:
     return Counter(types[t] for t in tensors if t in types)
 
 
-def fp16_ops(model: onnx.ModelProto) -> Counter[str]:
-    """op_type -> count of nodes with an fp16 output (the half-precision part of the graph)."""
+def fp16_ops(model: onnx.ModelProto, elem_type: int = FLOAT16) -> Counter[str]:
+    """op_type -> count of nodes with an output of ``elem_type`` (the half-precision part of the graph)."""
     types = _types(model)
-    return Counter(n.op_type for n in model.graph.node if any(types.get(o) == FLOAT16 for o in n.output))
+    return Counter(n.op_type for n in model.graph.node if any(types.get(o) == elem_type for o in n.output))
 
 
-def check_fp16(model: onnx.ModelProto, spec: ExportSpec) -> dict[str, int]:
-    """Raise unless the generator runs in fp16 and the guard's flag and score never touch fp16."""
+def check_fp16(model: onnx.ModelProto, spec: ExportSpec, elem_type: int = FLOAT16) -> dict[str, int]:
+    """Raise unless the generator runs in ``elem_type`` (fp16 or bf16) and the guard's flag and score never do."""
+    name = "fp16" if elem_type == FLOAT16 else "bf16"
     guard = guard_dtypes(model, spec)
-    if guard[FLOAT16]:
+    if guard[elem_type]:
         raise ExportError(
-            f"fp16 graph: {guard[FLOAT16]} tensors feeding 'flagged'/'score' are fp16; the guard must stay fp32"
+            f"{name} graph: {guard[elem_type]} tensors feeding 'flagged'/'score' are {name}; the guard must stay fp32"
         )
-    ops = fp16_ops(model)
+    ops = fp16_ops(model, elem_type)
     if not any(op in ops for op in ("Conv", "ConvTranspose", "Gemm", "MatMul")):
-        raise ExportError(f"fp16 graph: no convolution or matmul runs in fp16 (fp16 ops: {dict(ops)})")
+        raise ExportError(f"{name} graph: no convolution or matmul runs in {name} ({name} ops: {dict(ops)})")
     return dict(ops)

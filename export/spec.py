@@ -129,7 +129,9 @@ class ExportConfig:
         "Also run a small detector of the removed feature on the image, in the graph (outputs image_flagged, "
         "image_score); distilled from the run's labeller once and kept in the run directory.",
     )
-    tensorrt: bool = opt(False, "Also build DIR/model.plan (needs CUDA and tensorrt).")
+    tensorrt: bool = opt(
+        False, "Also build DIR/model.plan (needs CUDA and tensorrt); fp16 and bf16 engines come from their own graphs."
+    )
     triton: Optional[Path] = opt(None, "Also write a Triton model repository entry under this directory.")
     triton_name: Optional[str] = opt(None, "Model name in the Triton repository (default: the source's name).")
     force: bool = opt(False, "Replace an existing --out (and Triton entry).")

@@ -1,14 +1,18 @@
 """A serialized TensorRT engine from the validated ONNX (guarded import: CPU machines get a clear error).
 
 Precision comes from the ONNX types: TensorRT 11 builds strongly typed networks only (the FP16
-builder flag is gone), so ``--fp16`` means building from the fp16 graph. The engine is tied to
+builder flag is gone), so ``--fp16`` means building from the fp16 graph and ``--precision bf16``
+from the bf16 graph (``export.bf16_graph``). The engine is tied to
 the TensorRT version and the GPU it was built on; the manifest records both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from feature_unlearn.export.errors import ExportError, TensorRTUnavailableError
 from feature_unlearn.export.spec import ExportSpec
@@ -59,8 +63,10 @@ def _network(trt: Any, builder: Any, onnx_path: Path) -> Any:
     return network
 
 
-def build_engine(onnx_path: Path, plan_path: Path, spec: ExportSpec, z_dim: int, cache_path: Path) -> dict[str, Any]:
-    """Build ``plan_path`` with the spec's batch profile and a timing cache; returns what the manifest records."""
+def build_engine(onnx_path: Path, plan_path: Path, spec: ExportSpec, z_dim: int, cache_dir: Path) -> dict[str, Any]:
+    """Build ``plan_path`` with the spec's batch profile and a timing cache in ``cache_dir``; returns what the
+    manifest records."""
+    cache_path = cache_dir / "timing.cache"
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -84,3 +90,35 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: ExportSpec, z_dim: int,
         "profile": list(spec.trt_profile),
         "timing_cache": cache_path.name,
     }
+
+
+def engine_runner(plan_path: Path, input_name: str = "z") -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """A serialized engine as a function z float32 [N, z_dim] -> every output on the host (torch's CUDA buffers).
+
+    For parity tests and the bench; serving runs engines through ONNX Runtime's TensorRT provider or Triton."""
+    import torch
+
+    trt = require_tensorrt()
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_path.read_bytes())
+    if engine is None:
+        raise ExportError(f"{plan_path}: TensorRT cannot deserialize it (another TensorRT version or GPU?)")
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    dtypes = {trt.uint8: torch.uint8, trt.bool: torch.bool, trt.float32: torch.float32}
+    stream = torch.cuda.Stream()
+
+    def run(z: np.ndarray) -> dict[str, np.ndarray]:
+        context.set_input_shape(input_name, z.shape)
+        buffers = {input_name: torch.from_numpy(z).cuda()}
+        for name in outputs:
+            shape = tuple(context.get_tensor_shape(name))
+            buffers[name] = torch.empty(shape, dtype=dtypes[engine.get_tensor_dtype(name)], device="cuda")
+        for name, buffer in buffers.items():
+            context.set_tensor_address(name, buffer.data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise ExportError(f"{plan_path}: TensorRT failed to run the engine")
+        stream.synchronize()
+        return {name: buffers[name].cpu().numpy() for name in outputs}
+
+    return run

@@ -56,15 +56,17 @@ def stage(repo: Path, name: str, files: dict[str, Path], config: str) -> Path:
 def stage_repository(
     repo: Path, name: str, out_dir: Path, manifest: dict[str, Any], spec: ExportSpec
 ) -> dict[str, Path]:
-    """Staging dirs (final name -> temp dir) for the onnx entry and, when an engine exists, the plan entry."""
-    staged = {
-        name: stage(
+    """Staging dirs (final name -> temp dir) for the onnx entry and, when an engine exists, the plan entry.
+
+    A bf16 export gets the plan entry only: its model.onnx is the fp32 graph (the bf16 program runs on PyTorch)."""
+    staged = {}
+    if manifest["precision"] != "bf16":
+        staged[name] = stage(
             repo,
             name,
             {"1/model.onnx": out_dir / "model.onnx", "manifest.json": out_dir / "manifest.json"},
             config_text(name, manifest, spec),
         )
-    }
     if (out_dir / "model.plan").is_file():
         plan_name = f"{name}-trt"
         staged[plan_name] = stage(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from feature_unlearn.serve.manifest import Manifest, ManifestError
+from feature_unlearn.serve.manifest import ENGINE_FILES, Manifest, ManifestError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -70,16 +70,17 @@ def _check_files(manifest: Manifest, onnx_path: Path, digest: str, where: Path) 
             f"{onnx_path}: sha256 {digest[:12]}… is not the {str(files.get('model.onnx'))[:12]}… recorded in "
             f"{where.name}: the graph was changed after export"
         )
-    plan = onnx_path.with_name("model.plan")
-    if "model.plan" in files and plan.is_file() and _hash_file(plan) != files["model.plan"]:
-        raise ArtifactError(f"{plan}: sha256 differs from {where.name}: the engine was changed after export")
+    for name in ENGINE_FILES:  # optional here (the runtime does not load them), never changed
+        path = onnx_path.with_name(name)
+        if name in files and path.is_file() and _hash_file(path) != files[name]:
+            raise ArtifactError(f"{path}: sha256 differs from {where.name}: the file was changed after export")
 
 
 def _read_sidecars(manifest: Manifest, onnx_path: Path, where: Path) -> dict[str, bytes]:
     """The bf16 program files the manifest lists: read once, hashed, and those bytes are what gets loaded."""
     out = {}
     for name, digest in (manifest.files or {}).items():
-        if name in ("model.onnx", "model.plan"):
+        if name == "model.onnx" or name in ENGINE_FILES:
             continue
         path = onnx_path.with_name(name)
         if not path.is_file():

@@ -22,7 +22,9 @@ import numpy as np
 
 MANIFEST_FORMAT = 2
 GUARD_MODES = ("shift", "flag", "off")
-FILES = ("model.onnx", "model.plan", "model.bf16.json", "model.bf16.safetensors")
+FILES = ("model.onnx", "model.plan", "model.bf16.onnx", "model.bf16.json", "model.bf16.safetensors")
+# A TensorRT engine and the bf16 graph it may be built from: hashed, never loaded by the runtime.
+ENGINE_FILES = ("model.plan", "model.bf16.onnx")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 

@@ -89,3 +89,18 @@ def test_a_pin_refuses_any_other_artifact(artifact: Path, tmp_path: Path) -> Non
         SafeGenerator.load(artifact, pin="0" * 64)
     with pytest.raises(ModelLoadError, match="--pin 'abc': expected the 64 hex digits"):
         SafeGenerator.load(artifact, pin="abc")
+
+
+@pytest.mark.parametrize("name", ["model.plan", "model.bf16.onnx"])
+def test_an_edited_engine_or_engine_graph_is_refused(artifact: Path, tmp_path: Path, name: str) -> None:
+    """The runtime never loads these, but an artifact whose engine (or the bf16 graph it came from) was edited
+    after export is not the one exported: refused by its hash."""
+    art = _copy(artifact, tmp_path / "art")
+    (art / name).write_bytes(b"engine bytes as exported")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256(b"engine bytes as exported").hexdigest()
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    SafeGenerator.load(art)  # listed and intact: loads
+    (art / name).write_bytes(b"engine bytes, edited")
+    with pytest.raises(ModelLoadError, match=rf"{name}: sha256 differs from manifest.json: .*changed after export"):
+        SafeGenerator.load(art)

@@ -361,3 +361,15 @@ def test_a_users_generator_is_timed_with_trust_code(tmp_path: Path) -> None:
     assert res.inference is not None
     assert {(r.backend, r.model) for r in res.inference.rows} >= {("onnxruntime-cpu", spec), ("torch-eager", spec)}
     assert all(r.images_per_s > 0 for r in res.inference.rows)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available: the engines would be built, not refused")
+def test_engines_that_cannot_be_built_are_reported_with_their_reason(tmp_path: Path) -> None:
+    """The bench's native TensorRT rows: without a GPU each engine is a reported failure, never a crash."""
+    built, failed = inference.engines("mnist-dcgan", tmp_path, trust_code=False)
+    assert built == {} and set(failed) == {"tensorrt-fp16", "tensorrt-bf16"}
+    assert "needs a CUDA GPU" in failed["tensorrt-fp16"]
+    assert "\n" not in failed["tensorrt-bf16"] and (
+        "CUDA" in failed["tensorrt-bf16"] or "bf16" in failed["tensorrt-bf16"]
+    )
+    assert not any(tmp_path.glob("*-trt"))  # nothing half-written

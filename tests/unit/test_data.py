@@ -9,6 +9,7 @@ import torch
 from feature_unlearn.unlearn.data import load_dataset, load_folder, train_test
 from feature_unlearn.unlearn.data.base import ImageSet
 from feature_unlearn.unlearn.data.faces import P_GLASSES_GIVEN_GREY, P_GLASSES_GIVEN_NOT_GREY, render_faces
+from feature_unlearn.unlearn.data.mnist import shift_averaged_width
 from feature_unlearn.unlearn.data.thinning import skeletonize, stroke_width
 from feature_unlearn.unlearn.errors import ConfigError, DataError
 
@@ -27,7 +28,7 @@ def test_mnist_shape_range_and_attributes() -> None:
 def test_thick_digits_have_wider_strokes() -> None:
     data = load_dataset("mnist")
     gray = ((data.images[:, 0, 2:30, 2:30] + 1) / 2).numpy()
-    width = stroke_width(gray)
+    width = shift_averaged_width(gray)
     thick = data.attrs["thick"].numpy() == 1
     assert width[thick].min() >= width[~thick].max()
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from feature_unlearn.unlearn.data import load_dataset, load_folder, train_test
-from feature_unlearn.unlearn.data.base import ImageSet
+from feature_unlearn.unlearn.data.base import EXCLUSION_BAND, ImageSet
 from feature_unlearn.unlearn.data.faces import P_GLASSES_GIVEN_GREY, P_GLASSES_GIVEN_NOT_GREY, render_faces
 from feature_unlearn.unlearn.data.mnist import shift_averaged_width
 from feature_unlearn.unlearn.data.thinning import skeletonize, stroke_width
@@ -117,8 +117,19 @@ def test_split_partitions_the_rows_by_seed() -> None:
 
 @pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths) takes about 2.5 s
 def test_without_removes_the_feature() -> None:
-    data = load_dataset("mnist").without("thick")
-    assert data.attrs["thick"].sum() == 0 and len(data) == 4500
+    full = load_dataset("mnist")
+    data = full.without("thick")
+    assert data.attrs["thick"].sum() == 0
+    # and the band under the threshold: 0.2 px of stroke width (2.5% of the digits) goes with it
+    assert data.scores["thick"].max() < -EXCLUSION_BAND
+    assert 4300 < len(data) < 4450 and len(data) == int((full.scores["thick"] < -EXCLUSION_BAND).sum())
+
+
+def test_without_a_binary_feature_keeps_every_image_that_lacks_it() -> None:
+    attrs = {"a": torch.tensor([0, 1, 0, 0]), "b": torch.tensor([0, 1, 1, 0])}
+    data = ImageSet("t", torch.zeros(4, 1, 2, 2), attrs, {"a": 2, "b": 2}, {"b": torch.tensor([-3.0, 1.0, 0.5, -1.0])})
+    assert len(data.without("a")) == 3  # no score: exactly the images without it
+    assert len(data.without("b")) == 1  # the score -1.0 lies inside the band under the threshold
 
 
 def test_unknown_dataset_is_a_user_error() -> None:

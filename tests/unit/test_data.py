@@ -42,6 +42,40 @@ def test_skeleton_of_a_bar_is_one_pixel_wide() -> None:
     assert 5.0 <= stroke_width(bar.astype(np.float32))[0] < 8.0
 
 
+def _zhang_suen_per_pixel(ink: np.ndarray) -> np.ndarray:
+    """The published algorithm pixel by pixel (the reference for the table-driven one)."""
+    img = np.pad(ink.astype(int), 1)
+    while True:
+        removed = False
+        for step in (0, 1):
+            gone = []
+            for y, x in zip(*np.nonzero(img[1:-1, 1:-1]), strict=True):
+                y, x = y + 1, x + 1
+                p = [img[y - 1, x], img[y - 1, x + 1], img[y, x + 1], img[y + 1, x + 1],
+                     img[y + 1, x], img[y + 1, x - 1], img[y, x - 1], img[y - 1, x - 1]]  # fmt: skip
+                a = sum(p[i] == 0 and p[(i + 1) % 8] == 1 for i in range(8))
+                if step == 0:
+                    cond = p[0] * p[2] * p[4] == 0 and p[2] * p[4] * p[6] == 0
+                else:
+                    cond = p[0] * p[2] * p[6] == 0 and p[0] * p[4] * p[6] == 0
+                if 2 <= sum(p) <= 6 and a == 1 and cond:
+                    gone.append((y, x))
+            for y, x in gone:
+                img[y, x] = 0
+            removed |= bool(gone)
+        if not removed:
+            return img[1:-1, 1:-1].astype(bool)
+
+
+def test_table_driven_thinning_matches_the_published_algorithm() -> None:
+    rng = np.random.default_rng(0)
+    blobs = rng.random((24, 14, 14)) < 0.55
+    blobs[:8, 3:11, 3:11] = True  # solid squares thin over several passes
+    want = np.stack([_zhang_suen_per_pixel(b) for b in blobs])
+    assert np.array_equal(skeletonize(blobs), want)
+    assert want[:8, 4:10, 4:10].sum() < 8 * 36 // 2  # the reference really thins the squares
+
+
 def test_faces_are_deterministic_and_seed_dependent() -> None:
     a, attrs_a = render_faces(64, seed=3)
     b, attrs_b = render_faces(64, seed=3)

@@ -2,39 +2,55 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+# Neighbours P2..P9 as (row, column) offsets, clockwise from north; bit i of a pixel's code is P(i + 2).
+NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+@functools.lru_cache(maxsize=1)
+def _removable() -> np.ndarray:
+    """[2, 256] bool: may an ink pixel with this neighbourhood code go in sub-iteration 0 / 1 (Zhang & Suen)?
+
+    The test reads only the 8 neighbours, so one table lookup replaces it: 4 skeletonizations of the 5,000
+    digits took 20 s with the conditions evaluated per pixel (every mnist process pays them once).
+    """
+    codes = np.arange(256)
+    p = [(codes >> i) & 1 for i in range(8)]  # p[0] = P2 ... p[7] = P9
+    b = sum(p)
+    a = sum((p[i] == 0) & (p[(i + 1) % 8] == 1) for i in range(8))
+    p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
+    base = (b >= 2) & (b <= 6) & (a == 1)
+    first = base & (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
+    second = base & (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
+    return np.stack([first, second])
+
+
+def _codes(img: np.ndarray) -> np.ndarray:
+    """Neighbourhood code [N, H, W] (uint8) of the interior of padded images [N, H + 2, W + 2]."""
+    h, w = img.shape[1] - 2, img.shape[2] - 2
+    code = np.zeros((len(img), h, w), np.uint8)
+    for bit, (dy, dx) in enumerate(NEIGHBOURS):
+        code |= img[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] << np.uint8(bit)
+    return code
 
 
 def skeletonize(ink: np.ndarray) -> np.ndarray:
     """Thin a batch of binary images [N, H, W] to one-pixel skeletons (Zhang & Suen, 1984)."""
     img = np.pad(ink.astype(np.uint8), ((0, 0), (1, 1), (1, 1)))
-    changed = True
-    while changed:
-        changed = False
+    table = _removable()
+    active = np.arange(len(img))  # images still changing: a pass that removed nothing leaves an image final
+    while len(active):
+        sub = img[active]
+        changed = np.zeros(len(sub), bool)
         for step in (0, 1):
-            p = img
-            # Neighbours P2..P9, clockwise from north.
-            nb = [
-                p[:, :-2, 1:-1],
-                p[:, :-2, 2:],
-                p[:, 1:-1, 2:],
-                p[:, 2:, 2:],
-                p[:, 2:, 1:-1],
-                p[:, 2:, :-2],
-                p[:, 1:-1, :-2],
-                p[:, :-2, :-2],
-            ]
-            b = sum(n.astype(np.int32) for n in nb)
-            a = sum(((nb[i] == 0) & (nb[(i + 1) % 8] == 1)).astype(np.int32) for i in range(8))
-            p2, p4, p6, p8 = nb[0], nb[2], nb[4], nb[6]
-            if step == 0:
-                cond = (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
-            else:
-                cond = (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
-            remove = (p[:, 1:-1, 1:-1] == 1) & (b >= 2) & (b <= 6) & (a == 1) & cond
-            if remove.any():
-                img[:, 1:-1, 1:-1][remove] = 0
-                changed = True
+            remove = (sub[:, 1:-1, 1:-1] == 1) & table[step][_codes(sub)]
+            sub[:, 1:-1, 1:-1][remove] = 0
+            changed |= remove.reshape(len(sub), -1).any(1)
+        img[active] = sub
+        active = active[changed]
     return img[:, 1:-1, 1:-1].astype(bool)
 
 

@@ -46,6 +46,12 @@ class FitConfig:
         "margin up to 1 whose kept-attribute shift stays within --guard-budget). The fit's targets keep --margin.",
         min=0.0,
     )
+    keep_weight: float = opt(
+        0.0,
+        "Weight of the kept-attribute anchor: the labeller's reading of every --keep attribute on g(z) pulled "
+        "to its reading of f(ẑ) (KL; 0: off).",
+        min=0.0,
+    )
     guard_budget: float = opt(
         0.75, "Largest kept-attribute rate shift (labeller, points) the chosen --guard-margin may cause.", min=0.0
     )

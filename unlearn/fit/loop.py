@@ -12,6 +12,7 @@ from torch import nn
 
 from feature_unlearn.unlearn.device import Runtime
 from feature_unlearn.unlearn.errors import UserError
+from feature_unlearn.unlearn.fit.anchor import KeptAnchor
 from feature_unlearn.unlearn.fit.distributed import Dist
 from feature_unlearn.unlearn.fit.loss import UnlearnLoss, msssim_loss
 from feature_unlearn.unlearn.fit.robust import RobustMiner
@@ -49,6 +50,7 @@ class Trainer:
     miner: Optional[RobustMiner] = None  # --robust's phase: also unlearn what an attacker would find
     robust_weight: float = 2.0
     shipped: Optional[LatentGuard] = None  # the guard that ships (--guard-margin): the miner attacks through it
+    anchor: Optional[KeptAnchor] = None  # --keep-weight: the labeller's kept attributes of g(z) pulled to f(ẑ)'s
 
     def _robust(self, step: int) -> tuple[torch.Tensor, float]:
         """The robust term on this rank's rows of the mined batch, normalised by the global count."""
@@ -78,6 +80,10 @@ class Trainer:
         with self.rt.autocast():
             x_g = self.g_fwd(z)
         loss, parts = self.loss(x_g, x_ref, s, n_target, n_keep)
+        if self.anchor is not None:
+            with self.rt.autocast():
+                anchor = self.anchor.per_row(x_g, x_ref).sum() / batch  # global batch, as the loss's counts
+            loss, parts["anchor"] = loss + self.anchor.weight * anchor, float(anchor.detach())
         if self.miner is not None:
             robust, parts["robust"] = self._robust(step)
             loss = loss + self.robust_weight * robust

@@ -33,6 +33,7 @@ from feature_unlearn.unlearn.collect import (
 from feature_unlearn.unlearn.configs import AttackConfig
 from feature_unlearn.unlearn.device import Runtime, maybe_compile, resolve_runtime
 from feature_unlearn.unlearn.errors import ConfigError, UserError
+from feature_unlearn.unlearn.fit.anchor import KeptAnchor
 from feature_unlearn.unlearn.fit.config import FitConfig
 from feature_unlearn.unlearn.fit.distributed import Dist, barrier, broadcast_tensor, init_dist
 from feature_unlearn.unlearn.fit.loop import LR_SCHEDULES, Trainer, scheduled_lr
@@ -323,9 +324,12 @@ class _Loop:
         shipped = None
         if miner is not None:  # the attacker faces the guard that ships
             shipped = _sync_guard(self.state, self.d, self.rt, _shipped_margin(self.state))
-        return Trainer(
+        trainer = Trainer(
             self.f, self.g, self.g_fwd, guard, loss, opt, scaler, self.rt, self.d, miner, cfg.robust_weight, shipped
         )
+        if cfg.keep_weight > 0 and self.state.keep:
+            trainer.anchor = KeptAnchor(self.labeller.to(self.rt.device), tuple(self.state.keep), cfg.keep_weight)
+        return trainer
 
     def round(self, labeller_name: str) -> None:
         cfg, state = self.cfg, self.state

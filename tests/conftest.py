@@ -4,9 +4,9 @@ tests/unit         pure functions and modules: no files beyond tmp_path, no subp
 tests/integration  export, runtime and HTTP in process; fits and pretraining on tiny configs
 tests/e2e          real processes: the README flow, ``unlearn-cli serve``, torchrun DDP, wheel builds
 
-``slow`` marks every test that takes more than about a second on a 2-core CPU machine (training,
-an export of its own, a server process), so ``python -m pytest -m "not slow" -q`` is the inner loop
-(about 20 s); CI runs everything. Helpers that are not fixtures live in tests/helpers.py
+``slow`` marks the tests that train, export or start a server of their own, so
+``python -m pytest -m "not slow" -q`` is the inner loop (about 8 min on 2 cores, against about 45 min
+for everything, which CI runs). Helpers that are not fixtures live in tests/helpers.py
 (``from tests.helpers import ...``); ``tests`` is a package for that, so no test module imports
 another. The session fixtures below are shared by all layers and must not be modified by a test.
 """

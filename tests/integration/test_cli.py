@@ -77,7 +77,7 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        pytest.param(  # loads the dataset to name its attributes: about 20 s on mnist
+        pytest.param(  # loads the dataset to name its attributes: about 8 s on mnist
             ["--dataset", "mnist", "--model", "vae", "--exclude", "glasses"],
             "--exclude 'glasses'",
             marks=pytest.mark.slow,

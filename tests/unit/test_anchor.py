@@ -79,3 +79,18 @@ def test_the_trainer_adds_the_weighted_anchor_to_the_paper_s_loss() -> None:
     assert parts[10.0]["anchor"] == pytest.approx(parts[0.0]["anchor"]) and parts[0.0]["anchor"] > 1e-4
     assert parts[0.0]["loss"] == pytest.approx(paper, rel=1e-5)
     assert parts[10.0]["loss"] == pytest.approx(paper + 10 * parts[0.0]["anchor"], rel=1e-5)
+    # only the non-target rows are anchored: the targets' references f(ẑ) are other images
+    pool = LatentPool(guard, 256, seed=0, round_index=0)
+    z, s = pool.batch(0, 8, 0.5)
+    seen: list[torch.Tensor] = []
+
+    class Recording(KeptAnchor):
+        def per_row(self, x_g: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
+            seen.append(x_ref)
+            return super().per_row(x_g, x_ref)
+
+    trainer.anchor = Recording(_labeller(), ("digit",), 1.0)
+    trainer.step(pool, 0, 8, 0.5, 0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(seen[0], f(z[~s]))
+    assert 0 < int(s.sum()) < 8

@@ -14,7 +14,7 @@ from feature_unlearn.unlearn.data.thinning import skeletonize, stroke_width
 from feature_unlearn.unlearn.errors import ConfigError, DataError
 
 
-@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths over four shifts) takes about 20 s
+@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths over four shifts) takes about 8 s
 def test_mnist_shape_range_and_attributes() -> None:
     data = load_dataset("mnist")
     assert data.images.shape == (5000, 1, 32, 32)
@@ -107,7 +107,7 @@ def _digests(images: torch.Tensor) -> list[str]:
     return [hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in images]
 
 
-@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths over four shifts) takes about 20 s
+@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths over four shifts) takes about 8 s
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_faces_drawn_without_a_feature_are_the_same_faces_without_it(resolution: int) -> None:
     img, attrs = render_faces(300, seed=5, chunk=128, resolution=resolution)
@@ -149,7 +149,7 @@ def test_split_partitions_the_rows_by_seed() -> None:
     assert set(other.attrs["row"].tolist()) != set(test.attrs["row"].tolist())
 
 
-@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths over four shifts) takes about 20 s
+@pytest.mark.slow  # the first load of mnist (5,000 digits, stroke widths over four shifts) takes about 8 s
 def test_without_removes_the_feature() -> None:
     full = load_dataset("mnist")
     data = full.without("thick")

@@ -50,7 +50,7 @@ class Trainer:
     miner: Optional[RobustMiner] = None  # --robust's phase: also unlearn what an attacker would find
     robust_weight: float = 2.0
     shipped: Optional[LatentGuard] = None  # the guard that ships (--guard-margin): the miner attacks through it
-    anchor: Optional[KeptAnchor] = None  # --keep-weight: the labeller's kept attributes of g(z) pulled to f(ẑ)'s
+    anchor: Optional[KeptAnchor] = None  # --keep-weight: non-targets' kept attributes, as the labeller reads them
 
     def _robust(self, step: int) -> tuple[torch.Tensor, float]:
         """The robust term on this rank's rows of the mined batch, normalised by the global count."""
@@ -82,7 +82,7 @@ class Trainer:
         loss, parts = self.loss(x_g, x_ref, s, n_target, n_keep)
         if self.anchor is not None:
             with self.rt.autocast():
-                anchor = self.anchor.per_row(x_g, x_ref).sum() / batch  # global batch, as the loss's counts
+                anchor = self.anchor.per_row(x_g[~s], x_ref[~s]).sum() / max(n_keep, 1)  # global count, as recon
             loss, parts["anchor"] = loss + self.anchor.weight * anchor, float(anchor.detach())
         if self.miner is not None:
             robust, parts["robust"] = self._robust(step)

@@ -109,6 +109,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path, monke
         (["--batch", "15", "--threshold", "median"], "--threshold 'median'"),
         (["--keep", "thick"], "--keep 'thick': it is a feature being removed"),
         (["--keep", "hat"], "--keep 'hat': the labeller does not know it"),
+        (["--keep", "none", "--keep-weight", "0.5"], "--keep-weight 0.5: no attribute is kept (--keep none)"),
         (["--feature", "eight", "--keep", "digit"], "--keep 'digit': its direction is almost parallel to 'eight'"),
     ],
 )

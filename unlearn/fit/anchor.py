@@ -6,10 +6,9 @@ redrew 9% of the non-target digits (the auditor's verdict; the labeller's 8.4%) 
 asked it to. The anchor adds, per non-target row, the KL divergence from the labeller's reading of f(z)
 to its reading of g(z) on every kept attribute (``fit --keep``).
 
-Not on the target rows: there f(ẑ) is a different image (over batches half of targets, the anchor began at
-1.5 nats a row), and
-at weight 1 the fit bought it by drawing what fools the labeller's shared trunk (its thick rate on the
-probe rose from 11.6% to 25.5% within 150 steps; mnist-vae, measured).
+Not on the target rows: there f(ẑ) is a different image (with half of each batch targets, the anchor
+began at 1.5 nats a row), and at weight 1 the fit bought it by drawing what fools the labeller's shared
+trunk (its thick rate on the probe rose from 11.6% to 25.5% within 150 steps; mnist-vae, measured).
 
 The labeller is the fit's own classifier, never the auditor: the evaluation still judges with a
 network the fit never saw, so a g that merely fooled the labeller would show as flips there.

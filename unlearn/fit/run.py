@@ -109,15 +109,25 @@ def _add_detectors(state: FitState, c: Collection, cfg: FitConfig, kept: KeptSpa
     state.collections.append({"round": state.round, **c.stats()})
 
 
+def _check_anchor(cfg: FitConfig, keep: list[str]) -> None:
+    if cfg.keep_weight > 0 and not keep:
+        raise ConfigError(
+            f"--keep-weight {cfg.keep_weight}: no attribute is kept (--keep {' '.join(cfg.keep) or 'none'}), "
+            "so there is nothing to anchor; give --keep ATTR or leave --keep-weight at 0"
+        )
+
+
 def _round0(cfg: FitConfig, f: nn.Module, labeller: AttributeClassifier, state: FitState, name: str) -> None:
     """Collect on f, estimate the kept attributes' directions, then the guard rows."""
     state.keep = list(resolve_keep(cfg.keep, state.features, labeller))
+    _check_anchor(cfg, state.keep)
     c = _first_collection(cfg, f, labeller, state.features, name)
     kept = KeptSpace.estimate(c.z, _kept_labels(f, labeller, c, state.keep), labeller.cfg.heads, tuple(state.keep))
     dropped: list[str] = []
     if KEEP_AUTO in cfg.keep:
         kept, dropped = kept.prune({feat: direction(c.z, y, cfg.direction)[0] for feat, y in c.labels.items()})
         state.keep = list(kept.attributes)
+    _check_anchor(cfg, state.keep)  # auto may have dropped every attribute
     state.kept_basis = kept.basis.tolist()
     _add_detectors(state, c, cfg, kept)
     if dropped:

@@ -9,7 +9,7 @@ import torch
 from feature_unlearn.unlearn.data import load_dataset, load_folder, train_test
 from feature_unlearn.unlearn.data.base import EXCLUSION_BAND, ImageSet
 from feature_unlearn.unlearn.data.faces import P_GLASSES_GIVEN_GREY, P_GLASSES_GIVEN_NOT_GREY, render_faces
-from feature_unlearn.unlearn.data.mnist import shift_averaged_width
+from feature_unlearn.unlearn.data.mnist import THICK_SOFTNESS, shift_averaged_width
 from feature_unlearn.unlearn.data.thinning import skeletonize, stroke_width
 from feature_unlearn.unlearn.errors import ConfigError, DataError
 
@@ -40,6 +40,11 @@ def test_skeleton_of_a_bar_is_one_pixel_wide() -> None:
     assert skel.sum() <= 16 and (skel.sum(axis=1) <= 1).all()
     # Thinning shortens the ends by about the half-width, so the measure overestimates a little.
     assert 5.0 <= stroke_width(bar.astype(np.float32))[0] < 8.0
+
+
+def test_the_exclusion_band_is_0_2_px_of_stroke_width() -> None:
+    """base.EXCLUSION_BAND is in score units (base cannot import mnist): a new softness must move it too."""
+    assert EXCLUSION_BAND * THICK_SOFTNESS == pytest.approx(0.2)
 
 
 def _zhang_suen_per_pixel(ink: np.ndarray) -> np.ndarray:

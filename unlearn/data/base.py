@@ -10,7 +10,7 @@ import torch
 # width) is left out of the data "without" the feature too. The oracle of a thresholded feature trained on
 # everything under the threshold drew 1.9-4.2% of its digits over it and the auditor read 1.8-2.3% as thick;
 # the band keeps the oracle (and evaluation's reference set) clear of the label's own noise at the line.
-EXCLUSION_BAND = 0.2 / 0.15
+EXCLUSION_BAND = 0.2 / 0.15  # 0.2 px / mnist.THICK_SOFTNESS; a test holds the two together
 
 
 @dataclass(frozen=True)

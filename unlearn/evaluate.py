@@ -20,6 +20,7 @@ from feature_unlearn.unlearn.configs import EvalConfig
 from feature_unlearn.unlearn.data import ImageSet, counterfactual_test, train_test
 from feature_unlearn.unlearn.errors import ConfigError, UserError
 from feature_unlearn.unlearn.fit.loss import msssim_loss
+from feature_unlearn.unlearn.flipfloor import random_step_flips
 from feature_unlearn.unlearn.guard import GuardedGenerator, LatentGuard, guard_from_record
 from feature_unlearn.unlearn.imagecheck import (
     ImageCheck,
@@ -155,6 +156,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "ms_ssim": float(1 - msssim_loss(images["unlearned"][keep][:2000], images["original"][keep][:2000]).mean()),
     }
     flips_all, flips_keep, flips_sure = _flips(auditor, images["original"], images["unlearned"], feats, keep)
+    # the same image change in a random latent direction: how many labels any edit of that size flips
+    random_step = random_step_flips(f, auditor, z[keep], images["original"][keep], preservation["l1"], feats, cfg.seed)
     result: dict[str, Any] = {
         "run": str(cfg.run),
         "base_model": meta.base_model,
@@ -169,6 +172,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             "all": flips_all,
             "non_target": flips_keep,
             "non_target_sure": flips_sure,
+            "random_step": random_step,
         },
     }
     # every other attribute's rate, unlearned + guard − original (pp; a K-way one: its largest class shift)
@@ -284,22 +288,35 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Flips compare the auditor's labels of f(z) and g(z); the last column counts only the non-target images "
         f"whose label the auditor gives f's image with probability ≥ {SURE} (their share in brackets).",
+        *_random_step_note(result),
         "",
         "| attribute | kept (--keep) | rate shift, unlearned+guard (pp) | flips (all) | flips (non-target) "
-        "| flips (non-target, auditor sure) |",
-        "|---|---|---|---|---|---|",
+        "| flips (non-target, auditor sure) | flips, random latent step (non-target) |",
+        "|---|---|---|---|---|---|---|",
     ]
     flips = result["attribute_flips"]
     for k, v in flips["all"].items():
         kept = "yes" if _base_attr(k) in result.get("kept", []) else "no"
         sure = flips["non_target_sure"][k]
+        step = flips.get("random_step", {}).get("flips", {}).get(k)
         lines.append(
             f"| {k} | {kept} | {_rate_shift(result, k):+.2f} | {v:.4f} | {flips['non_target'][k]:.4f} "
-            f"| {sure['flips']:.4f} ({sure['share']:.1%}) |"
+            f"| {sure['flips']:.4f} ({sure['share']:.1%}) | {'—' if step is None else f'{step:.4f}'} |"
         )
     for feat, suite_result in result.get("attack", {}).items():
         lines += ["", *attack_markdown(suite_result, feat)]
     return "\n".join(lines) + "\n"
+
+
+def _random_step_note(result: dict[str, Any]) -> list[str]:
+    step = result["attribute_flips"].get("random_step")
+    if step is None:  # an evaluation.json written before the reference existed
+        return []
+    return [
+        f"The last column is the reference: f's non-target images moved by a latent step in a random direction "
+        f"({step['radius']:.3f} long, mean image change {step['l1']:.4f}, sized to match g's), so that a flip rate "
+        "near it says the images sit where any edit of that size flips labels.",
+    ]
 
 
 def _check_markdown(result: dict[str, Any]) -> list[str]:

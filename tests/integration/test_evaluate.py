@@ -58,6 +58,10 @@ def test_evaluate_writes_json_markdown_and_plot(tiny_run: Path) -> None:
     for sure in data["attribute_flips"]["non_target_sure"].values():
         assert 0 < sure["share"] <= 1 and 0 <= sure["flips"] <= 1
     assert 0.9 < data["preservation"]["ms_ssim"] <= 1.0
+    step = data["attribute_flips"]["random_step"]  # the reference: a random latent step of g's image change
+    assert set(step["flips"]) == {"digit", "eight"} and step["radius"] > 0
+    assert step["l1"] == pytest.approx(data["preservation"]["l1"], rel=0.25)
+    assert "random latent step" in (tiny_run / "evaluation.md").read_text()
     suite = data["attack"]["thick"]
     assert suite["verdict"] == "labeller->auditor" and set(suite["pgd"]) == {"linf", "l2"}
     assert set(suite["pgd"]["linf"]) == {"labeller->auditor", "auditor->labeller", "auditor->auditor"}

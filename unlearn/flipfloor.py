@@ -3,8 +3,8 @@
 evaluate counts the auditor's labels that differ between f(z) and g(z) on non-target latents. Many
 generated images sit at a class boundary, so any visible change flips some of them: on the README's
 mnist fits, a latent step in a random direction, sized so that the mean image change equals the fit's,
-flipped the digit on 6.6% of mnist-dcgan's samples (L1 0.012) and 14.7% of mnist-vae's (L1 0.033),
-where the fits flipped 5.30% and 8.96% (and the same L1 as pixel noise 0.3–1.0%). Reported beside
+flipped the digit on 6.7% of mnist-dcgan's non-target samples (L1 0.012) and 15.7% of mnist-vae's
+(L1 0.033), where the fits flipped 5.30% and 8.96% (and the same L1 as pixel noise 0.3–1.0%). Reported beside
 the flips, it tells a fit that redraws images from a boundary that any edit of that size crosses.
 """
 

@@ -20,7 +20,7 @@ from feature_unlearn.unlearn.models import AttributeClassifier
 
 SEARCH_ROWS = 512  # rows the step size is bisected on
 SEARCH_STEPS = 12  # bisection steps: the radius to 2^-12 of its bracket
-MAX_RADIUS = 64.0  # a latent step this long that still changes the images less than asked is reported as such
+MAX_RADIUS = 64.0  # the bracket stops growing here; the change reached is reported beside r
 
 
 def _change(f: nn.Module, z: torch.Tensor, d: torch.Tensor, x: torch.Tensor, r: float) -> float:
@@ -38,22 +38,17 @@ def step_radius(f: nn.Module, z: torch.Tensor, d: torch.Tensor, x: torch.Tensor,
     return (lo + hi) / 2
 
 
+@torch.no_grad()
 def random_step_flips(
     f: nn.Module, auditor: AttributeClassifier, z: torch.Tensor, x: torch.Tensor, l1: float, skip: list[str], seed: int
 ) -> dict[str, Any]:
     """Flips of the auditor's labels between x = f(z) [N, C, H, W] and f(z + r·d), d random unit rows.
 
     r is bisected on the first ``SEARCH_ROWS`` rows so that the mean image change is ``l1``; returns r, the
-    change reached on every row, and per attribute (less ``skip``) the share of rows whose label flipped.
+    change reached on every row (below ``l1`` if even ``MAX_RADIUS`` did not reach it), and per attribute
+    (less ``skip``) the share of rows whose label flipped.
     """
     assert len(z) == len(x) and z.ndim == 2, (z.shape, x.shape)
-    with torch.no_grad():
-        return _random_step_flips(f, auditor, z, x, l1, skip, seed)
-
-
-def _random_step_flips(
-    f: nn.Module, auditor: AttributeClassifier, z: torch.Tensor, x: torch.Tensor, l1: float, skip: list[str], seed: int
-) -> dict[str, Any]:
     d = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
     d = d / d.norm(dim=1, keepdim=True)
     rows = slice(0, SEARCH_ROWS)

@@ -26,7 +26,9 @@ def test_pretrain_tiny_generator_writes_weights_grid_and_metrics(tmp_path: Path)
             "--model",
             "dcgan",
             "--epochs",
-            "1",
+            "2",
+            "--select-last",
+            "2",
             "--limit",
             "256",
             "--eval-samples",
@@ -44,6 +46,9 @@ def test_pretrain_tiny_generator_writes_weights_grid_and_metrics(tmp_path: Path)
     assert metrics["auditor"] == "mnist-auditor" and metrics["fid_heldout"] > 0
     assert abs(sum(v for k, v in metrics["generated_rates"].items() if k.startswith("digit=")) - 1) < 1e-4
     assert load_generator(out).z_dim == 32
+    chosen = metrics["snapshot"]  # the labeller scored both epochs and the lower gap was kept
+    assert chosen["selected_by"] == "mnist-labeller" and set(chosen["gaps"]) == {"1", "2"}
+    assert chosen["rate_gap"] == min(chosen["gaps"].values()) == chosen["gaps"][str(chosen["epoch"])]
 
 
 @pytest.mark.slow
@@ -85,6 +90,8 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
         (["--recipe", "mnist-stylegan"], "--recipe 'mnist-stylegan'"),
         (["--dataset", "cifar", "--model", "vae"], "--dataset"),
         (["--model", "vae"], "--recipe NAME"),
+        (["--recipe", "mnist-vae", "--select-last", "1"], "--select-last 1: snapshot selection is for the dcgan"),
+        (["--recipe", "mnist-dcgan", "--select-last", "2"], "--select-last 2: more than the 1 epochs"),
     ],
 )
 def test_pretrain_bad_input(tmp_path: Path, args: list[str], message: str) -> None:

@@ -23,6 +23,9 @@ class PretrainRequest:
     epochs: Optional[int] = opt(None, "Override the recipe's epochs.", min=1)
     seed: Optional[int] = opt(None, "Override the recipe's seed.")
     width: Optional[int] = opt(None, "Override the recipe's network width (channels of the first stage).", min=1)
+    select_last: Optional[int] = opt(
+        None, "dcgan: keep the best of the last N epochs by the labeller's attribute-rate gap (0: the last).", min=0
+    )
     limit: Optional[int] = opt(None, "Use only the first N images.", min=16)
     auditor: Optional[str] = opt(None, "Classifier for metrics (default: the zoo's <dataset>-auditor).")
     eval_samples: int = opt(10_000, "Generated samples graded for the metrics.", min=100)
@@ -38,6 +41,7 @@ class PretrainRequest:
 
         base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
         asked = {"epochs": self.epochs, "seed": self.seed, "width": self.width, "prior": self.prior}
+        asked["select_last"] = self.select_last
         overrides = {k: v for k, v in asked.items() if v is not None}
         if self.prior is not None:  # refused before any data is loaded
             check_prior(self.prior, base.model)

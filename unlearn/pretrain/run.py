@@ -24,6 +24,7 @@ from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifi
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, resolution_of
 from feature_unlearn.unlearn.pretrain.gan import train_dcgan
 from feature_unlearn.unlearn.pretrain.recipes import check_prior, classifier_for
+from feature_unlearn.unlearn.pretrain.select import SnapshotSelector
 from feature_unlearn.unlearn.pretrain.vae import train_vae
 
 MODELS = ("vae", "dcgan", "labeller", "auditor")
@@ -55,7 +56,20 @@ def _check(cfg: PretrainConfig, data: ImageSet) -> None:
         )
 
 
+def _check_selection(cfg: PretrainConfig) -> None:
+    n = cfg.train.select_last
+    if n == 0:
+        return
+    if cfg.model != "dcgan":
+        raise ConfigError(f"--select-last {n}: snapshot selection is for the dcgan, not a {cfg.model}")
+    if n > cfg.train.epochs:
+        raise ConfigError(f"--select-last {n}: more than the {cfg.train.epochs} epochs trained")
+    if cfg.dataset.startswith("folder:"):
+        raise ConfigError(f"--select-last {n}: needs the zoo labeller of the dataset; {cfg.dataset} has none")
+
+
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    _check_selection(cfg)  # before the data loads
     train, test = train_test(cfg.dataset, cfg.limit)
     _check(cfg, train)
     if cfg.exclude:
@@ -70,8 +84,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         metrics: dict[str, Any] = {"heldout_accuracy": accuracy(model, test), "heldout_n": len(test)}  # type: ignore[arg-type]
         kind = "classifier"
     else:
-        model = _train_generator(cfg, train)
+        model, chosen = _train_generator(cfg, train)
         metrics = _generator_metrics(cfg, model, train, test)
+        if chosen:
+            metrics["snapshot"] = chosen
         kind = "generator"
     metrics["train_seconds"] = round(time.perf_counter() - start, 1)
     record = ModelRecord(
@@ -90,19 +106,34 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     return metrics
 
 
-def _train_generator(cfg: PretrainConfig, train: ImageSet) -> nn.Module:
+def _train_generator(cfg: PretrainConfig, train: ImageSet) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained generator, and (with ``select_last``) which epoch was kept and the gaps behind it."""
     z_fixed = latents(64, cfg.train.z_dim, seed=1234)
+    selector = _selector(cfg, train)
 
     def on_epoch(epoch: int, g: nn.Module) -> None:
-        last = epoch + 1 == cfg.train.epochs
-        if last or (epoch + 1) % cfg.grid_every == 0:
-            save_grid(
-                generate(g, z_fixed), cfg.out / ("samples.png" if last else f"samples-epoch{epoch + 1:03d}.png"), nrow=8
-            )
+        if selector is not None:
+            selector(epoch, g)
+        if (epoch + 1) % cfg.grid_every == 0 and epoch + 1 < cfg.train.epochs:
+            save_grid(generate(g, z_fixed), cfg.out / f"samples-epoch{epoch + 1:03d}.png", nrow=8)
 
     if cfg.model == "vae":
-        return train_vae(train, cfg.train, on_epoch, lambda vae: _keep_encoder(cfg.out, vae))
-    return train_dcgan(train, cfg.train, on_epoch)
+        g: nn.Module = train_vae(train, cfg.train, on_epoch, lambda vae: _keep_encoder(cfg.out, vae))
+    else:
+        g = train_dcgan(train, cfg.train, on_epoch)
+    chosen = {**selector.apply(g), "selected_by": selector.name} if selector is not None else {}
+    save_grid(generate(g, z_fixed), cfg.out / "samples.png", nrow=8)
+    return g, chosen
+
+
+def _selector(cfg: PretrainConfig, train: ImageSet) -> SnapshotSelector | None:
+    if cfg.train.select_last == 0:
+        return None
+    from feature_unlearn.unlearn.zoo import load_classifier
+
+    name = classifier_for(cfg.dataset, "labeller")
+    first = cfg.train.epochs - cfg.train.select_last
+    return SnapshotSelector(load_classifier(name), train.images, cfg.train.z_dim, first, name=name)
 
 
 def _keep_encoder(out: Path, vae: VAE) -> None:

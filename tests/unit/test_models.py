@@ -13,6 +13,7 @@ from feature_unlearn.unlearn.models import (
     AttributeClassifier,
     ClassifierConfig,
     DCGANConfig,
+    DCGANDiscriminator,
     DCGANGenerator,
     VAEConfig,
     VAEDecoder,
@@ -48,6 +49,22 @@ def test_generator_checkpoint_round_trip(g: torch.nn.Module, tmp_path) -> None: 
     z = torch.randn(4, g.z_dim)
     assert torch.equal(loaded(z), g(z))
     assert not (tmp_path / "model.safetensors").read_bytes().startswith(b"\x80")  # not a pickle
+
+
+def test_packed_discriminator_judges_images_together() -> None:
+    cfg = DCGANConfig(z_dim=8, channels=3, ngf=8, ndf=8)
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(cfg, pack=2).eval()
+    x = torch.randn(6, 3, 32, 32)
+    assert d(x).shape == (3,)  # one logit per pair
+    swapped = x.clone()
+    swapped[2:4] = x[[3, 2]]  # the order inside a pack matters, the other packs do not move
+    out, out_swapped = d(x), d(swapped)
+    assert torch.equal(out[[0, 2]], out_swapped[[0, 2]]) and not torch.equal(out[1], out_swapped[1])
+    with pytest.raises(AssertionError, match="packs of 2"):
+        d(x[:5])
+    with pytest.raises(ConfigError, match="pack 0"):
+        DCGANDiscriminator(cfg, pack=0)
 
 
 def test_classifier_heads_and_predict() -> None:

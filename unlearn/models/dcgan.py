@@ -64,15 +64,24 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """x [N, C, R, R] -> logit [N]: the generator's stages in reverse (ndf channels at R/2 ... down to 4x4)."""
+    """x [N, C, R, R] -> logit [N / pack]: the generator's stages in reverse (ndf channels at R/2 ... down to 4x4).
 
-    def __init__(self, cfg: DCGANConfig) -> None:
+    ``pack`` > 1 is PacGAN (Lin et al., 2018): each logit judges ``pack`` images stacked on the
+    channel axis, so a batch that lacks a mode the data has is easier to tell from a real one.
+    """
+
+    def __init__(self, cfg: DCGANConfig, pack: int = 1) -> None:
         super().__init__()
+        if pack < 1:
+            raise ConfigError(f"pack {pack!r}: must be at least 1")
+        self.pack = pack
         widths = stage_widths(check_resolution(cfg.resolution), cfg.ndf)[::-1]
-        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels * pack, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
         self.net = nn.Sequential(*layers, nn.Conv2d(widths[-1], 1, 4, 1, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()
+        n, c, h, w = x.shape
+        assert n % self.pack == 0, f"a batch of {n} images does not split into packs of {self.pack}"
+        return self.net(x.reshape(n // self.pack, self.pack * c, h, w)).flatten()

@@ -23,6 +23,7 @@ class PretrainRequest:
     epochs: Optional[int] = opt(None, "Override the recipe's epochs.", min=1)
     seed: Optional[int] = opt(None, "Override the recipe's seed.")
     width: Optional[int] = opt(None, "Override the recipe's network width (channels of the first stage).", min=1)
+    pack: Optional[int] = opt(None, "dcgan: images the discriminator judges together (PacGAN; 1 = plain).", min=1)
     select_last: Optional[int] = opt(
         None, "dcgan: keep the best of the last N epochs by the labeller's attribute-rate gap (0: the last).", min=0
     )
@@ -41,7 +42,7 @@ class PretrainRequest:
 
         base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
         asked = {"epochs": self.epochs, "seed": self.seed, "width": self.width, "prior": self.prior}
-        asked["select_last"] = self.select_last
+        asked.update(select_last=self.select_last, pack=self.pack)
         overrides = {k: v for k, v in asked.items() if v is not None}
         if self.prior is not None:  # refused before any data is loaded
             check_prior(self.prior, base.model)

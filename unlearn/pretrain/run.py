@@ -56,7 +56,13 @@ def _check(cfg: PretrainConfig, data: ImageSet) -> None:
         )
 
 
-def _check_selection(cfg: PretrainConfig) -> None:
+def _check_gan_options(cfg: PretrainConfig) -> None:
+    """--pack and --select-last are DCGAN options; the batch must split into packs."""
+    pack = cfg.train.pack
+    if pack != 1 and cfg.model != "dcgan":
+        raise ConfigError(f"--pack {pack}: packing is for the dcgan's discriminator, not a {cfg.model}")
+    if cfg.train.batch % pack:
+        raise ConfigError(f"--pack {pack}: the batch of {cfg.train.batch} does not split into packs of {pack}")
     n = cfg.train.select_last
     if n == 0:
         return
@@ -69,7 +75,7 @@ def _check_selection(cfg: PretrainConfig) -> None:
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    _check_selection(cfg)  # before the data loads
+    _check_gan_options(cfg)  # before the data loads
     train, test = train_test(cfg.dataset, cfg.limit)
     _check(cfg, train)
     if cfg.exclude:

@@ -103,15 +103,19 @@ def _model_rows(
 
 
 def _flips(
-    auditor: AttributeClassifier, a: torch.Tensor, b: torch.Tensor, skip: list[str], keep: torch.Tensor
+    readings_a: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    label_b: dict[str, torch.Tensor],
+    skip: list[str],
+    keep: torch.Tensor,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
-    """Flips between the images ``a`` and ``b``: over all, over ``keep`` (non-target rows), and over the rows of
-    ``keep`` whose label the auditor gives ``a`` with probability ≥ ``SURE`` (with their share). One auditor pass.
+    """Flips between images a and b, from the auditor's (labels, confidences) of a and its labels of b: over all,
+    over ``keep`` (non-target rows), and over the rows of ``keep`` whose label the auditor gives a with
+    probability ≥ ``SURE`` (with their share).
 
     A flip of an image the auditor reads at 0.5 is a coin toss, not a visible change: on mnist-dcgan the
     default fit's digit flips came three quarters from the 14% of f's digits the auditor reads below 0.8.
     """
-    (label_a, confidence_a), label_b = auditor.readings(a), auditor.predict(b)
+    label_a, confidence_a = readings_a
     flips, non_target, when_sure = {}, {}, {}
     for k in label_a:
         if k in skip:
@@ -155,9 +159,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "l1": float((images["unlearned"][keep] - images["original"][keep]).abs().mean()),
         "ms_ssim": float(1 - msssim_loss(images["unlearned"][keep][:2000], images["original"][keep][:2000]).mean()),
     }
-    flips_all, flips_keep, flips_sure = _flips(auditor, images["original"], images["unlearned"], feats, keep)
+    readings = auditor.readings(images["original"])  # one auditor pass over f's images serves both
+    flips_all, flips_keep, flips_sure = _flips(readings, auditor.predict(images["unlearned"]), feats, keep)
     # the same image change in a random latent direction: how many labels any edit of that size flips
-    random_step = random_step_flips(f, auditor, z[keep], images["original"][keep], preservation["l1"], feats, cfg.seed)
+    before = {k: v[keep] for k, v in readings[0].items()}
+    x_keep, l1 = images["original"][keep], preservation["l1"]
+    random_step = random_step_flips(f, auditor, z[keep], x_keep, l1, feats, cfg.seed, before=before)
     result: dict[str, Any] = {
         "run": str(cfg.run),
         "base_model": meta.base_model,

@@ -40,13 +40,20 @@ def step_radius(f: nn.Module, z: torch.Tensor, d: torch.Tensor, x: torch.Tensor,
 
 @torch.no_grad()
 def random_step_flips(
-    f: nn.Module, auditor: AttributeClassifier, z: torch.Tensor, x: torch.Tensor, l1: float, skip: list[str], seed: int
+    f: nn.Module,
+    auditor: AttributeClassifier,
+    z: torch.Tensor,
+    x: torch.Tensor,
+    l1: float,
+    skip: list[str],
+    seed: int,
+    before: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Flips of the auditor's labels between x = f(z) [N, C, H, W] and f(z + r·d), d random unit rows.
 
     r is bisected on the first ``SEARCH_ROWS`` rows so that the mean image change is ``l1``; returns r, the
     change reached on every row (below ``l1`` if even ``MAX_RADIUS`` did not reach it), and per attribute
-    (less ``skip``) the share of rows whose label flipped.
+    (less ``skip``) the share of rows whose label flipped. ``before``: the auditor's labels of x, if already read.
     """
     assert len(z) == len(x) and z.ndim == 2, (z.shape, x.shape)
     d = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
@@ -54,6 +61,6 @@ def random_step_flips(
     rows = slice(0, SEARCH_ROWS)
     r = step_radius(f, z[rows], d[rows], x[rows], l1)
     moved = generate(f, z + r * d)
-    before, after = auditor.predict(x), auditor.predict(moved)
+    before, after = auditor.predict(x) if before is None else before, auditor.predict(moved)
     flips = {k: float((before[k] != after[k]).float().mean()) for k in before if k not in skip}
     return {"radius": r, "l1": float((moved - x).abs().mean()), "flips": flips}

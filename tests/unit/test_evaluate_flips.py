@@ -30,13 +30,18 @@ def test_a_flip_counts_as_sure_only_where_the_auditor_was_sure_of_f() -> None:
     assert torch.sigmoid(torch.tensor(10 * 0.5)) >= SURE > torch.sigmoid(torch.tensor(10 * 0.01))
     a = _images([-0.5, 0.01, 0.5, 0.5])  # sure, a coin toss, sure, sure
     every = torch.ones(4, dtype=torch.bool)
-    _, flips, only_unsure = _flips(auditor, a, _images([-0.5, -0.01, 0.5, 0.5]), [], every)
+    seen = auditor.readings(a)
+
+    def flips_to(b: torch.Tensor, skip: list[str], keep: torch.Tensor) -> tuple:  # type: ignore[type-arg]
+        return _flips(seen, auditor.predict(b), skip, keep)
+
+    _, flips, only_unsure = flips_to(_images([-0.5, -0.01, 0.5, 0.5]), [], every)
     assert flips == {"a": 0.25} and only_unsure["a"] == {"flips": 0.0, "share": 0.75}
-    _, flips, sure_too = _flips(auditor, a, _images([-0.5, -0.01, -0.5, 0.5]), [], every)
+    _, flips, sure_too = flips_to(_images([-0.5, -0.01, -0.5, 0.5]), [], every)
     assert flips == {"a": 0.5} and sure_too["a"]["flips"] == pytest.approx(1 / 3) and sure_too["a"]["share"] == 0.75
-    assert _flips(auditor, a, a, ["a"], every) == ({}, {}, {})
+    assert flips_to(a, ["a"], every) == ({}, {}, {})
     # only the rows in keep count as non-target; "all" still counts every row
-    everything, first_two, sure_rows = _flips(
-        auditor, a, _images([0.5, -0.01, -0.5, 0.5]), [], every.clone().index_fill_(0, torch.tensor([2, 3]), False)
+    everything, first_two, sure_rows = flips_to(
+        _images([0.5, -0.01, -0.5, 0.5]), [], every.clone().index_fill_(0, torch.tensor([2, 3]), False)
     )
     assert everything == {"a": 0.75} and first_two == {"a": 1.0} and sure_rows["a"] == {"flips": 1.0, "share": 0.5}

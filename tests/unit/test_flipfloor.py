@@ -55,5 +55,6 @@ def test_the_flips_are_the_labels_the_step_changes() -> None:
     moved = f(z + out["radius"] * d / d.norm(dim=1, keepdim=True)).detach()
     want = float(((x[:, 0, 0, 0] > 0) != (moved[:, 0, 0, 0] > 0)).float().mean())
     assert out["flips"]["a"] == pytest.approx(want) and 0.01 < want < 0.5
+    assert random_step_flips(f, auditor, z, x, 0.2, ["b"], seed=4, before=auditor.predict(x)) == out  # labels given
     larger = random_step_flips(f, auditor, z, x, 1.0, ["b"], seed=4)
     assert larger["flips"]["a"] > out["flips"]["a"]  # a larger edit crosses the boundary more often

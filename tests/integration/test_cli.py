@@ -92,6 +92,7 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
         (["--model", "vae"], "--recipe NAME"),
         (["--recipe", "mnist-vae", "--select-last", "1"], "--select-last 1: snapshot selection is for the dcgan"),
         (["--recipe", "mnist-dcgan", "--select-last", "2"], "--select-last 2: more than the 1 epochs"),
+        (["--dataset", "folder:/no/such", "--model", "dcgan", "--select-last", "1"], "needs the zoo labeller"),
         (["--recipe", "mnist-dcgan", "--pack", "3"], "--pack 3: the batch of 64 does not split"),
         (["--recipe", "mnist-vae", "--pack", "2"], "--pack 2: packing is for the dcgan"),
     ],

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from feature_unlearn.unlearn.models import ClassifierConfig
-from feature_unlearn.unlearn.pretrain.recipes import resolve_recipe
 from feature_unlearn.unlearn.pretrain.select import SnapshotSelector, rate_gap
 
 
@@ -47,8 +46,3 @@ def test_selector_keeps_the_epoch_closest_to_the_data_and_ignores_the_early_ones
     chosen = selector.apply(g)
     assert chosen["epoch"] == 3 and g.offset.item() == pytest.approx(-0.6)
     assert chosen["rate_gap"] == pytest.approx(3.0, abs=1.5) and selector.gaps[2] == pytest.approx(20.0, abs=2.0)
-
-
-def test_a_folder_dataset_trains_without_selection() -> None:
-    assert resolve_recipe("mnist-dcgan", None, None, None).train.select_last > 0
-    assert resolve_recipe(None, "folder:/tmp/x", "dcgan", None).train.select_last == 0

@@ -1,9 +1,11 @@
 """Snapshot selection: keep the GAN epoch whose samples' attribute rates sit closest to the data's.
 
-A GAN's attribute proportions drift by a few points from epoch to epoch (one mode gained,
-another lost). StyleGAN keeps the snapshot with the best FID; we keep the one with the smallest
-worst rate gap, read by the *labeller* on latents of their own. The auditor grades the chosen
-generator on other latents, so the judge never picked the model it judges.
+A GAN's attribute proportions can drift from epoch to epoch (one mode gained, another lost).
+StyleGAN keeps the snapshot with the best FID; we keep the one with the smallest worst rate gap,
+read by the *labeller* on latents of their own. The auditor grades the chosen generator on other
+latents, so the judge never picked the model it judges. Measured (README, "GAN attribute rates"):
+faces-dcgan's worst gap moved 8.4–11.4 points over its last five epochs with PacGAN, 9.7–11.0
+without; mnist-dcgan's fell slowly with training, so selection kept the last epoch or near it.
 """
 
 from __future__ import annotations

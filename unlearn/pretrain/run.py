@@ -127,7 +127,7 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> tuple[nn.Module, d
         g: nn.Module = train_vae(train, cfg.train, on_epoch, lambda vae: _keep_encoder(cfg.out, vae))
     else:
         g = train_dcgan(train, cfg.train, on_epoch)
-    chosen = {**selector.apply(g), "selected_by": selector.name} if selector is not None else {}
+    chosen = selector.apply(g) if selector is not None else {}
     save_grid(generate(g, z_fixed), cfg.out / "samples.png", nrow=8)
     return g, chosen
 

@@ -61,4 +61,10 @@ class SnapshotSelector:
         assert self._best is not None, "no epoch was scored"
         gap, epoch, state = self._best
         g.load_state_dict(state)
-        return {"epoch": epoch, "rate_gap": round(gap, 3), "gaps": self.gaps, "samples": len(self.z)}
+        return {
+            "epoch": epoch,
+            "rate_gap": round(gap, 3),
+            "gaps": self.gaps,
+            "samples": len(self.z),
+            "selected_by": self.name,
+        }

@@ -142,13 +142,13 @@ class Model:
 
 def prepare(name: str, tmp: Path, cuda: bool, cfg: Run) -> Model:
     trust, stem = cfg.trust_code, name.replace(":", "-")
-    exports = {k: tmp / f"{stem}-{k}" for k in ("guarded", "plain", "fp16")[: 2 + cuda]}
+    exports = {k: tmp / f"{stem}-{k}" for k in ("guarded", "plain")}
     summary = export_zoo(name, exports["guarded"], trust_code=trust)
     export_zoo(name, exports["plain"], guard=False, trust_code=trust)
     trt: tuple[dict[str, Path], dict[str, str]] = ({}, {})
     if cuda:
-        export_zoo(name, exports["fp16"], fp16=True, trust_code=trust)
         trt = engines(name, tmp, trust)
+        exports["fp16"] = _fp16_export(name, tmp / f"{stem}-fp16", trt[0], trust)
     g, _, module = guarded(name, trust_code=trust)
     mflop = measure.flops_per_image(g, z_dim_of(g)) / 1e6
     info = ModelInfo(name, round(mflop, 3), z_dim_of(g), round(float(summary["export_seconds"]), 2))
@@ -156,6 +156,15 @@ def prepare(name: str, tmp: Path, cuda: bool, cfg: Run) -> Model:
     modules = {"guarded": module, "plain": guarded(name, guard=False, trust_code=trust)[2], "generator": g}
     failures += tuple(Failure(b, e, name) for b, e in trt[1].items())
     return Model(info, modules, exports | low | trt[0], Inference(precision=rows, failures=failures))
+
+
+def _fp16_export(name: str, out: Path, built: dict[str, Path], trust: bool) -> Path:
+    """The fp16 graph ONNX Runtime's TensorRT provider runs: the fp16 engine's export holds it as its model.onnx,
+    so it is exported again only when that engine could not be built."""
+    if "fp16-trt" in built:
+        return built["fp16-trt"]
+    export_zoo(name, out, fp16=True, trust_code=trust)
+    return out
 
 
 def _export_reduced(cfg: Run) -> reduced.Export:

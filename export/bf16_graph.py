@@ -84,9 +84,11 @@ def to_bf16_graph(
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"bf16 graph: onnx.checker rejected it: {str(exc).splitlines()[0]}") from None
-    if half.fp16_ops(model):
-        raise ExportError(f"bf16 graph: fp16 left after retyping: {dict(half.fp16_ops(model))}")
-    ops = half.check_fp16(model, spec, BFLOAT16)
+    types = half.element_types(model)
+    left = half.fp16_ops(model, types=types)
+    if left:
+        raise ExportError(f"bf16 graph: fp16 left after retyping: {dict(left)}")
+    ops = half.check_fp16(model, spec, BFLOAT16, types)
     return model, {"file": GRAPH_FILE, "opset": BF16_OPSET, "bf16_ops": ops, "weights": weights}
 
 

@@ -20,7 +20,8 @@ from feature_unlearn.export.spec import ExportSpec
 FLOAT16 = onnx.TensorProto.FLOAT16
 
 
-def _types(model: onnx.ModelProto) -> dict[str, int]:
+def element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """tensor name -> ONNX element type, by one shape inference (the checks below share it: it is the slow part)."""
     inferred = onnx.shape_inference.infer_shapes(model)
     g = inferred.graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}
@@ -44,28 +45,31 @@ def ancestors(model: onnx.ModelProto, outputs: tuple[str, ...]) -> tuple[set[str
     return tensors, nodes
 
 
-def guard_dtypes(model: onnx.ModelProto, spec: ExportSpec) -> Counter[int]:
-    """Element types of every tensor the flag and score are computed from."""
-    types = _types(model)
+def guard_dtypes(model: onnx.ModelProto, spec: ExportSpec, types: dict[str, int] | None = None) -> Counter[int]:
+    """Element types of every tensor the flag and score are computed from (``types``: ``element_types(model)``)."""
+    types = element_types(model) if types is None else types
     tensors, _ = ancestors(model, spec.output_names[1:3])  # flagged, score (the image check reads the image)
     return Counter(types[t] for t in tensors if t in types)
 
 
-def fp16_ops(model: onnx.ModelProto, elem_type: int = FLOAT16) -> Counter[str]:
+def fp16_ops(model: onnx.ModelProto, elem_type: int = FLOAT16, types: dict[str, int] | None = None) -> Counter[str]:
     """op_type -> count of nodes with an output of ``elem_type`` (the half-precision part of the graph)."""
-    types = _types(model)
+    types = element_types(model) if types is None else types
     return Counter(n.op_type for n in model.graph.node if any(types.get(o) == elem_type for o in n.output))
 
 
-def check_fp16(model: onnx.ModelProto, spec: ExportSpec, elem_type: int = FLOAT16) -> dict[str, int]:
+def check_fp16(
+    model: onnx.ModelProto, spec: ExportSpec, elem_type: int = FLOAT16, types: dict[str, int] | None = None
+) -> dict[str, int]:
     """Raise unless the generator runs in ``elem_type`` (fp16 or bf16) and the guard's flag and score never do."""
     name = "fp16" if elem_type == FLOAT16 else "bf16"
-    guard = guard_dtypes(model, spec)
+    types = element_types(model) if types is None else types
+    guard = guard_dtypes(model, spec, types)
     if guard[elem_type]:
         raise ExportError(
             f"{name} graph: {guard[elem_type]} tensors feeding 'flagged'/'score' are {name}; the guard must stay fp32"
         )
-    ops = fp16_ops(model, elem_type)
+    ops = fp16_ops(model, elem_type, types)
     if not any(op in ops for op in ("Conv", "ConvTranspose", "Gemm", "MatMul")):
         raise ExportError(f"{name} graph: no convolution or matmul runs in {name} ({name} ops: {dict(ops)})")
     return dict(ops)

@@ -95,6 +95,8 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
         (["--dataset", "folder:/no/such", "--model", "dcgan", "--select-last", "1"], "needs the zoo labeller"),
         (["--recipe", "mnist-dcgan", "--pack", "3"], "--pack 3: the batch of 64 does not split"),
         (["--recipe", "mnist-vae", "--pack", "2"], "--pack 2: packing is for the dcgan"),
+        (["--recipe", "mnist-dcgan", "--d-norm", "layer"], "--d-norm 'layer': choose from batch, none, spectral"),
+        (["--recipe", "mnist-vae", "--d-norm", "none"], "--d-norm none: the dcgan's discriminator option"),
     ],
 )
 def test_pretrain_bad_input(tmp_path: Path, args: list[str], message: str) -> None:

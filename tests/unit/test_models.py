@@ -67,6 +67,33 @@ def test_packed_discriminator_judges_images_together() -> None:
         DCGANDiscriminator(cfg, pack=0)
 
 
+@pytest.mark.parametrize("norm", ["batch", "none", "spectral"])
+def test_discriminator_norm_decides_whether_batch_mates_move_a_logit(norm: str) -> None:
+    """BatchNorm judges an image against its batch (so a batch's feature frequency is normalised away);
+    ``none`` and ``spectral`` judge each image alone."""
+    cfg = DCGANConfig(z_dim=8, channels=3, ngf=8, ndf=8)
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(cfg, norm=norm).train()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        d(x)  # one training-mode call first: spectral norm's power iteration settles its vectors
+        if norm == "spectral":
+            d.eval()  # then frozen, so two calls see the same weight
+        alone, in_batch = d(x[:2]), d(torch.cat([x[:2], 3 * x[2:]]))[:2]
+    assert torch.allclose(alone, in_batch, atol=1e-6) == (norm != "batch")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules()) == (norm == "batch")
+    spectral = [m for m in d.modules() if torch.nn.utils.parametrize.is_parametrized(m)]
+    assert len(spectral) == (4 if norm == "spectral" else 0)  # every conv, the logit's too
+    if norm == "spectral":
+        top = torch.linalg.matrix_norm(spectral[1].weight.detach().flatten(1), ord=2)
+        assert abs(float(top) - 1.0) < 0.05
+
+
+def test_discriminator_refuses_an_unknown_norm() -> None:
+    with pytest.raises(ConfigError, match="d_norm 'layer': choose from batch, none, spectral"):
+        DCGANDiscriminator(DCGANConfig(), norm="layer")
+
+
 def test_classifier_heads_and_predict() -> None:
     clf = AttributeClassifier(
         ClassifierConfig(kind="resnet", channels=1, heads={"digit": 10, "thick": 2}, width=8)

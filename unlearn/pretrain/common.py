@@ -26,6 +26,7 @@ class TrainConfig:
     edge: float = 0.0  # VAE: weight of the same likelihood on neighbour differences (keeps edges)
     ema: float = 0.999  # GAN: generator weight averaging
     pack: int = 1  # GAN: images per discriminator decision (PacGAN; 1 = plain DCGAN)
+    d_norm: str = "batch"  # GAN: discriminator normalisation (batch | none | spectral)
     select_last: int = 0  # GAN: keep the best of the last N epochs by the labeller's rate gap (0: the last)
     width: int = 32  # network width (ngf/ndf for the GAN, base width otherwise)
     z_dim: int = 32

@@ -1,4 +1,5 @@
-"""DCGAN training loop: non-saturating loss, Adam(0.5, 0.999), EMA of the generator, optional PacGAN packing."""
+"""DCGAN training loop: non-saturating loss, Adam(0.5, 0.999), EMA of the generator, optional PacGAN packing
+and the discriminator's normalisation."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def train_dcgan(
     gen = torch.Generator().manual_seed(cfg.seed)
     res = resolution_of(data)
     arch = DCGANConfig(z_dim=cfg.z_dim, channels=data.shape[0], ngf=cfg.width, ndf=cfg.width, resolution=res)
-    g, d = DCGANGenerator(arch), DCGANDiscriminator(arch, pack=cfg.pack)
+    g, d = DCGANGenerator(arch), DCGANDiscriminator(arch, pack=cfg.pack, norm=cfg.d_norm)
     g_ema = copy.deepcopy(g).eval()
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(0.5, 0.999))

@@ -24,6 +24,9 @@ class PretrainRequest:
     seed: Optional[int] = opt(None, "Override the recipe's seed.")
     width: Optional[int] = opt(None, "Override the recipe's network width (channels of the first stage).", min=1)
     pack: Optional[int] = opt(None, "dcgan: images the discriminator judges together (PacGAN; 1 = plain).", min=1)
+    d_norm: Optional[str] = opt(
+        None, "dcgan: the discriminator's normalisation: batch (DCGAN), none or spectral (SNGAN)."
+    )
     select_last: Optional[int] = opt(
         None, "dcgan: keep the best of the last N epochs by the labeller's attribute-rate gap (0: the last).", min=0
     )
@@ -42,7 +45,7 @@ class PretrainRequest:
 
         base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
         asked = {"epochs": self.epochs, "seed": self.seed, "width": self.width, "prior": self.prior}
-        asked.update(select_last=self.select_last, pack=self.pack)
+        asked.update(select_last=self.select_last, pack=self.pack, d_norm=self.d_norm)
         overrides = {k: v for k, v in asked.items() if v is not None}
         if self.prior is not None:  # refused before any data is loaded
             check_prior(self.prior, base.model)

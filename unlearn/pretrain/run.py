@@ -20,6 +20,7 @@ from feature_unlearn.unlearn.images import save_grid
 from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint, write_json
 from feature_unlearn.unlearn.metrics import agreement, attribute_rates, fid, generate, latents
 from feature_unlearn.unlearn.models import VAE, AttributeClassifier, arch_dict, build_generator, z_dim_of
+from feature_unlearn.unlearn.models.dcgan import check_d_norm
 from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifier
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, resolution_of
 from feature_unlearn.unlearn.pretrain.gan import train_dcgan
@@ -57,7 +58,10 @@ def _check(cfg: PretrainConfig, data: ImageSet) -> None:
 
 
 def _check_gan_options(cfg: PretrainConfig) -> None:
-    """--pack and --select-last are DCGAN options; the batch must split into packs."""
+    """--pack, --d-norm and --select-last are DCGAN options; the batch must split into packs."""
+    check_d_norm(cfg.train.d_norm, "--d-norm")
+    if cfg.train.d_norm != "batch" and cfg.model != "dcgan":
+        raise ConfigError(f"--d-norm {cfg.train.d_norm}: the dcgan's discriminator option, not a {cfg.model}'s")
     pack = cfg.train.pack
     if pack != 1 and cfg.model != "dcgan":
         raise ConfigError(f"--pack {pack}: packing is for the dcgan's discriminator, not a {cfg.model}")

@@ -16,6 +16,7 @@ from torch import nn
 from feature_unlearn.unlearn.errors import ConfigError
 
 RESOLUTIONS = (32, 64, 128, 256)
+D_NORMS = ("batch", "none", "spectral")  # the discriminator's normalisation (DCGANDiscriminator)
 MAX_MULT = 8  # channels of the widest block, in units of ngf / ndf / width
 
 
@@ -72,9 +73,6 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [N, {self.z_dim}], got {tuple(z.shape)}"
         return self.net(z[:, :, None, None])
-
-
-D_NORMS = ("batch", "none", "spectral")
 
 
 class DCGANDiscriminator(nn.Module):

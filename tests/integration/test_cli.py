@@ -97,6 +97,9 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
         (["--recipe", "mnist-vae", "--pack", "2"], "--pack 2: packing is for the dcgan"),
         (["--recipe", "mnist-dcgan", "--d-norm", "layer"], "--d-norm 'layer': choose from batch, none, spectral"),
         (["--recipe", "mnist-vae", "--d-norm", "none"], "--d-norm none: the dcgan's discriminator option"),
+        (["--recipe", "mnist-labeller", "--attr-weight", "1"], "--attr-weight 1.0: the labeller's term trains a vae"),
+        (["--dataset", "folder:/no/such", "--model", "vae", "--attr-weight", "2"], "needs the zoo labeller"),
+        (["--recipe", "mnist-dcgan", "--attr-weight", "-1"], "--attr-weight"),
     ],
 )
 def test_pretrain_bad_input(tmp_path: Path, args: list[str], message: str) -> None:

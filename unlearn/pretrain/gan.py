@@ -1,5 +1,5 @@
-"""DCGAN training loop: non-saturating loss, Adam(0.5, 0.999), EMA of the generator, optional PacGAN packing
-and the discriminator's normalisation."""
+"""DCGAN training loop: non-saturating loss, Adam(0.5, 0.999), EMA of the generator, optional PacGAN packing,
+the discriminator's normalisation and an extra generator term (the labeller's, ``attrterm.py``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, ema_up
 
 
 def train_dcgan(
-    data: ImageSet, cfg: TrainConfig, on_epoch: Callable[[int, DCGANGenerator], None] | None = None
+    data: ImageSet,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, DCGANGenerator], None] | None = None,
+    attr_term: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> DCGANGenerator:
+    """``attr_term(fake) -> scalar`` (weighted by ``cfg.attr_weight``) joins the generator's loss."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     res = resolution_of(data)
@@ -40,8 +44,9 @@ def train_dcgan(
             loss_d.backward()
             opt_d.step()
             loss_g = F.softplus(-d(fake)).mean()
+            total = loss_g + cfg.attr_weight * attr_term(fake) if attr_term is not None else loss_g
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            total.backward()
             opt_g.step()
             step += 1
             ema_update(g_ema, g, min(cfg.ema, step / (step + 10)))  # warm-up: early weights fade fast

@@ -30,6 +30,12 @@ class PretrainRequest:
     select_last: Optional[int] = opt(
         None, "dcgan: keep the best of the last N epochs by the labeller's attribute-rate gap (0: the last).", min=0
     )
+    attr_weight: Optional[float] = opt(
+        None,
+        "vae/dcgan: weight of the zoo labeller's attribute term (dcgan: generated shares toward the data's; "
+        "vae: reconstructions keep their input's attributes); 0 = off.",
+        min=0.0,
+    )
     limit: Optional[int] = opt(None, "Use only the first N images.", min=16)
     auditor: Optional[str] = opt(None, "Classifier for metrics (default: the zoo's <dataset>-auditor).")
     eval_samples: int = opt(10_000, "Generated samples graded for the metrics.", min=100)
@@ -44,8 +50,8 @@ class PretrainRequest:
         from feature_unlearn.unlearn.pretrain.run import PretrainConfig
 
         base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
-        asked = {"epochs": self.epochs, "seed": self.seed, "width": self.width, "prior": self.prior}
-        asked.update(select_last=self.select_last, pack=self.pack, d_norm=self.d_norm)
+        asked: dict[str, object] = {"epochs": self.epochs, "seed": self.seed, "width": self.width, "prior": self.prior}
+        asked.update(select_last=self.select_last, pack=self.pack, d_norm=self.d_norm, attr_weight=self.attr_weight)
         overrides = {k: v for k, v in asked.items() if v is not None}
         if self.prior is not None:  # refused before any data is loaded
             check_prior(self.prior, base.model)

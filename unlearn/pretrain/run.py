@@ -15,16 +15,18 @@ from torch import nn
 from feature_unlearn import __version__
 from feature_unlearn.unlearn.artifacts import ModelRecord
 from feature_unlearn.unlearn.data import ImageSet, train_test
+from feature_unlearn.unlearn.data.augment import AugmentConfig
 from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.images import save_grid
 from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint, write_json
 from feature_unlearn.unlearn.metrics import agreement, attribute_rates, fid, generate, latents
 from feature_unlearn.unlearn.models import VAE, AttributeClassifier, arch_dict, build_generator, z_dim_of
 from feature_unlearn.unlearn.models.dcgan import check_d_norm
+from feature_unlearn.unlearn.pretrain.attrterm import RateMatch, ReadingMatch
 from feature_unlearn.unlearn.pretrain.classifier import accuracy, train_classifier
 from feature_unlearn.unlearn.pretrain.common import TrainConfig, resolution_of
 from feature_unlearn.unlearn.pretrain.gan import train_dcgan
-from feature_unlearn.unlearn.pretrain.recipes import check_prior, classifier_for
+from feature_unlearn.unlearn.pretrain.recipes import RECIPES, check_prior, classifier_for
 from feature_unlearn.unlearn.pretrain.select import SnapshotSelector
 from feature_unlearn.unlearn.pretrain.vae import train_vae
 
@@ -67,6 +69,7 @@ def _check_gan_options(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--pack {pack}: packing is for the dcgan's discriminator, not a {cfg.model}")
     if cfg.train.batch % pack:
         raise ConfigError(f"--pack {pack}: the batch of {cfg.train.batch} does not split into packs of {pack}")
+    _check_attr_weight(cfg)
     n = cfg.train.select_last
     if n == 0:
         return
@@ -76,6 +79,18 @@ def _check_gan_options(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--select-last {n}: more than the {cfg.train.epochs} epochs trained")
     if cfg.dataset.startswith("folder:"):
         raise ConfigError(f"--select-last {n}: needs the zoo labeller of the dataset; {cfg.dataset} has none")
+
+
+def _check_attr_weight(cfg: PretrainConfig) -> None:
+    w = cfg.train.attr_weight
+    if w == 0:
+        return
+    if w < 0:
+        raise ConfigError(f"--attr-weight {w}: a weight is >= 0 (0 = off)")
+    if cfg.model not in ("vae", "dcgan"):
+        raise ConfigError(f"--attr-weight {w}: the labeller's term trains a vae or dcgan, not a {cfg.model}")
+    if cfg.dataset.startswith("folder:"):
+        raise ConfigError(f"--attr-weight {w}: needs the zoo labeller of the dataset; {cfg.dataset} has none")
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
@@ -120,6 +135,7 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> tuple[nn.Module, d
     """The trained generator, and (with ``select_last``) which epoch was kept and the gaps behind it."""
     z_fixed = latents(64, cfg.train.z_dim, seed=1234)
     selector = _selector(cfg, train)
+    labeller = _labeller(cfg) if cfg.train.attr_weight > 0 else None
 
     def on_epoch(epoch: int, g: nn.Module) -> None:
         if selector is not None:
@@ -128,22 +144,35 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> tuple[nn.Module, d
             save_grid(generate(g, z_fixed), cfg.out / f"samples-epoch{epoch + 1:03d}.png", nrow=8)
 
     if cfg.model == "vae":
-        g: nn.Module = train_vae(train, cfg.train, on_epoch, lambda vae: _keep_encoder(cfg.out, vae))
+        term = ReadingMatch(labeller, _labeller_degradations(cfg), cfg.train.seed) if labeller is not None else None
+        g: nn.Module = train_vae(train, cfg.train, on_epoch, lambda vae: _keep_encoder(cfg.out, vae), term)
     else:
-        g = train_dcgan(train, cfg.train, on_epoch)
+        degrade = _labeller_degradations(cfg)
+        match = RateMatch(labeller, train.images, degrade, cfg.train.seed) if labeller is not None else None
+        g = train_dcgan(train, cfg.train, on_epoch, match)
     chosen = selector.apply(g) if selector is not None else {}
     save_grid(generate(g, z_fixed), cfg.out / "samples.png", nrow=8)
     return g, chosen
 
 
+def _labeller(cfg: PretrainConfig) -> AttributeClassifier:
+    """The dataset's zoo labeller: a fresh copy, so that a term freezing it changes nothing shared."""
+    from feature_unlearn.unlearn.zoo import load_classifier
+
+    return load_classifier(classifier_for(cfg.dataset, "labeller"))
+
+
+def _labeller_degradations(cfg: PretrainConfig) -> AugmentConfig | None:
+    """What the zoo labeller was trained to read through; the attribute term reads generated images so."""
+    return RECIPES[classifier_for(cfg.dataset, "labeller")].train.augment
+
+
 def _selector(cfg: PretrainConfig, train: ImageSet) -> SnapshotSelector | None:
     if cfg.train.select_last == 0:
         return None
-    from feature_unlearn.unlearn.zoo import load_classifier
-
     name = classifier_for(cfg.dataset, "labeller")
     first = cfg.train.epochs - cfg.train.select_last
-    return SnapshotSelector(load_classifier(name), train.images, cfg.train.z_dim, first, name=name)
+    return SnapshotSelector(_labeller(cfg), train.images, cfg.train.z_dim, first, name=name)
 
 
 def _keep_encoder(out: Path, vae: VAE) -> None:

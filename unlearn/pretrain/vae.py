@@ -59,11 +59,13 @@ def train_vae(
     cfg: TrainConfig,
     on_epoch: Callable[[int, VAEDecoder], None] | None = None,
     on_vae: Callable[[VAE], None] | None = None,
+    attr_term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> VAEDecoder:
     """Train the VAE; with ``cfg.prior == "flow"`` then fit the flow prior on its aggregate posterior.
 
     ``on_epoch`` sees the generator after each epoch; after the last one only once the prior is fitted.
     ``on_vae`` sees the whole trained VAE (encoder included) before the prior is fitted.
+    ``attr_term(x, recon) -> scalar`` (weighted by ``cfg.attr_weight``, nats per image) joins the loss.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -80,6 +82,8 @@ def train_vae(
             recon, mu, logvar = vae(x)
             rec, kl = vae_loss(x, recon, mu, logvar, cfg)
             loss = rec + cfg.beta * kl
+            if attr_term is not None:
+                loss = loss + cfg.attr_weight * attr_term(x, recon)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -52,6 +52,18 @@ def test_pretrain_tiny_generator_writes_weights_grid_and_metrics(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["dcgan", "vae"])
+def test_pretrain_with_the_labellers_term_trains_and_records_its_weight(tmp_path: Path, model: str) -> None:
+    out = tmp_path / model
+    args = ["--dataset", "mnist", "--model", model, "--epochs", "1", "--limit", "256", "--attr-weight", "0.5"]
+    result = runner.invoke(app, ["pretrain", *args, "--eval-samples", "200", "--out", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((out / "model.json").read_text())
+    assert sidecar["train_args"]["attr_weight"] == 0.5  # the run says how it was trained
+    assert load_generator(out).z_dim > 0 and (out / "metrics.json").is_file()
+
+
+@pytest.mark.slow
 def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
     out = tmp_path / "clf"
     result = runner.invoke(

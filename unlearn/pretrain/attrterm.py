@@ -45,7 +45,6 @@ class _Reader:
     def __init__(self, labeller: AttributeClassifier, degrade: AugmentConfig | None, seed: int) -> None:
         self.labeller = labeller.eval()
         self.labeller.requires_grad_(False)
-        self.heads = labeller.cfg.heads
         self.degrade = degrade
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -53,7 +52,7 @@ class _Reader:
         return self.labeller(augment(x, self.degrade, self.gen) if self.degrade is not None else x)
 
     def probabilities(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return _probabilities(self.heads, self.logits(x))
+        return _probabilities(self.labeller.cfg.heads, self.logits(x))
 
 
 class RateMatch:
@@ -92,7 +91,7 @@ class RateMatch:
         return loss
 
     def worst_gap(self) -> float:
-        """Largest |running share − data share| in points, for the progress bar."""
+        """Largest |running share − data share| in points (``pretrain`` prints it after each epoch)."""
         gaps = [(self.running[k] - self.target[k]).abs().max() for k in self.running]
         return 100.0 * float(max(gaps)) if gaps else 0.0
 
@@ -114,7 +113,7 @@ class ReadingMatch:
             target = soft_shares(self.reader.labeller, x)
         loss = x.new_zeros(())
         for k, logit in self.reader.logits(recon).items():
-            if self.reader.heads[k] == 2:
+            if self.reader.labeller.cfg.heads[k] == 2:
                 loss = loss + F.binary_cross_entropy_with_logits(logit, target[k])
             else:
                 loss = loss + F.cross_entropy(logit, target[k])

@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from feature_unlearn import __version__
 from feature_unlearn.unlearn.artifacts import ModelRecord
 from feature_unlearn.unlearn.data import ImageSet, train_test
-from feature_unlearn.unlearn.data.augment import AugmentConfig
 from feature_unlearn.unlearn.errors import ConfigError
 from feature_unlearn.unlearn.images import save_grid
 from feature_unlearn.unlearn.io import load_checkpoint, save_checkpoint, write_json
@@ -135,21 +135,22 @@ def _train_generator(cfg: PretrainConfig, train: ImageSet) -> tuple[nn.Module, d
     """The trained generator, and (with ``select_last``) which epoch was kept and the gaps behind it."""
     z_fixed = latents(64, cfg.train.z_dim, seed=1234)
     selector = _selector(cfg, train)
-    labeller = _labeller(cfg) if cfg.train.attr_weight > 0 else None
+    term = _attr_term(cfg, train)
 
     def on_epoch(epoch: int, g: nn.Module) -> None:
         if selector is not None:
             selector(epoch, g)
+        if isinstance(term, RateMatch):
+            tqdm.write(f"epoch {epoch + 1}: labeller's worst share gap {term.worst_gap():.1f} points")
         if (epoch + 1) % cfg.grid_every == 0 and epoch + 1 < cfg.train.epochs:
             save_grid(generate(g, z_fixed), cfg.out / f"samples-epoch{epoch + 1:03d}.png", nrow=8)
 
     if cfg.model == "vae":
-        term = ReadingMatch(labeller, _labeller_degradations(cfg), cfg.train.seed) if labeller is not None else None
+        assert term is None or isinstance(term, ReadingMatch)
         g: nn.Module = train_vae(train, cfg.train, on_epoch, lambda vae: _keep_encoder(cfg.out, vae), term)
     else:
-        degrade = _labeller_degradations(cfg)
-        match = RateMatch(labeller, train.images, degrade, cfg.train.seed) if labeller is not None else None
-        g = train_dcgan(train, cfg.train, on_epoch, match)
+        assert term is None or isinstance(term, RateMatch)
+        g = train_dcgan(train, cfg.train, on_epoch, term)
     chosen = selector.apply(g) if selector is not None else {}
     save_grid(generate(g, z_fixed), cfg.out / "samples.png", nrow=8)
     return g, chosen
@@ -162,9 +163,15 @@ def _labeller(cfg: PretrainConfig) -> AttributeClassifier:
     return load_classifier(classifier_for(cfg.dataset, "labeller"))
 
 
-def _labeller_degradations(cfg: PretrainConfig) -> AugmentConfig | None:
-    """What the zoo labeller was trained to read through; the attribute term reads generated images so."""
-    return RECIPES[classifier_for(cfg.dataset, "labeller")].train.augment
+def _attr_term(cfg: PretrainConfig, train: ImageSet) -> RateMatch | ReadingMatch | None:
+    """The labeller's term for the model trained (``--attr-weight``; None when 0), reading generated
+    images through the degradations the zoo labeller was trained with."""
+    if cfg.train.attr_weight == 0:
+        return None
+    degrade = RECIPES[classifier_for(cfg.dataset, "labeller")].train.augment
+    if cfg.model == "vae":
+        return ReadingMatch(_labeller(cfg), degrade, cfg.train.seed)
+    return RateMatch(_labeller(cfg), train.images, degrade, cfg.train.seed)
 
 
 def _selector(cfg: PretrainConfig, train: ImageSet) -> SnapshotSelector | None:

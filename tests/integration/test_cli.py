@@ -112,6 +112,8 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
         (["--recipe", "mnist-labeller", "--attr-weight", "1"], "--attr-weight 1.0: the labeller's term trains a vae"),
         (["--dataset", "folder:/no/such", "--model", "vae", "--attr-weight", "2"], "needs the zoo labeller"),
         (["--recipe", "mnist-dcgan", "--attr-weight", "-1"], "--attr-weight"),
+        (["--recipe", "mnist-vae", "--r1", "1"], "--r1 1.0: the penalty is on the dcgan's discriminator"),
+        (["--recipe", "mnist-dcgan", "--r1", "-1"], "--r1"),
     ],
 )
 def test_pretrain_bad_input(tmp_path: Path, args: list[str], message: str) -> None:

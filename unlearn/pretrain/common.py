@@ -27,6 +27,7 @@ class TrainConfig:
     ema: float = 0.999  # GAN: generator weight averaging
     pack: int = 1  # GAN: images per discriminator decision (PacGAN; 1 = plain DCGAN)
     d_norm: str = "batch"  # GAN: discriminator normalisation (batch | none | spectral)
+    r1: float = 0.0  # GAN: weight gamma of the R1 penalty on real images (Mescheder et al. 2018; 0 = off)
     select_last: int = 0  # GAN: keep the best of the last N epochs by the labeller's rate gap (0: the last)
     attr_weight: float = 0.0  # GAN/VAE: weight of the labeller's attribute term (pretrain/attrterm.py; 0 = off)
     width: int = 32  # network width (ngf/ndf for the GAN, base width otherwise)

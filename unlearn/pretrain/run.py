@@ -60,10 +60,14 @@ def _check(cfg: PretrainConfig, data: ImageSet) -> None:
 
 
 def _check_gan_options(cfg: PretrainConfig) -> None:
-    """--pack, --d-norm and --select-last are DCGAN options; the batch must split into packs."""
+    """--pack, --d-norm, --r1 and --select-last are DCGAN options; the batch must split into packs."""
     check_d_norm(cfg.train.d_norm, "--d-norm")
     if cfg.train.d_norm != "batch" and cfg.model != "dcgan":
         raise ConfigError(f"--d-norm {cfg.train.d_norm}: the dcgan's discriminator option, not a {cfg.model}'s")
+    if cfg.train.r1 < 0:
+        raise ConfigError(f"--r1 {cfg.train.r1}: a penalty weight is >= 0 (0 = off)")
+    if cfg.train.r1 > 0 and cfg.model != "dcgan":
+        raise ConfigError(f"--r1 {cfg.train.r1}: the penalty is on the dcgan's discriminator, not a {cfg.model}")
     pack = cfg.train.pack
     if pack != 1 and cfg.model != "dcgan":
         raise ConfigError(f"--pack {pack}: packing is for the dcgan's discriminator, not a {cfg.model}")

@@ -87,7 +87,8 @@ class DCGANDiscriminator(nn.Module):
     2018) also bounds every conv's spectral norm. Measured on faces after 6 epochs (auditor, test
     split 16.0% smiling): the generator drew smiles on 5.8% with ``batch``, 21.6% with ``none``,
     11.6% with ``spectral``. But after the recipe's 15 epochs ``none`` had drifted to the plain
-    face (FID 19.8; hats 1.6%, smiles 5.9%), so the zoo keeps ``batch`` (README, "GAN attribute rates").
+    face (FID 19.8; hats 1.6%, smiles 5.9%); an R1 penalty (``--r1``) stops that drift (FID 7.6) but
+    not the fading smile, so the zoo keeps ``batch`` (README, "GAN attribute rates").
     """
 
     def __init__(self, cfg: DCGANConfig, pack: int = 1, norm: str = "batch") -> None:

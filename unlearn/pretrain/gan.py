@@ -16,19 +16,21 @@ from feature_unlearn.unlearn.pretrain.common import TrainConfig, batches, ema_up
 R1_EVERY = 4  # lazy regularisation (StyleGAN2): the R1 penalty every 4 steps, weighted by 4
 
 
-def _d_loss(d: DCGANDiscriminator, real: torch.Tensor, fake: torch.Tensor, r1: float) -> torch.Tensor:
-    """The discriminator's non-saturating loss, plus ``r1``/2 · E‖∇ₓ D(real)‖² (Mescheder et al., 2018) when > 0.
+def _d_loss(d: DCGANDiscriminator, real: torch.Tensor, fake: torch.Tensor, r1: float, step: int) -> torch.Tensor:
+    """The discriminator's non-saturating loss, plus ``r1``/2 · E‖∇ₓ D(real)‖² (Mescheder et al., 2018) when > 0,
+    lazily: on every ``R1_EVERY``-th step, weighted by ``R1_EVERY``.
 
     R1 keeps the discriminator flat on the data, the fix its authors prove for the oscillation an
     unregularised GAN shows near the equilibrium (a discriminator without normalisation drifted, stop 16).
     """
-    if r1 == 0:
-        return F.softplus(-d(real)).mean() + F.softplus(d(fake)).mean()
-    real = real.detach().requires_grad_(True)
+    lazy = r1 > 0 and step % R1_EVERY == 0
+    real = real.detach().requires_grad_(lazy)
     logit = d(real)
+    loss = F.softplus(-logit).mean() + F.softplus(d(fake)).mean()
+    if not lazy:
+        return loss
     (grad,) = torch.autograd.grad(logit.sum(), real, create_graph=True)  # [N, C, H, W]
-    penalty = grad.square().flatten(1).sum(1).mean()
-    return F.softplus(-logit).mean() + F.softplus(d(fake)).mean() + 0.5 * r1 * R1_EVERY * penalty
+    return loss + 0.5 * r1 * R1_EVERY * grad.square().flatten(1).sum(1).mean()
 
 
 def train_dcgan(
@@ -56,7 +58,7 @@ def train_dcgan(
             real = data.images[idx]
             z = torch.randn(len(idx), cfg.z_dim)
             fake = g(z)
-            loss_d = _d_loss(d, real, fake.detach(), cfg.r1 if step % R1_EVERY == 0 else 0.0)
+            loss_d = _d_loss(d, real, fake.detach(), cfg.r1, step)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()

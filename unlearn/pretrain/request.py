@@ -54,8 +54,8 @@ class PretrainRequest:
 
         base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
         asked: dict[str, object] = {"epochs": self.epochs, "seed": self.seed, "width": self.width, "prior": self.prior}
-        asked.update(select_last=self.select_last, pack=self.pack, d_norm=self.d_norm, attr_weight=self.attr_weight)
-        asked.update(r1=self.r1)
+        asked.update(select_last=self.select_last, pack=self.pack, d_norm=self.d_norm, r1=self.r1)
+        asked.update(attr_weight=self.attr_weight)
         overrides = {k: v for k, v in asked.items() if v is not None}
         if self.prior is not None:  # refused before any data is loaded
             check_prior(self.prior, base.model)

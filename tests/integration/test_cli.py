@@ -114,6 +114,9 @@ def test_pretrain_tiny_classifier_reports_accuracy(tmp_path: Path) -> None:
         (["--recipe", "mnist-dcgan", "--attr-weight", "-1"], "--attr-weight"),
         (["--recipe", "mnist-vae", "--r1", "1"], "--r1 1.0: the penalty is on the dcgan's discriminator"),
         (["--recipe", "mnist-dcgan", "--r1", "-1"], "--r1"),
+        (["--recipe", "mnist-vae", "--ema", "0.99"], "--ema 0.99: the weight average is the dcgan generator's"),
+        (["--recipe", "mnist-dcgan", "--ema", "1"], "--ema 1.0: a decay is in [0, 1)"),
+        (["--recipe", "mnist-dcgan", "--ema", "-0.5"], "--ema"),
     ],
 )
 def test_pretrain_bad_input(tmp_path: Path, args: list[str], message: str) -> None:

@@ -30,6 +30,11 @@ class PretrainRequest:
     r1: Optional[float] = opt(
         None, "dcgan: weight gamma of the R1 gradient penalty on real images (0 = off), every 4 steps.", min=0.0
     )
+    ema: Optional[float] = opt(
+        None,
+        "dcgan: decay of the generator's weight average, the model kept (0 = the live generator; recipe 0.999).",
+        min=0.0,
+    )
     select_last: Optional[int] = opt(
         None, "dcgan: keep the best of the last N epochs by the labeller's attribute-rate gap (0: the last).", min=0
     )
@@ -55,7 +60,7 @@ class PretrainRequest:
         base = resolve_recipe(self.recipe, self.dataset, self.model, self.exclude)
         asked: dict[str, object] = {"epochs": self.epochs, "seed": self.seed, "width": self.width, "prior": self.prior}
         asked.update(select_last=self.select_last, pack=self.pack, d_norm=self.d_norm, r1=self.r1)
-        asked.update(attr_weight=self.attr_weight)
+        asked.update(attr_weight=self.attr_weight, ema=self.ema)
         overrides = {k: v for k, v in asked.items() if v is not None}
         if self.prior is not None:  # refused before any data is loaded
             check_prior(self.prior, base.model)

@@ -60,7 +60,7 @@ def _check(cfg: PretrainConfig, data: ImageSet) -> None:
 
 
 def _check_gan_options(cfg: PretrainConfig) -> None:
-    """--pack, --d-norm, --r1 and --select-last are DCGAN options; the batch must split into packs."""
+    """--pack, --d-norm, --r1, --ema and --select-last are DCGAN options; the batch must split into packs."""
     check_d_norm(cfg.train.d_norm, "--d-norm")
     if cfg.train.d_norm != "batch" and cfg.model != "dcgan":
         raise ConfigError(f"--d-norm {cfg.train.d_norm}: the dcgan's discriminator option, not a {cfg.model}'s")
@@ -74,6 +74,7 @@ def _check_gan_options(cfg: PretrainConfig) -> None:
     if cfg.train.batch % pack:
         raise ConfigError(f"--pack {pack}: the batch of {cfg.train.batch} does not split into packs of {pack}")
     _check_attr_weight(cfg)
+    _check_ema(cfg)
     n = cfg.train.select_last
     if n == 0:
         return
@@ -83,6 +84,14 @@ def _check_gan_options(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--select-last {n}: more than the {cfg.train.epochs} epochs trained")
     if cfg.dataset.startswith("folder:"):
         raise ConfigError(f"--select-last {n}: needs the zoo labeller of the dataset; {cfg.dataset} has none")
+
+
+def _check_ema(cfg: PretrainConfig) -> None:
+    ema = cfg.train.ema
+    if not 0.0 <= ema < 1.0:
+        raise ConfigError(f"--ema {ema}: a decay is in [0, 1) (0 = the live generator)")
+    if ema != TrainConfig.ema and cfg.model != "dcgan":
+        raise ConfigError(f"--ema {ema}: the weight average is the dcgan generator's, not a {cfg.model}'s")
 
 
 def _check_attr_weight(cfg: PretrainConfig) -> None:
